@@ -1,0 +1,327 @@
+// One long-lived CQL worker: compiles CQL to ELM (reference translator) and runs ELM
+// (cql-execution + cql-exec-fhir). Protocol: one JSON request per stdin line, one JSON
+// response per stdout line ({id, ok, result} or {id, ok:false, error}); logs go to stderr.
+import { createRequire } from 'node:module';
+import readline from 'node:readline';
+import fs from 'node:fs';
+
+// Library logging (kotlin-logging prints an init line to stdout) must never corrupt the
+// protocol stream: keep the real stdout writer for responses, send everything else to stderr.
+const protocolWrite = process.stdout.write.bind(process.stdout);
+process.stdout.write = process.stderr.write.bind(process.stderr);
+console.log = console.error;
+console.info = console.error;
+console.warn = console.error;
+console.debug = console.error;
+
+const require = createRequire(import.meta.url);
+const c2e = await import('@cqframework/cql/cql-to-elm');
+const cqlModel = await import('@cqframework/cql/cql');
+const kstd = await import('@cqframework/cql/kotlin-kotlin-stdlib');
+const shared = await import('@cqframework/cql/shared');
+const cql = require('cql-execution');
+const cqlfhir = require('cql-exec-fhir');
+const ucum = require('@lhncbc/ucum-lhc');
+// Versions are recorded in every Library; some packages do not export package.json, so
+// read it from the node_modules folder that resolution would use.
+function pkgVersion(name) {
+  for (const base of require.resolve.paths(name) || []) {
+    const f = `${base}/${name}/package.json`;
+    if (fs.existsSync(f)) return JSON.parse(fs.readFileSync(f, 'utf8')).version;
+  }
+  return null;
+}
+
+const ucumUtils = ucum.UcumLhcUtils.getInstance();
+const FHIR_MODELINFO = fs.readFileSync(
+  require.resolve('cql-exec-fhir/lib/modelInfos/fhir-modelinfo-4.0.1.xml'), 'utf8');
+
+// ---------------------------------------------------------------- compile
+
+// The JS build of the translator has no UCUM service; without one every unit literal fails.
+function ucumService() {
+  const { Pair } = kstd;
+  const { BigDecimal } = shared;
+  const convert = (value, from, to) => {
+    const r = ucumUtils.convertUnitTo(from, Number(value), to);
+    if (r.status !== 'succeeded') throw new Error(`cannot convert ${from} to ${to}`);
+    return String(r.toVal);
+  };
+  const validate = (unit) => {
+    const r = ucumUtils.validateUnitString(unit, true);
+    return r.status === 'valid' ? null : (r.msg && r.msg.join('; ')) || `invalid UCUM unit '${unit}'`;
+  };
+  const arith = (op) => (a, b) => {
+    const unit = `(${a.second})${op}(${b.second})`;
+    const v1 = Number(a.first.toString());
+    const v2 = Number(b.first.toString());
+    return new Pair(BigDecimal.fromString(String(op === '.' ? v1 * v2 : v1 / v2)), unit);
+  };
+  return c2e.createUcumService(convert, validate, arith('.'), arith('/'));
+}
+const UCUM = ucumService();
+
+const OPTION_NAMES = new Set([
+  'EnableDateRangeOptimization', 'EnableAnnotations', 'EnableLocators', 'EnableResultTypes',
+  'EnableDetailedErrors', 'DisableListTraversal', 'DisableListDemotion', 'DisableListPromotion',
+  'EnableIntervalDemotion', 'EnableIntervalPromotion', 'DisableMethodInvocation',
+  'RequireFromKeyword', 'DisableDefaultModelInfoLoad',
+]);
+
+function compilerOptions(spec) {
+  const opts = new c2e.CqlCompilerOptions();
+  const list = [];
+  for (const name of spec.options || []) {
+    if (!OPTION_NAMES.has(name)) throw new UsageError(`unknown translator option '${name}'`);
+    list.push(c2e.CqlCompilerOptions.Options[name]);
+  }
+  opts.setOptions(list);
+  const level = spec.signatureLevel || 'Overloads';
+  const sig = c2e.LibraryBuilder.SignatureLevel[level];
+  if (!sig) throw new UsageError(`unknown signatureLevel '${level}'`);
+  opts.signatureLevel = sig;
+  if (spec.compatibilityLevel) opts.compatibilityLevel = spec.compatibilityLevel;
+  if (spec.analyzeDataRequirements) opts.analyzeDataRequirements = true;
+  return opts;
+}
+
+class UsageError extends Error {}
+
+// Library sources the translator may include, by name. The FHIRHelpers text is set once at
+// start-up (from the registry artifact); project libraries come with each compile request.
+const librarySources = new Map();
+// A LibraryManager caches compiled includes. Reuse it while neither the options nor any
+// project library text changed: recompiling FHIRHelpers costs ~0.3 s, a warm compile ~15 ms.
+let managerKey = null;
+let manager = null;
+
+function libraryManagerFor(spec, sources) {
+  const key = JSON.stringify([spec, [...sources.entries()].sort()]);
+  if (manager && key === managerKey) return manager;
+  librarySources.clear();
+  for (const [k, v] of sources) librarySources.set(k, v);
+  const modelManager = new c2e.ModelManager(new cqlModel.NamespaceManager());
+  const loader = modelManager.modelInfoLoader;
+  loader.registerModelInfoProvider(new cqlModel.SystemModelInfoProvider(), true);
+  loader.registerModelInfoProvider(c2e.createModelInfoProvider((id, system, version) => {
+    if (id === 'FHIR' && (version == null || version === '4.0.1')) return c2e.stringAsSource(FHIR_MODELINFO);
+    return null;
+  }));
+  const lm = new c2e.LibraryManager(modelManager, compilerOptions(spec), null, UCUM);
+  lm.librarySourceLoader.registerProvider(c2e.createLibrarySourceProvider((id, system, version) => {
+    const text = librarySources.get(id);
+    return text == null ? null : c2e.stringAsSource(text);
+  }));
+  manager = lm;
+  managerKey = key;
+  return lm;
+}
+
+function arr(ktList) {
+  return ktList ? Array.from(ktList.asJsReadonlyArrayView()) : [];
+}
+
+// Positions: the locator class (TrackBack) is not exported and its fields are name-mangled,
+// so parse its text: "TrackBack{library='…', startLine=2, startChar=11, endLine=2, endChar=17}".
+function locatorOf(ex) {
+  const loc = ex.locator;
+  if (!loc) return null;
+  const m = /startLine=(\d+), startChar=(\d+), endLine=(\d+), endChar=(\d+)/.exec(String(loc));
+  if (!m) return null;
+  return { startLine: Number(m[1]), startChar: Number(m[2]), endLine: Number(m[3]), endChar: Number(m[4]) };
+}
+
+function libraryIdOf(ex) {
+  const loc = ex.locator;
+  const lib = loc && loc.library;
+  if (lib && lib.id) return { id: lib.id, version: lib.version || null };
+  return null;
+}
+
+function messagesOf(translator, targetName) {
+  const out = [];
+  const seen = new Set();
+  for (const ex of arr(translator.exceptions)) {
+    const severity = ex.severity ? ex.severity.name : 'Error';
+    const lib = libraryIdOf(ex);
+    const item = {
+      severity: severity.toLowerCase(),
+      kind: String(ex.name || 'CqlCompilerException'),
+      message: String(ex.message),
+      library: lib ? lib.id : targetName,
+      libraryVersion: lib ? lib.version : null,
+      ...(locatorOf(ex) || {}),
+    };
+    const k = JSON.stringify(item);
+    if (!seen.has(k)) { seen.add(k); out.push(item); }
+  }
+  return out;
+}
+
+// The ELM annotations hold the reliable positions and library ids of errors; merge them in.
+function elmErrors(elm) {
+  const anns = (elm.library && elm.library.annotation) || [];
+  return anns.filter((a) => a.type === 'CqlToElmError').map((a) => ({
+    severity: String(a.errorSeverity || 'error').toLowerCase(),
+    kind: a.errorType || 'semantic',
+    message: a.message,
+    library: a.libraryId || null,
+    libraryVersion: a.libraryVersion || null,
+    startLine: a.startLine, startChar: a.startChar, endLine: a.endLine, endChar: a.endChar,
+  }));
+}
+
+function doCompile(req) {
+  const spec = req.options || {};
+  const sources = new Map(Object.entries(req.libraries || {}));
+  if (!sources.has(req.target)) throw new UsageError(`target library '${req.target}' not in libraries`);
+  const lm = libraryManagerFor(spec, sources);
+  const translator = c2e.CqlTranslator.fromText(sources.get(req.target), lm);
+  const messages = messagesOf(translator, req.target);
+  let elm = null;
+  try { elm = JSON.parse(translator.toJson()); } catch (e) { elm = null; }
+  const annotated = elm ? elmErrors(elm) : [];
+  // Prefer annotation positions (they name the library the problem is in).
+  for (const m of messages) {
+    const a = annotated.find((x) => x.message === m.message);
+    if (a) {
+      m.library = a.library || m.library;
+      m.libraryVersion = a.libraryVersion || m.libraryVersion;
+      if (a.startLine) Object.assign(m, { startLine: a.startLine, startChar: a.startChar, endLine: a.endLine, endChar: a.endChar });
+    }
+  }
+  // ANTLR reports syntax errors with a 0-based column (semantic errors are 1-based): align them
+  // so every position we print is 1-based, as editors count.
+  for (const m of messages) {
+    if (/syntax/i.test(m.kind) && m.startChar != null) {
+      m.startChar += 1;
+      if (m.endChar != null) m.endChar += 1;
+    }
+  }
+  const hasErrors = messages.some((m) => m.severity === 'error');
+  // The translator does not drop the manager's cache after a failed compile; start fresh next
+  // time so a fixed library is not shadowed by its broken earlier self.
+  if (hasErrors) { manager = null; managerKey = null; }
+  return { elm: hasErrors ? null : elm, messages };
+}
+
+// ---------------------------------------------------------------- execute
+
+const packages = new Map(); // key -> {repository, libraries: {name: elm}, codeService}
+let patientSource = null; // reused: PatientSource.FHIRv401() re-parses the modelinfo (~80 ms)
+
+function doLoad(req) {
+  const libs = req.libraries || {};
+  const repo = new cql.Repository(libs);
+  const vs = {};
+  for (const [url, byVersion] of Object.entries(req.valueSets || {})) vs[url] = byVersion;
+  packages.set(req.key, { libs, repo, codeService: new cql.CodeService(vs) });
+  return { key: req.key, libraries: Object.keys(libs).length, valueSets: Object.keys(vs).length };
+}
+
+function toEngineValue(v) {
+  if (v === null || v === undefined) return null;
+  if (Array.isArray(v)) return v.map(toEngineValue);
+  if (typeof v !== 'object') return v;
+  switch (v.type) {
+    case 'Quantity': return new cql.Quantity(v.value, v.unit);
+    case 'DateTime': return cql.DateTime.parse(v.value);
+    case 'Date': return cql.Date.parse(v.value);
+    case 'Code': return new cql.Code(v.code, v.system, v.version, v.display);
+    case 'Interval': return new cql.Interval(toEngineValue(v.low), toEngineValue(v.high), v.lowClosed !== false, v.highClosed !== false);
+    default: throw new UsageError(`unsupported parameter value type '${v.type}'`);
+  }
+}
+
+function fromEngineValue(v) {
+  if (v === null || v === undefined) return null;
+  if (typeof v === 'boolean' || typeof v === 'string') return v;
+  if (typeof v === 'number') return v;
+  if (Array.isArray(v)) return v.map(fromEngineValue);
+  if (v.isDateTime) return { type: 'DateTime', value: v.toString() };
+  if (v.isDate) return { type: 'Date', value: v.toString() };
+  if (v.isQuantity || v instanceof cql.Quantity) return { type: 'Quantity', value: v.value, unit: v.unit };
+  if (v instanceof cql.Code) return { type: 'Code', system: v.system ?? null, code: v.code, display: v.display ?? null, version: v.version ?? null };
+  if (v instanceof cql.Concept) return { type: 'Concept', codes: (v.codes || []).map(fromEngineValue), display: v.display ?? null };
+  if (v instanceof cql.Interval) return { type: 'Interval', low: fromEngineValue(v.low), high: fromEngineValue(v.high), lowClosed: v.lowClosed, highClosed: v.highClosed };
+  if (v.isUncertainty || (v.constructor && v.constructor.name === 'Uncertainty')) return { type: 'Uncertainty', low: fromEngineValue(v.low), high: fromEngineValue(v.high) };
+  if (v._json !== undefined && typeof v.getTypeInfo === 'function') {
+    const ti = v.getTypeInfo();
+    return { type: 'FHIR', fhirType: ti ? ti.name : null, json: v._json };
+  }
+  if (v.constructor === Object) {
+    const out = {};
+    for (const [k, x] of Object.entries(v)) out[k] = fromEngineValue(x);
+    return { type: 'Tuple', elements: out };
+  }
+  return { type: 'Unknown', value: String(v) };
+}
+
+async function doExecute(req) {
+  const pkg = packages.get(req.key);
+  if (!pkg) throw new UsageError(`no package loaded under key '${req.key}'`);
+  const elm = pkg.libs[req.library];
+  if (!elm) throw new UsageError(`library '${req.library}' not loaded in package '${req.key}'`);
+  if (!req.executionDateTime) throw new UsageError('executionDateTime is required');
+  const lib = new cql.Library(elm, pkg.repo);
+  const params = {};
+  for (const [k, v] of Object.entries(req.parameters || {})) params[k] = toEngineValue(v);
+  const executor = new cql.Executor(lib, pkg.codeService, params);
+  if (!patientSource) patientSource = cqlfhir.PatientSource.FHIRv401();
+  patientSource.reset();
+  patientSource.loadBundles(req.bundles || []);
+  const when = cql.DateTime.parse(req.executionDateTime);
+  if (!when) throw new UsageError(`executionDateTime '${req.executionDateTime}' is not a CQL DateTime`);
+  const results = await executor.exec(patientSource, when);
+  const out = {};
+  const wanted = req.expressions ? new Set(req.expressions) : null;
+  for (const [pid, defs] of Object.entries(results.patientResults)) {
+    const row = {};
+    for (const [name, value] of Object.entries(defs)) {
+      if (wanted && !wanted.has(name)) continue;
+      row[name] = fromEngineValue(value);
+    }
+    out[pid] = row;
+  }
+  return { patients: out };
+}
+
+// ---------------------------------------------------------------- loop
+
+const handlers = {
+  ping: () => ({
+    translator: pkgVersion('@cqframework/cql'), engine: pkgVersion('cql-execution'),
+    fhirDataSource: pkgVersion('cql-exec-fhir'),
+    node: process.version, tz: process.env.TZ || null,
+  }),
+  compile: doCompile,
+  load: doLoad,
+  execute: doExecute,
+};
+
+function respond(obj) {
+  protocolWrite(JSON.stringify(obj) + '\n');
+}
+
+const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+// Requests are handled one at a time, in order, so responses never interleave.
+let chain = Promise.resolve();
+rl.on('line', (line) => {
+  chain = chain.then(async () => {
+    let req;
+    try { req = JSON.parse(line); } catch (e) {
+      respond({ id: null, ok: false, error: { type: 'protocol', message: `request is not JSON: ${e.message}` } });
+      return;
+    }
+    const h = handlers[req.op];
+    if (!h) { respond({ id: req.id, ok: false, error: { type: 'usage', message: `unknown op '${req.op}'` } }); return; }
+    try {
+      respond({ id: req.id, ok: true, result: await h(req) });
+    } catch (e) {
+      const type = e instanceof UsageError ? 'usage' : 'engine';
+      respond({ id: req.id, ok: false, error: { type, message: String(e && e.message ? e.message : e) } });
+    }
+  });
+});
+rl.on('close', () => { chain.then(() => process.exit(0)); });
+respond({ id: 0, ok: true, result: { ready: true } });

@@ -1,0 +1,73 @@
+package org.example.gl.server;
+
+import ca.uhn.fhir.rest.server.exceptions.BaseServerResponseException;
+import ca.uhn.hapi.fhir.cdshooks.api.ICdsServiceRegistry;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import jakarta.servlet.http.HttpServlet;
+import jakarta.servlet.http.HttpServletRequest;
+import jakarta.servlet.http.HttpServletResponse;
+import java.io.IOException;
+import java.util.Map;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * CDS Hooks HTTP binding: {@code GET /cds-services} (discovery) and {@code POST /cds-services/{id}} (call).
+ * HAPI's cds-hooks module provides the registry but no servlet for a plain JPA server, so this is it.
+ * Errors are returned as JSON {@code {"error": ...}} with the HAPI status code (400 unknown service, bad request).
+ */
+public class CdsHooksServlet extends HttpServlet {
+	private static final Logger ourLog = LoggerFactory.getLogger(CdsHooksServlet.class);
+
+	private final transient ICdsServiceRegistry registry;
+	private final transient ObjectMapper mapper;
+
+	public CdsHooksServlet(ICdsServiceRegistry registry, ObjectMapper mapper) {
+		this.registry = registry;
+		this.mapper = mapper;
+	}
+
+	@Override
+	protected void doGet(HttpServletRequest req, HttpServletResponse resp) throws IOException {
+		if (serviceId(req) != null) {
+			write(resp, 404, Map.of("error", "GET is only supported on /cds-services"));
+			return;
+		}
+		write(resp, 200, registry.getCdsServicesJson());
+	}
+
+	@Override
+	protected void doPost(HttpServletRequest req, HttpServletResponse resp) throws IOException {
+		String id = serviceId(req);
+		if (id == null) {
+			write(resp, 404, Map.of("error", "POST to /cds-services/{id}"));
+			return;
+		}
+		try {
+			JsonNode request = mapper.readTree(req.getInputStream());
+			write(resp, 200, registry.callService(id, request));
+		} catch (BaseServerResponseException e) {
+			ourLog.warn("CDS service {} failed: {}", id, e.getMessage());
+			write(resp, e.getStatusCode(), Map.of("error", String.valueOf(e.getMessage())));
+		} catch (Exception e) {
+			ourLog.error("CDS service {} failed", id, e);
+			write(resp, 500, Map.of("error", String.valueOf(e)));
+		}
+	}
+
+	/** The id after /cds-services/, or null for the discovery endpoint itself. */
+	private static String serviceId(HttpServletRequest req) {
+		String path = req.getPathInfo();
+		if (path == null || path.equals("/")) {
+			return null;
+		}
+		return path.substring(1).replaceAll("/+$", "");
+	}
+
+	private void write(HttpServletResponse resp, int status, Object body) throws IOException {
+		resp.setStatus(status);
+		resp.setContentType("application/json;charset=UTF-8");
+		mapper.writerWithDefaultPrettyPrinter().writeValue(resp.getOutputStream(), body);
+	}
+}

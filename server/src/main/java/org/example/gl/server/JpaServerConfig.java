@@ -1,0 +1,154 @@
+package org.example.gl.server;
+
+import ca.uhn.fhir.context.support.IValidationSupport;
+import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
+import ca.uhn.fhir.jpa.api.config.ThreadPoolFactoryConfig;
+import ca.uhn.fhir.jpa.api.dao.IFhirSystemDao;
+import ca.uhn.fhir.jpa.config.HapiJpaConfig;
+import ca.uhn.fhir.jpa.config.r4.JpaR4Config;
+import ca.uhn.fhir.jpa.config.util.HapiEntityManagerFactoryUtil;
+import ca.uhn.fhir.jpa.model.config.PartitionSettings;
+import ca.uhn.fhir.jpa.model.config.SubscriptionSettings;
+import ca.uhn.fhir.jpa.provider.IJpaSystemProvider;
+import ca.uhn.fhir.jpa.provider.JpaCapabilityStatementProvider;
+import ca.uhn.fhir.jpa.provider.ValueSetOperationProvider;
+import ca.uhn.fhir.jpa.search.DatabaseBackedPagingProvider;
+import ca.uhn.fhir.jpa.subscription.match.deliver.email.IEmailSender;
+import ca.uhn.fhir.rest.api.EncodingEnum;
+import ca.uhn.fhir.rest.server.RestfulServer;
+import ca.uhn.fhir.rest.server.provider.ResourceProviderFactory;
+import ca.uhn.fhir.rest.server.util.ISearchParamRegistry;
+import com.zaxxer.hikari.HikariDataSource;
+import jakarta.persistence.EntityManagerFactory;
+import java.nio.file.Path;
+import javax.sql.DataSource;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import org.springframework.beans.factory.annotation.Value;
+import org.springframework.beans.factory.config.ConfigurableListableBeanFactory;
+import org.springframework.boot.autoconfigure.orm.jpa.JpaProperties;
+import org.springframework.boot.web.servlet.ServletRegistrationBean;
+import org.springframework.context.annotation.Bean;
+import org.springframework.context.annotation.Configuration;
+import org.springframework.context.annotation.Import;
+import org.springframework.context.annotation.Primary;
+import org.springframework.orm.jpa.JpaTransactionManager;
+import org.springframework.orm.jpa.LocalContainerEntityManagerFactoryBean;
+import org.springframework.transaction.annotation.EnableTransactionManagement;
+
+/** HAPI JPA storage on H2 and the FHIR REST endpoint. */
+@Configuration
+@EnableTransactionManagement
+// JpaR4Config: R4 DAOs/providers (+ JpaConfig); HapiJpaConfig: paging, fulltext (disabled), stale-search cleanup
+@Import({JpaR4Config.class, HapiJpaConfig.class, ThreadPoolFactoryConfig.class})
+public class JpaServerConfig {
+	private static final Logger ourLog = LoggerFactory.getLogger(JpaServerConfig.class);
+
+	/**
+	 * In-memory H2 by default (fresh, empty server each start). With {@code guideline.data-dir} set, an H2 file
+	 * database in that directory, so loaded content survives a restart. DB_CLOSE_ON_EXIT=FALSE lets Spring close the
+	 * pool (and thus the database) on shutdown instead of racing H2's own shutdown hook.
+	 */
+	@Bean
+	public DataSource dataSource(@Value("${guideline.data-dir:}") String dataDir) {
+		String url = dataDir.isBlank()
+				? "jdbc:h2:mem:guideline;DB_CLOSE_DELAY=-1"
+				: "jdbc:h2:file:" + Path.of(dataDir).toAbsolutePath().resolve("guideline") + ";DB_CLOSE_ON_EXIT=FALSE";
+		ourLog.info("Database: {}", url);
+		HikariDataSource ds = new HikariDataSource();
+		ds.setDriverClassName("org.h2.Driver");
+		ds.setJdbcUrl(url);
+		ds.setUsername("sa");
+		ds.setPassword("");
+		ds.setMaximumPoolSize(10);
+		return ds;
+	}
+
+	@Bean
+	public JpaStorageSettings jpaStorageSettings() {
+		JpaStorageSettings s = new JpaStorageSettings();
+		// Content uses its own ids ("GLCommon", "123"): accept any client-assigned id on PUT;
+		// server-assigned ids then have to be UUIDs so they never collide with client ids.
+		s.setResourceClientIdStrategy(JpaStorageSettings.ClientIdStrategyEnum.ANY);
+		s.setResourceServerIdStrategy(JpaStorageSettings.IdStrategyEnum.UUID);
+		// Referential integrity stays on (HAPI default): a dangling reference in content is an error worth seeing.
+		// $expunge and conditional multi-delete help tests reset the database between runs.
+		s.setExpungeEnabled(true);
+		s.setAllowMultipleDelete(true);
+		return s;
+	}
+
+	@Bean
+	public PartitionSettings partitionSettings() {
+		return new PartitionSettings(); // partitioning off
+	}
+
+	@Bean
+	public SubscriptionSettings subscriptionSettings() {
+		return new SubscriptionSettings(); // no subscription channel types enabled
+	}
+
+	/** Required by the subscription delivery beans; email subscriptions are not supported here. */
+	@Bean
+	public IEmailSender emailSender() {
+		return details -> {};
+	}
+
+	@Primary
+	@Bean
+	public LocalContainerEntityManagerFactoryBean entityManagerFactory(
+			ConfigurableListableBeanFactory beanFactory,
+			JpaProperties jpaProperties,
+			DataSource dataSource,
+			ca.uhn.fhir.context.FhirContext fhirContext,
+			JpaStorageSettings storageSettings) {
+		LocalContainerEntityManagerFactoryBean emf =
+				HapiEntityManagerFactoryUtil.newEntityManagerFactory(beanFactory, fhirContext, storageSettings);
+		emf.setPersistenceUnitName("HAPI_PU");
+		emf.setJpaPropertyMap(jpaProperties.getProperties()); // spring.jpa.properties.* in application.yaml
+		emf.setDataSource(dataSource);
+		return emf;
+	}
+
+	@Primary
+	@Bean
+	public JpaTransactionManager transactionManager(EntityManagerFactory emf) {
+		return new JpaTransactionManager(emf);
+	}
+
+	/**
+	 * The FHIR endpoint. It has to be a Spring bean: CR's ProviderLoaders register $apply, $evaluate, ... into it
+	 * on ContextRefreshedEvent, and CDS Hooks looks it up too.
+	 */
+	@Bean
+	public RestfulServer restfulServer(
+			IFhirSystemDao<?, ?> systemDao,
+			ResourceProviderFactory resourceProviders,
+			IJpaSystemProvider systemProvider,
+			ValueSetOperationProvider valueSetOperations,
+			DatabaseBackedPagingProvider pagingProvider,
+			JpaStorageSettings storageSettings,
+			ISearchParamRegistry searchParamRegistry,
+			IValidationSupport validationSupport) {
+		RestfulServer server = new RestfulServer(systemDao.getContext());
+		server.registerProviders(resourceProviders.createProviders());
+		server.registerProvider(systemProvider); // transaction/batch, $meta, ...
+		server.registerProvider(valueSetOperations); // $expand, $validate-code
+		server.setPagingProvider(pagingProvider);
+		server.setDefaultResponseEncoding(EncodingEnum.JSON);
+		JpaCapabilityStatementProvider capabilities = new JpaCapabilityStatementProvider(
+				server, systemDao, storageSettings, searchParamRegistry, validationSupport);
+		capabilities.setImplementationDescription("Guideline development FHIR server (HAPI JPA, H2)");
+		server.setServerConformanceProvider(capabilities);
+		return server;
+	}
+
+	@Bean
+	public ServletRegistrationBean<RestfulServer> fhirServlet(RestfulServer server) {
+		ServletRegistrationBean<RestfulServer> reg = new ServletRegistrationBean<>(server, "/fhir/*");
+		reg.setName("fhir");
+		// initialise at startup, so the first request (readiness probe) does not pay for it
+		reg.setLoadOnStartup(1);
+		return reg;
+	}
+}
