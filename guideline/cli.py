@@ -13,6 +13,8 @@ from .errors import ExitCode, GuidelineError
 # subcommand -> (module, one-line help). Each module exposes define_parser(parser) and main(args).
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("guideline.build", "compile CQL and write dist/ (bundle, FHIR package, ELM)"),
+    "recommend": ("guideline.recommend", "evaluate the pathway locally for the one patient in a bundle"),
+    "validate": ("guideline.validate", "check sources, dist/, a bundle or a package: schema, references, CQL, terminology"),
 }
 
 
