@@ -13,6 +13,9 @@ from .errors import ExitCode, GuidelineError
 # subcommand -> (module, one-line help). Each module exposes define_parser(parser) and main(args).
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("guideline.build", "compile CQL and write dist/ (bundle, FHIR package, ELM)"),
+    "publish": ("guideline.publish", "publish the package to a FHIR server in one transaction"),
+    "apply": ("guideline.apply", "run PlanDefinition/$apply on a server for a patient"),
+    "cds": ("guideline.cds", "CDS Hooks client: discovery and calls"),
     "recommend": ("guideline.recommend", "evaluate the pathway locally for the one patient in a bundle"),
     "validate": ("guideline.validate", "check sources, dist/, a bundle or a package: schema, references, CQL, terminology"),
 }

@@ -18,6 +18,7 @@ class PackageConfig:
     id: str
     name: str
     title: str
+    pathway: str
     canonical: str
     version: str
     date: str

@@ -32,3 +32,18 @@ def server_url() -> str:
             "`scripts/server start` and export GUIDELINE_TEST_SERVER=<its URL>, or deselect with -m 'not server'"
         )
     return url.rstrip("/")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the per-case cross-engine agreement table when the server cases ran."""
+    from tests.test_server_cases import AGREEMENT
+
+    if not AGREEMENT:
+        return
+    tr = terminalreporter
+    tr.section("cross-engine agreement (local = cql-execution, $apply/CDS = HAPI clinical reasoning)")
+    tr.write_line(f"{'case':<40} {'local':<6} {'$apply':<7} {'cds':<5} result")
+    for row in sorted(AGREEMENT):
+        tr.write_line(f"{row[0]:<40} {row[1]:<6} {row[2]:<7} {row[3]:<5} {row[4]}")
+    agree = sum(1 for r in AGREEMENT if r[4] == "agree")
+    tr.write_line(f"{agree}/{len(AGREEMENT)} cases agree")

@@ -4,6 +4,8 @@ import ca.uhn.fhir.rest.server.exceptions.BaseServerResponseException;
 import ca.uhn.hapi.fhir.cdshooks.api.ICdsServiceRegistry;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import ca.uhn.hapi.fhir.cdshooks.api.json.CdsServiceJson;
 import jakarta.servlet.http.HttpServlet;
 import jakarta.servlet.http.HttpServletRequest;
 import jakarta.servlet.http.HttpServletResponse;
@@ -16,6 +18,13 @@ import org.slf4j.LoggerFactory;
  * CDS Hooks HTTP binding: {@code GET /cds-services} (discovery) and {@code POST /cds-services/{id}} (call).
  * HAPI's cds-hooks module provides the registry but no servlet for a plain JPA server, so this is it.
  * Errors are returned as JSON {@code {"error": ...}} with the HAPI status code (400 unknown service, bad request).
+ *
+ * <p>Prefetch: every prefetch key the request leaves out is filled with an empty Bundle, so the service reads the
+ * patient's data straight from this server. Why: CR (4.4.0) evaluates with the prefetch as extra data <em>and</em>
+ * the server's data, so a prefetched resource that is also stored here is seen twice ("Expected a list with at most
+ * one element" for the Patient, double counts for lists), and the card silently disappears. Filling the keys also
+ * stops HAPI from fetching them over HTTP from {@code fhirServer}. Clients should therefore send no prefetch, or
+ * prefetch only data that is not stored on this server.
  */
 public class CdsHooksServlet extends HttpServlet {
 	private static final Logger ourLog = LoggerFactory.getLogger(CdsHooksServlet.class);
@@ -34,7 +43,11 @@ public class CdsHooksServlet extends HttpServlet {
 			write(resp, 404, Map.of("error", "GET is only supported on /cds-services"));
 			return;
 		}
-		write(resp, 200, registry.getCdsServicesJson());
+		ObjectNode body = mapper.valueToTree(registry.getCdsServicesJson());
+		if (!body.has("services")) {
+			body.putArray("services"); // the encoder drops an empty list; discovery must still say "services": []
+		}
+		write(resp, 200, body);
 	}
 
 	@Override
@@ -44,8 +57,18 @@ public class CdsHooksServlet extends HttpServlet {
 			write(resp, 404, Map.of("error", "POST to /cds-services/{id}"));
 			return;
 		}
+		CdsServiceJson service;
+		try {
+			service = registry.getCdsServiceJson(id);
+		} catch (IllegalArgumentException e) { // HAPI-2536 unknown id (or PlanDefinition not registered yet)
+			write(resp, 404, Map.of("error", "No CDS service '" + id + "' is registered"));
+			return;
+		}
 		try {
 			JsonNode request = mapper.readTree(req.getInputStream());
+			if (request instanceof ObjectNode object) {
+				fillMissingPrefetch(service, object);
+			}
 			write(resp, 200, registry.callService(id, request));
 		} catch (BaseServerResponseException e) {
 			ourLog.warn("CDS service {} failed: {}", id, e.getMessage());
@@ -53,6 +76,19 @@ public class CdsHooksServlet extends HttpServlet {
 		} catch (Exception e) {
 			ourLog.error("CDS service {} failed", id, e);
 			write(resp, 500, Map.of("error", String.valueOf(e)));
+		}
+	}
+
+	private static void fillMissingPrefetch(CdsServiceJson service, ObjectNode request) {
+		if (service.getPrefetch() == null) {
+			return;
+		}
+		JsonNode given = request.get("prefetch");
+		ObjectNode prefetch = given instanceof ObjectNode o ? o : request.putObject("prefetch");
+		for (String key : service.getPrefetch().keySet()) {
+			if (!prefetch.hasNonNull(key)) {
+				prefetch.putObject(key).put("resourceType", "Bundle").put("type", "searchset");
+			}
 		}
 	}
 

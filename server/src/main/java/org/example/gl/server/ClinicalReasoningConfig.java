@@ -1,22 +1,29 @@
 package org.example.gl.server;
 
 import ca.uhn.fhir.interceptor.model.RequestPartitionId;
-import ca.uhn.fhir.jpa.api.dao.DaoRegistry;
+import ca.uhn.fhir.jpa.cache.IResourceChangeEvent;
+import ca.uhn.fhir.jpa.cache.IResourceChangeListener;
+import ca.uhn.fhir.jpa.cache.IResourceChangeListenerCacheRefresher;
 import ca.uhn.fhir.jpa.cache.IResourceChangeListenerRegistry;
 import ca.uhn.fhir.jpa.cache.ResourceChangeListenerRegistryInterceptor;
 import ca.uhn.fhir.jpa.model.config.PartitionSettings;
 import ca.uhn.fhir.jpa.searchparam.SearchParameterMap;
+import ca.uhn.fhir.rest.server.RestfulServer;
 import ca.uhn.hapi.fhir.cdshooks.api.ICdsHooksDaoAuthorizationSvc;
 import ca.uhn.hapi.fhir.cdshooks.api.ICdsServiceRegistry;
 import ca.uhn.hapi.fhir.cdshooks.config.CdsHooksConfig;
 import ca.uhn.hapi.fhir.cdshooks.svc.CdsHooksContextBooter;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import java.util.Collection;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.stream.Stream;
+import org.hl7.fhir.instance.model.api.IIdType;
 import org.opencds.cqf.fhir.cql.EvaluationSettings;
 import org.opencds.cqf.fhir.cql.engine.retrieve.RetrieveSettings;
 import org.opencds.cqf.fhir.cql.engine.terminology.TerminologySettings;
-import org.opencds.cqf.fhir.cr.hapi.common.CodeCacheResourceChangeListener;
-import org.opencds.cqf.fhir.cr.hapi.common.ElmCacheResourceChangeListener;
 import org.opencds.cqf.fhir.cr.hapi.config.CrCdsHooksConfig;
 import org.opencds.cqf.fhir.cr.hapi.config.RepositoryConfig;
 import org.opencds.cqf.fhir.cr.hapi.config.r4.ApplyOperationConfig;
@@ -38,7 +45,7 @@ import org.springframework.context.annotation.Import;
  * $cql, $data-requirements.
  *
  * <p>CDS Hooks: HAPI's CdsHooksConfig holds the service registry; CR's CrCdsHooksConfig watches PlanDefinitions
- * (polled every second) and registers one CDS service per PlanDefinition that has a named-event trigger,
+ * (resource-change listener) and registers one CDS service per PlanDefinition that has a named-event trigger,
  * id = PlanDefinition id. Cards come from running $apply on it.
  */
 @Configuration
@@ -57,7 +64,8 @@ public class ClinicalReasoningConfig {
 	@Bean
 	public EvaluationSettings evaluationSettings() {
 		EvaluationSettings settings = EvaluationSettings.getDefault();
-		// Compiled-library / model / ValueSet caches; the listeners below evict entries when resources change.
+		// Compiled-library / model / ValueSet caches; clearCqlCachesListener empties the library and ValueSet caches
+		// when a Library or ValueSet changes.
 		settings.setLibraryCache(new ConcurrentHashMap<>());
 		settings.setModelCache(new ConcurrentHashMap<>());
 		settings.setValueSetCache(new ConcurrentHashMap<>());
@@ -79,37 +87,42 @@ public class ClinicalReasoningConfig {
 		return TerminologyServerClientSettings.getDefault();
 	}
 
-	/** Evicts compiled CQL when a Library is created/updated/deleted (else a PUT Library keeps old logic). */
+	/**
+	 * Drops all compiled CQL when any Library is created/updated/deleted, and all cached ValueSet expansions when any
+	 * ValueSet is. Not CR's ElmCacheResourceChangeListener: it evicts the key (Library.name, Library.version), but
+	 * CR caches a library reached through an unversioned canonical (PlanDefinition.library = ".../Library/X") under
+	 * (X, no version), so a changed Library kept its old logic in $apply until restart. Recompiling is cheap here.
+	 */
 	@Bean
-	public ElmCacheResourceChangeListener elmCacheListener(
-			IResourceChangeListenerRegistry registry,
-			PartitionSettings partitionSettings,
-			DaoRegistry daoRegistry,
-			EvaluationSettings settings) {
-		var listener = new ElmCacheResourceChangeListener(daoRegistry, settings.getLibraryCache());
-		registry.registerResourceResourceChangeListener(
-				"Library",
-				RequestPartitionId.defaultPartition(partitionSettings),
-				SearchParameterMap.newSynchronous(),
-				listener,
-				1000);
-		return listener;
-	}
+	public IResourceChangeListener clearCqlCachesListener(
+			IResourceChangeListenerRegistry registry, PartitionSettings partitionSettings, EvaluationSettings settings) {
+		Map<String, Map<?, ?>> caches = Map.of("Library", settings.getLibraryCache(), "ValueSet", settings.getValueSetCache());
+		IResourceChangeListener listener = new IResourceChangeListener() {
+			@Override
+			public void handleInit(Collection<IIdType> ids) {
+				caches.values().forEach(Map::clear);
+			}
 
-	/** Evicts cached ValueSet expansions when a ValueSet changes. */
-	@Bean
-	public CodeCacheResourceChangeListener codeCacheListener(
-			IResourceChangeListenerRegistry registry,
-			PartitionSettings partitionSettings,
-			DaoRegistry daoRegistry,
-			EvaluationSettings settings) {
-		var listener = new CodeCacheResourceChangeListener(daoRegistry, settings.getValueSetCache());
-		registry.registerResourceResourceChangeListener(
-				"ValueSet",
-				RequestPartitionId.defaultPartition(partitionSettings),
-				SearchParameterMap.newSynchronous(),
-				listener,
-				1000);
+			@Override
+			public void handleChange(IResourceChangeEvent event) {
+				Stream.of(event.getCreatedResourceIds(), event.getUpdatedResourceIds(), event.getDeletedResourceIds())
+						.filter(Objects::nonNull)
+						.flatMap(List::stream)
+						.map(IIdType::getResourceType)
+						.distinct()
+						.map(caches::get)
+						.filter(Objects::nonNull)
+						.forEach(Map::clear);
+			}
+		};
+		for (String type : caches.keySet()) {
+			registry.registerResourceResourceChangeListener(
+					type,
+					RequestPartitionId.defaultPartition(partitionSettings),
+					SearchParameterMap.newSynchronous(),
+					listener,
+					1000);
+		}
 		return listener;
 	}
 
@@ -117,6 +130,15 @@ public class ClinicalReasoningConfig {
 	@Bean
 	public ResourceChangeListenerRegistryInterceptor resourceChangeListenerRegistryInterceptor() {
 		return new ResourceChangeListenerRegistryInterceptor();
+	}
+
+	/** Runs the listeners above right after a write instead of on HAPI's 10-second schedule. */
+	@Bean
+	public ImmediateRefreshInterceptor immediateRefreshInterceptor(
+			IResourceChangeListenerCacheRefresher refresher, RestfulServer restfulServer) {
+		var interceptor = new ImmediateRefreshInterceptor(refresher);
+		restfulServer.registerInterceptor(interceptor);
+		return interceptor;
 	}
 
 	/** CDS services are registered dynamically (from PlanDefinitions), none from Spring beans. */

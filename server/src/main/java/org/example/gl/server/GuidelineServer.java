@@ -8,6 +8,7 @@ import org.springframework.boot.SpringApplication;
 import org.springframework.boot.autoconfigure.SpringBootApplication;
 import org.springframework.boot.autoconfigure.elasticsearch.ElasticsearchRestClientAutoConfiguration;
 import org.springframework.boot.autoconfigure.quartz.QuartzAutoConfiguration;
+import org.springframework.boot.autoconfigure.thymeleaf.ThymeleafAutoConfiguration;
 import org.springframework.context.annotation.Import;
 
 /**
@@ -18,8 +19,12 @@ import org.springframework.context.annotation.Import;
  * no IG/package installs, no remote terminology; the CQL engine uses its embedded FHIRHelpers/model info.
  */
 @SpringBootApplication(
-		// Quartz: HAPI schedules its own jobs; Elasticsearch client comes in transitively with hibernate-search
-		exclude = {QuartzAutoConfiguration.class, ElasticsearchRestClientAutoConfiguration.class})
+		// Quartz: HAPI schedules its own jobs; Elasticsearch client and Thymeleaf arrive transitively, unused
+		exclude = {
+			QuartzAutoConfiguration.class,
+			ElasticsearchRestClientAutoConfiguration.class,
+			ThymeleafAutoConfiguration.class
+		})
 @Import({
 	// bean-defining configs first: CR's conditions look for the RestfulServer bean at parse time
 	JpaServerConfig.class,

@@ -47,13 +47,14 @@ public class JpaServerConfig {
 	/**
 	 * In-memory H2 by default (fresh, empty server each start). With {@code guideline.data-dir} set, an H2 file
 	 * database in that directory, so loaded content survives a restart. DB_CLOSE_ON_EXIT=FALSE lets Spring close the
-	 * pool (and thus the database) on shutdown instead of racing H2's own shutdown hook.
+	 * pool (and thus the database) on shutdown instead of racing H2's own shutdown hook; TRACE_LEVEL_FILE=0:
+	 * no .trace.db file (Hibernate probes H2 with harmless failing DDL for its temporary tables).
 	 */
 	@Bean
 	public DataSource dataSource(@Value("${guideline.data-dir:}") String dataDir) {
 		String url = dataDir.isBlank()
 				? "jdbc:h2:mem:guideline;DB_CLOSE_DELAY=-1"
-				: "jdbc:h2:file:" + Path.of(dataDir).toAbsolutePath().resolve("guideline") + ";DB_CLOSE_ON_EXIT=FALSE";
+				: "jdbc:h2:file:" + Path.of(dataDir).toAbsolutePath().resolve("guideline") + ";DB_CLOSE_ON_EXIT=FALSE;TRACE_LEVEL_FILE=0";
 		ourLog.info("Database: {}", url);
 		HikariDataSource ds = new HikariDataSource();
 		ds.setDriverClassName("org.h2.Driver");

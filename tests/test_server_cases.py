@@ -1,0 +1,114 @@
+"""Verify every test case on the real server: $apply and CDS Hooks agree with local evaluation and expected."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guideline.apply import apply_patient, recommendation_plans
+from guideline.build import Package, build_package
+from guideline.cds import call, discover
+from guideline.config import Config
+from guideline.cql import Engine
+from guideline.http import Client
+from guideline.patients import days_until, load_patient, roll_dates
+from guideline.publish import publish_resources
+from guideline.recommend import recommend
+
+pytestmark = pytest.mark.server
+
+CASES = sorted(p for p in (Path(__file__).parent / "cases").iterdir() if (p / "expected.json").is_file())
+AGREEMENT: list[tuple[str, str, str, str, str]] = []  # printed by conftest at the end of the run
+
+
+def _codes(doc: dict[str, Any]) -> dict[str, list[str]]:
+    return {r["id"]: sorted({c for a in r["activities"] for c in a["codes"]}) for r in doc["recommendations"]}
+
+
+@pytest.fixture(scope="module")
+def published(server_url: str, config: Config, engine: Engine) -> dict[str, Any]:
+    pkg = build_package(config, engine)
+    with Client(server_url) as client:
+        publish_resources(client, pkg.resources)
+        plans = recommendation_plans(client, config.package.pathway)
+        want = {p["id"] for p in plans}
+        deadline = time.monotonic() + 120
+        have: set[str] = set()
+        while time.monotonic() < deadline:
+            have = {s["id"] for s in discover(client)}
+            if want <= have:
+                break
+            time.sleep(1)
+        assert want <= have, f"CDS services not registered within 120 s: missing {sorted(want - have)}"
+    return {"pkg": pkg, "plans": plans}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case_agrees_across_engines(case: Path, published: dict[str, Any], server_url: str,
+                                    engine: Engine) -> None:
+    """Verify that $apply, the CDS patient-view call, local recommend and expected.json agree."""
+    pkg: Package = published["pkg"]
+    expected = json.loads((case / "expected.json").read_text(encoding="utf-8"))
+    bundle = json.loads((case / "patient.json").read_text(encoding="utf-8"))
+    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    for _ in range(2):  # redo once if the UTC date changed mid-case (the roll is in whole days)
+        days = days_until(expected["at"])
+        rolled = roll_dates(bundle, days)
+        at = roll_dates({"at": expected["at"]}, days)["at"]
+        with Client(server_url) as client:
+            load_patient(client, rolled)
+            server = _codes(apply_patient(client, "", pid, published["plans"]))
+            cds_fired = set()
+            for plan in published["plans"]:
+                resp = call(client, plan["id"], patient=pid)
+                if resp["cards"]:
+                    cds_fired.add(plan["id"])
+        if days_until(expected["at"]) == days:
+            break
+    local = _codes(recommend(pkg, rolled, at, engine))
+    want = {k: sorted(v) for k, v in expected["recommendations"].items()}
+    ok = server == local == want and cds_fired == set(want)
+    AGREEMENT.append((case.name, "ok" if local == want else "DIFF", "ok" if server == want else "DIFF",
+                      "ok" if cds_fired == set(want) else "DIFF", "agree" if ok else "DISAGREE"))
+    assert ok, json.dumps({"expected": want, "local": local, "server $apply": server,
+                           "cds cards from": sorted(cds_fired)}, indent=1)
+
+
+def test_republish_is_a_no_op(published: dict[str, Any], server_url: str) -> None:
+    """Verify that publishing the same package again writes nothing and adds no history versions."""
+    pkg: Package = published["pkg"]
+    with Client(server_url) as client:
+        before = {r["id"]: client.get_json(f"{r['resourceType']}/{r['id']}")["meta"]["versionId"]
+                  for r in pkg.resources}
+        result = publish_resources(client, pkg.resources)
+        after = {r["id"]: client.get_json(f"{r['resourceType']}/{r['id']}")["meta"]["versionId"]
+                 for r in pkg.resources}
+    assert result.writes == 0
+    assert set(result.counts()) == {"unchanged"}, result.counts()
+    assert before == after
+
+
+def test_changed_content_same_version_is_refused_then_forced(published: dict[str, Any], server_url: str) -> None:
+    """Verify that changed content under a released version is refused (server untouched) and --force writes it."""
+    from guideline.errors import VersionConflictError
+
+    pkg: Package = published["pkg"]
+    target = next(r for r in pkg.resources if r["resourceType"] == "ActivityDefinition")
+    changed = json.loads(json.dumps(target))
+    changed["description"] = f"{target.get('description', '')} (edited {uuid.uuid4().hex[:6]})"
+    with Client(server_url) as client:
+        before = client.get_json(f"ActivityDefinition/{target['id']}")
+        with pytest.raises(VersionConflictError) as err:
+            publish_resources(client, [changed])
+        assert f"ActivityDefinition/{target['id']}" in "\n".join(err.value.details)
+        assert client.get_json(f"ActivityDefinition/{target['id']}")["meta"] == before["meta"]
+        forced = publish_resources(client, [changed], force=True)
+        assert forced.writes == 1 and forced.counts() == {"forced": 1}
+        assert client.get_json(f"ActivityDefinition/{target['id']}")["description"] == changed["description"]
+        # Put the released content back so other tests see the package as built.
+        publish_resources(client, [target], force=True)
