@@ -20,7 +20,7 @@ from typing import Any
 
 from . import toolchain
 from .config import Config, load_config
-from .cql import Engine, shared_engine
+from .cql import CompileResult, Engine, shared_engine
 from .errors import ContentError, Finding
 from .sources import Sources, load_sources, rel
 
@@ -117,24 +117,30 @@ def expand_canonicals(node: Any, cfg: Config) -> Any:
     return node
 
 
+def _esc(text: str) -> str:
+    # Element text needs only &, < and > escaped; escaping quotes too would make servers that
+    # re-serialise XHTML (HAPI does) hand back a different div than we sent.
+    return html.escape(text, quote=False)
+
+
 def _narrative(resource: dict[str, Any]) -> dict[str, str]:
     title = resource.get("title") or resource.get("name") or resource.get("id", "")
-    parts = [f"<p><b>{html.escape(str(title))}</b></p>"]
+    parts = [f"<p><b>{_esc(str(title))}</b></p>"]
     rt = resource["resourceType"]
     meta = [rt]
     if resource.get("version"):
         meta.append(f"version {resource['version']}")
     if resource.get("status"):
         meta.append(f"status {resource['status']}")
-    parts.append(f"<p>{html.escape(', '.join(meta))}</p>")
+    parts.append(f"<p>{_esc(', '.join(meta))}</p>")
     for key in ("description", "summary"):
         if isinstance(resource.get(key), str):
-            parts.append(f"<p>{html.escape(resource[key])}</p>")
+            parts.append(f"<p>{_esc(resource[key])}</p>")
     if rt == "ValueSet":
         codes = (resource.get("expansion") or {}).get("contains") or []
         items = "".join(
-            f"<li>{html.escape(str(c.get('system', '')))}|{html.escape(str(c.get('code', '')))}"
-            f" {html.escape(str(c.get('display', '')))}</li>" for c in codes)
+            f"<li>{_esc(str(c.get('system', '')))}|{_esc(str(c.get('code', '')))}"
+            f" {_esc(str(c.get('display', '')))}</li>" for c in codes)
         if items:
             parts.append(f"<ul>{items}</ul>")
     return {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">' + "".join(parts) + "</div>"}
@@ -322,12 +328,21 @@ def library_content(
 # ---------------------------------------------------------------- build
 
 
+_HELPERS_ELM: dict[str, CompileResult] = {}
+
+
 def compile_all(sources: Sources, cfg: Config, engine: Engine) -> tuple[dict[str, dict[str, Any]], list[Finding]]:
     """Compile every project library (and FHIRHelpers); every error is a located finding."""
     texts = {n: s.text for n, s in sources.cql.items()}
     elms: dict[str, dict[str, Any]] = {}
     findings: list[Finding] = []
-    helpers = engine.compile("FHIRHelpers", {}, cfg.cql_options)
+    # FHIRHelpers never changes (its text is digest-checked), but compiling it as a target costs
+    # ~1 s: compile it once per translator options. Its compile uses the same library set as the
+    # project compiles below, so the worker keeps one LibraryManager instead of rebuilding two.
+    opts_key = json.dumps(cfg.cql_options, sort_keys=True)
+    helpers = _HELPERS_ELM.get(opts_key) or engine.compile("FHIRHelpers", texts, cfg.cql_options)
+    if helpers.ok:
+        _HELPERS_ELM[opts_key] = helpers
     if not helpers.ok or helpers.elm is None:
         findings.append(Finding("error", "FHIRHelpers-4.0.1.cql", "", "FHIRHelpers did not compile: "
                                 + "; ".join(m.message for m in helpers.errors), "cql"))

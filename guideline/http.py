@@ -114,7 +114,9 @@ class Client:
         self._sleep = sleep
         self.session = requests.Session()
         self.session.verify = verify_tls
-        self.session.headers.update({"Accept": FHIR_JSON, "User-Agent": "guideline-cli"})
+        # no-cache: HAPI (and other servers) may answer a repeated search from a cache that
+        # predates our own writes; comparing before publishing needs the current state.
+        self.session.headers.update({"Accept": FHIR_JSON, "User-Agent": "guideline-cli", "Cache-Control": "no-cache"})
         if token:
             self.session.auth = _RedactedAuth(token)
         self.requests_sent = 0

@@ -185,6 +185,7 @@ def _normalise_server(value: dict[str, Any]) -> Any:
             return {"type": "Quantity", "value": float(v["value"]), "unit": v.get("code") or v.get("unit")}
     if "resource" in value:
         return value["resource"].get("id")
+    # A null result is a part with no value (HAPI marks it with a data-absent-reason extension).
     return None
 
 
@@ -210,7 +211,7 @@ def test_evaluate_agrees_with_local_engine(client: Client, tiny: dict[str, Any],
 
     def loc(v: Any) -> list[Any]:
         if v is None:
-            return []
+            return [None]
         if isinstance(v, list):
             return [x for x in v]
         if isinstance(v, dict) and v.get("type") == "Quantity":

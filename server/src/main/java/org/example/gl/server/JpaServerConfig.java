@@ -75,6 +75,10 @@ public class JpaServerConfig {
 		// Referential integrity stays on (HAPI default): a dangling reference in content is an error worth seeing.
 		// $expunge and conditional multi-delete help tests reset the database between runs.
 		s.setExpungeEnabled(true);
+		// HAPI reuses an identical search's results for 60 s by default. A publisher looks a
+		// resource up by url|version, writes it, and looks again: a cached "not found" would make
+		// it write again. Knowledge servers are small; always search fresh.
+		s.setReuseCachedSearchResultsForMillis(null);
 		s.setAllowMultipleDelete(true);
 		return s;
 	}
