@@ -14,8 +14,14 @@ from .http import Client
 from .recommend import ORDER_TYPES, PLAN_TYPE_SYSTEM, format_datetime
 
 CQF_MESSAGES = "http://hl7.org/fhir/StructureDefinition/cqf-messages"
-REQUEST_TYPES = ("ServiceRequest", "MedicationRequest", "CommunicationRequest", "NutritionOrder",
-                 "DeviceRequest", "Task")
+REQUEST_TYPES = (
+    "ServiceRequest",
+    "MedicationRequest",
+    "CommunicationRequest",
+    "NutritionOrder",
+    "DeviceRequest",
+    "Task",
+)
 
 
 def _search_one(client: Client, rtype: str, params: dict[str, str]) -> dict[str, Any] | None:
@@ -37,10 +43,15 @@ def recommendation_plans(client: Client, pathway_id: str) -> list[dict[str, Any]
                 params = {"url": url, **({"version": version} if version else {})}
                 plan = _search_one(client, "PlanDefinition", params)
                 if plan is None:
-                    raise ServerRejectedError(f"the server's pathway {pathway_id} references {ref}, which the "
-                                              "server does not hold; publish the whole package")
-                types = {c.get("code") for c in (plan.get("type") or {}).get("coding", [])
-                         if c.get("system") == PLAN_TYPE_SYSTEM}
+                    raise ServerRejectedError(
+                        f"the server's pathway {pathway_id} references {ref}, which the "
+                        "server does not hold; publish the whole package"
+                    )
+                types = {
+                    c.get("code")
+                    for c in (plan.get("type") or {}).get("coding", [])
+                    if c.get("system") == PLAN_TYPE_SYSTEM
+                }
                 if "clinical-protocol" in types:
                     walk(plan.get("action", []))
                 else:
@@ -70,8 +81,11 @@ def request_codes(resource: dict[str, Any]) -> list[str]:
 def engine_errors(careplan: dict[str, Any]) -> list[str]:
     """Messages of contained OperationOutcomes (cqf-messages): the engine failed somewhere."""
     contained = {c.get("id"): c for c in careplan.get("contained", [])}
-    refs = [e.get("valueReference", {}).get("reference", "").lstrip("#")
-            for e in careplan.get("extension", []) if e.get("url") == CQF_MESSAGES]
+    refs = [
+        e.get("valueReference", {}).get("reference", "").lstrip("#")
+        for e in careplan.get("extension", [])
+        if e.get("url") == CQF_MESSAGES
+    ]
     outcomes = [contained[r] for r in refs if r in contained]
     outcomes += [c for c in contained.values() if c.get("resourceType") == "OperationOutcome" and c not in outcomes]
     return [i.get("diagnostics", "") for o in outcomes for i in o.get("issue", [])]
@@ -81,11 +95,13 @@ def careplan_recommendation(plan: dict[str, Any], careplan: dict[str, Any]) -> d
     """The recommendation entry for one $apply result, or None if no action applied."""
     errors = engine_errors(careplan)
     if errors:
-        raise EngineError(f"the server's engine reported errors applying PlanDefinition/{plan.get('id')}: "
-                          + "; ".join(errors))
+        raise EngineError(
+            f"the server's engine reported errors applying PlanDefinition/{plan.get('id')}: " + "; ".join(errors)
+        )
     contained = {c.get("id"): c for c in careplan.get("contained", [])}
-    groups = [contained.get(a.get("reference", {}).get("reference", "").lstrip("#"))
-              for a in careplan.get("activity", [])]
+    groups = [
+        contained.get(a.get("reference", {}).get("reference", "").lstrip("#")) for a in careplan.get("activity", [])
+    ]
     group = next((g for g in groups if g and g.get("resourceType") in ("RequestGroup", "RequestOrchestration")), None)
     if group is None or not group.get("action"):
         return None
@@ -112,8 +128,9 @@ def careplan_recommendation(plan: dict[str, Any], careplan: dict[str, Any]) -> d
     }
 
 
-def apply_patient(client: Client, pathway_id: str, patient: str,
-                  plans: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def apply_patient(
+    client: Client, pathway_id: str, patient: str, plans: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """$apply every recommendation of the pathway for one patient; the `recommend --json` shape."""
     import datetime as dt
 
@@ -133,8 +150,12 @@ def apply_patient(client: Client, pathway_id: str, patient: str,
 def define_parser(parser: argparse.ArgumentParser) -> None:
     cli_common.add_server_args(parser, required=True)
     parser.add_argument("--patient", required=True, metavar="ID", help="Patient id on the server")
-    parser.add_argument("--pathway", default=None, metavar="ID",
-                        help="pathway PlanDefinition id (default: the package's, from guideline.toml)")
+    parser.add_argument(
+        "--pathway",
+        default=None,
+        metavar="ID",
+        help="pathway PlanDefinition id (default: the package's, from guideline.toml)",
+    )
     cli_common.add_json_flag(parser)
 
 
@@ -145,8 +166,10 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         return 0
-    print(f"Patient {doc['patient']} on {args.server} (server clock, {doc['evaluatedAt']}): "
-          f"{len(doc['recommendations'])} recommendation(s)")
+    print(
+        f"Patient {doc['patient']} on {args.server} (server clock, {doc['evaluatedAt']}): "
+        f"{len(doc['recommendations'])} recommendation(s)"
+    )
     for r in doc["recommendations"]:
         kind = " [informational]" if r["informational"] else ""
         print(f"\n[{r['id']}] {r['title']}{kind}")

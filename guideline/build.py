@@ -32,19 +32,38 @@ LIBRARY_TYPE = "http://terminology.hl7.org/CodeSystem/library-type"
 
 # Resource types whose instances are canonical knowledge artifacts stamped from guideline.toml.
 CANONICAL_TYPES = (
-    "Library", "PlanDefinition", "ActivityDefinition", "ValueSet", "CodeSystem", "Citation",
-    "Questionnaire", "StructureDefinition",
+    "Library",
+    "PlanDefinition",
+    "ActivityDefinition",
+    "ValueSet",
+    "CodeSystem",
+    "Citation",
+    "Questionnaire",
+    "StructureDefinition",
 )
 # Keys whose string values are canonical references; a relative "Type/id" there is expanded.
-CANONICAL_KEYS = frozenset({
-    "library", "definitionCanonical", "resource", "valueSet", "valueCanonical", "citeAs",
-    "instantiatesCanonical", "profile", "transform", "derivedFrom", "partOf",
-})
+CANONICAL_KEYS = frozenset(
+    {
+        "library",
+        "definitionCanonical",
+        "resource",
+        "valueSet",
+        "valueCanonical",
+        "citeAs",
+        "instantiatesCanonical",
+        "profile",
+        "transform",
+        "derivedFrom",
+        "partOf",
+    }
+)
 _RELATIVE = re.compile(r"^(" + "|".join(CANONICAL_TYPES) + r")/([A-Za-z0-9\-.]{1,64})$")
 # Bundle/package order: dependencies before dependants, so a server loading entries one by
 # one (or a reader) meets a library before the plan that uses it.
-_TYPE_ORDER = {t: i for i, t in enumerate(
-    ["CodeSystem", "ValueSet", "Citation", "Library", "ActivityDefinition", "PlanDefinition"])}
+_TYPE_ORDER = {
+    t: i
+    for i, t in enumerate(["CodeSystem", "ValueSet", "Citation", "Library", "ActivityDefinition", "PlanDefinition"])
+}
 
 
 @dataclass
@@ -140,10 +159,15 @@ def _narrative(resource: dict[str, Any]) -> dict[str, str]:
         codes = (resource.get("expansion") or {}).get("contains") or []
         items = "".join(
             f"<li>{_esc(str(c.get('system', '')))}|{_esc(str(c.get('code', '')))}"
-            f" {_esc(str(c.get('display', '')))}</li>" for c in codes)
+            f" {_esc(str(c.get('display', '')))}</li>"
+            for c in codes
+        )
         if items:
             parts.append(f"<ul>{items}</ul>")
-    return {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">' + "".join(parts) + "</div>"}
+    return {
+        "status": "generated",
+        "div": '<div xmlns="http://www.w3.org/1999/xhtml">' + "".join(parts) + "</div>",
+    }
 
 
 def _stamp(resource: dict[str, Any], cfg: Config) -> dict[str, Any]:
@@ -159,17 +183,36 @@ def _stamp(resource: dict[str, Any], cfg: Config) -> dict[str, Any]:
         out["date"] = p.date
         out["publisher"] = p.publisher
         out.setdefault("contact", [{"telecom": [{"system": "url", "value": p.contact_url}]}])
-        out.setdefault("jurisdiction", [{"coding": [{
-            "system": "http://unstats.un.org/unsd/methods/m49/m49.htm", "code": p.jurisdiction}]}])
+        out.setdefault(
+            "jurisdiction",
+            [{"coding": [{"system": "http://unstats.un.org/unsd/methods/m49/m49.htm", "code": p.jurisdiction}]}],
+        )
     return out
 
 
 def _reorder(resource: dict[str, Any]) -> dict[str, Any]:
     """Put resourceType, id, meta, text, url, version first so bundles read naturally."""
     out = resource
-    order = ["resourceType", "id", "meta", "text", "extension", "url", "identifier", "version", "name",
-             "title", "type", "status", "experimental", "date", "publisher", "contact", "description",
-             "jurisdiction"]
+    order = [
+        "resourceType",
+        "id",
+        "meta",
+        "text",
+        "extension",
+        "url",
+        "identifier",
+        "version",
+        "name",
+        "title",
+        "type",
+        "status",
+        "experimental",
+        "date",
+        "publisher",
+        "contact",
+        "description",
+        "jurisdiction",
+    ]
     ordered = {k: out[k] for k in order if k in out}
     ordered.update({k: v for k, v in out.items() if k not in ordered})
     return ordered
@@ -179,8 +222,15 @@ def _reorder(resource: dict[str, Any]) -> dict[str, Any]:
 
 _FHIR_NS = "{http://hl7.org/fhir}"
 _SYSTEM_TYPES = {
-    "Boolean": "boolean", "Integer": "integer", "Decimal": "decimal", "String": "string",
-    "DateTime": "dateTime", "Date": "date", "Time": "time", "Quantity": "Quantity", "Code": "Coding",
+    "Boolean": "boolean",
+    "Integer": "integer",
+    "Decimal": "decimal",
+    "String": "string",
+    "DateTime": "dateTime",
+    "Date": "date",
+    "Time": "time",
+    "Quantity": "Quantity",
+    "Code": "Coding",
     "Concept": "CodeableConcept",
 }
 
@@ -242,9 +292,17 @@ def data_requirements(names: list[str], elms: dict[str, dict[str, Any]]) -> list
                     cf = {"path": r.get("codeProperty", "code"), "valueSet": ovs[c["name"]]}
             else:
                 refs = c.get("element") if c.get("type") == "ToList" else None
-                items = refs if isinstance(refs, list) else ([c["operand"]] if c.get("type") == "ToList"
-                                                                 and isinstance(c.get("operand"), dict)
-                                                                 else [c] if c.get("type") == "CodeRef" else [])
+                items = (
+                    refs
+                    if isinstance(refs, list)
+                    else (
+                        [c["operand"]]
+                        if c.get("type") == "ToList" and isinstance(c.get("operand"), dict)
+                        else [c]
+                        if c.get("type") == "CodeRef"
+                        else []
+                    )
+                )
                 codings = []
                 for it in items:
                     d = codes.get(it.get("name", "")) if it.get("type") == "CodeRef" else None
@@ -277,7 +335,11 @@ def _closure(name: str, elms: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def library_content(
-    name: str, cql_text: str, elm: dict[str, Any], elms: dict[str, dict[str, Any]], cfg: Config,
+    name: str,
+    cql_text: str,
+    elm: dict[str, Any],
+    elms: dict[str, dict[str, Any]],
+    cfg: Config,
     translator: dict[str, str],
 ) -> dict[str, Any]:
     """The generated parts of a Library: content, parameters, depends-on, data requirements."""
@@ -291,24 +353,36 @@ def library_content(
             continue
         t, mx = _result_type(s)
         params.append({"name": s["name"], "use": "out", "min": 0, "max": mx, "type": t})
-    related: list[dict[str, Any]] = [{"type": "depends-on", "display": "FHIR model information",
-                                      "resource": f"{FHIR_MODELINFO_URL}|{cfg.fhir_version}"}]
+    related: list[dict[str, Any]] = [
+        {
+            "type": "depends-on",
+            "display": "FHIR model information",
+            "resource": f"{FHIR_MODELINFO_URL}|{cfg.fhir_version}",
+        }
+    ]
     for inc, ver in _includes(elm):
         url = FHIRHELPERS_URL if inc == "FHIRHelpers" else cfg.canonical_for("Library", inc)
-        related.append({"type": "depends-on", "display": f"Library {inc}",
-                        "resource": f"{url}|{ver}" if ver else url})
+        related.append({"type": "depends-on", "display": f"Library {inc}", "resource": f"{url}|{ver}" if ver else url})
     for vs in (lib.get("valueSets") or {}).get("def", []):
-        related.append({"type": "depends-on", "display": f"Value set {vs['name']}",
-                        "resource": vs["id"] + (f"|{vs['version']}" if vs.get("version") else "")})
+        related.append(
+            {
+                "type": "depends-on",
+                "display": f"Value set {vs['name']}",
+                "resource": vs["id"] + (f"|{vs['version']}" if vs.get("version") else ""),
+            }
+        )
     for cs in (lib.get("codeSystems") or {}).get("def", []):
         related.append({"type": "depends-on", "display": f"Code system {cs['name']}", "resource": cs["id"]})
     options = cfg.cql_options
     contained_opts = {
-        "resourceType": "Parameters", "id": "options",
-        "parameter": [{"name": "translatorVersion", "valueString": translator.get("translator", "")},
-                      *[{"name": "option", "valueString": o} for o in options.get("options", [])],
-                      {"name": "signatureLevel", "valueString": options.get("signatureLevel", "")},
-                      {"name": "compatibilityLevel", "valueString": options.get("compatibilityLevel", "")}],
+        "resourceType": "Parameters",
+        "id": "options",
+        "parameter": [
+            {"name": "translatorVersion", "valueString": translator.get("translator", "")},
+            *[{"name": "option", "valueString": o} for o in options.get("options", [])],
+            {"name": "signatureLevel", "valueString": options.get("signatureLevel", "")},
+            {"name": "compatibilityLevel", "valueString": options.get("compatibilityLevel", "")},
+        ],
     }
     elm_bytes = json.dumps(elm, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return {
@@ -344,8 +418,15 @@ def compile_all(sources: Sources, cfg: Config, engine: Engine) -> tuple[dict[str
     if helpers.ok:
         _HELPERS_ELM[opts_key] = helpers
     if not helpers.ok or helpers.elm is None:
-        findings.append(Finding("error", "FHIRHelpers-4.0.1.cql", "", "FHIRHelpers did not compile: "
-                                + "; ".join(m.message for m in helpers.errors), "cql"))
+        findings.append(
+            Finding(
+                "error",
+                "FHIRHelpers-4.0.1.cql",
+                "",
+                "FHIRHelpers did not compile: " + "; ".join(m.message for m in helpers.errors),
+                "cql",
+            )
+        )
     else:
         elms["FHIRHelpers"] = helpers.elm
     for name, src in sorted(sources.cql.items()):
@@ -356,8 +437,9 @@ def compile_all(sources: Sources, cfg: Config, engine: Engine) -> tuple[dict[str
                 # Reported when compiling the including library; the included one reports it too.
                 continue
             if m.severity == "error" or m.severity == "warning":
-                findings.append(Finding(m.severity, shown, m.location,
-                                        f"{m.message} (library {name}; translator)", "cql"))
+                findings.append(
+                    Finding(m.severity, shown, m.location, f"{m.message} (library {name}; translator)", "cql")
+                )
         if res.ok and res.elm is not None:
             elms[name] = res.elm
     return elms, findings
@@ -368,8 +450,11 @@ def _value_sets(resources: list[dict[str, Any]]) -> dict[str, dict[str, list[dic
     for r in resources:
         if r.get("resourceType") != "ValueSet" or "url" not in r:
             continue
-        codes = [{"system": c["system"], "code": c["code"]}
-                 for c in (r.get("expansion") or {}).get("contains", []) if "system" in c and "code" in c]
+        codes = [
+            {"system": c["system"], "code": c["code"]}
+            for c in (r.get("expansion") or {}).get("contains", [])
+            if "system" in c and "code" in c
+        ]
         out[r["url"]] = {r.get("version", ""): codes}
     return out
 
@@ -378,16 +463,29 @@ def fhirhelpers_library(elm: dict[str, Any], translator: dict[str, str]) -> dict
     text = toolchain.fhirhelpers_text()
     elm_bytes = json.dumps(elm, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return {
-        "resourceType": "Library", "id": "FHIRHelpers", "url": FHIRHELPERS_URL, "version": "4.0.1",
-        "name": "FHIRHelpers", "title": "FHIR Helpers", "status": "active", "experimental": False,
+        "resourceType": "Library",
+        "id": "FHIRHelpers",
+        "url": FHIRHELPERS_URL,
+        "version": "4.0.1",
+        "name": "FHIRHelpers",
+        "title": "FHIR Helpers",
+        "status": "active",
+        "experimental": False,
         "type": {"coding": [{"system": LIBRARY_TYPE, "code": "logic-library"}]},
         "publisher": "HL7 International / Clinical Quality Information (from the cqframework 'quick' artifact)",
         "description": "Conversion functions between FHIR 4.0.1 types and CQL system types, as published "
-                       f"by cqframework; ELM compiled by translator {translator.get('translator', '')}.",
-        "relatedArtifact": [{"type": "depends-on", "display": "FHIR model information",
-                             "resource": f"{FHIR_MODELINFO_URL}|4.0.1"}],
-        "content": [{"contentType": "text/cql", "data": _b64(text.encode("utf-8"))},
-                    {"contentType": "application/elm+json", "data": _b64(elm_bytes)}],
+        f"by cqframework; ELM compiled by translator {translator.get('translator', '')}.",
+        "relatedArtifact": [
+            {
+                "type": "depends-on",
+                "display": "FHIR model information",
+                "resource": f"{FHIR_MODELINFO_URL}|4.0.1",
+            }
+        ],
+        "content": [
+            {"contentType": "text/cql", "data": _b64(text.encode("utf-8"))},
+            {"contentType": "application/elm+json", "data": _b64(elm_bytes)},
+        ],
     }
 
 
@@ -404,16 +502,30 @@ def build_package(cfg: Config | None = None, engine: Engine | None = None, *, st
     for path, data in sources.resources:
         rt, rid = data.get("resourceType"), data.get("id")
         if not isinstance(rid, str):
-            pkg.findings.append(Finding("error", rel(cfg.root, path), "id",
-                                        "resource has no string 'id'; give it a stable id", "references"))
+            pkg.findings.append(
+                Finding(
+                    "error",
+                    rel(cfg.root, path),
+                    "id",
+                    "resource has no string 'id'; give it a stable id",
+                    "references",
+                )
+            )
             continue
         res = copy.deepcopy(data)
         if rt == "Library" and rid in sources.cql and rid in elms:
             gen = library_content(rid, sources.cql[rid].text, elms[rid], elms, cfg, pkg.translator)
             if "content" in res:
-                pkg.findings.append(Finding("warning", rel(cfg.root, path), "content",
-                                            "hand-written content is ignored: build generates it from "
-                                            f"cql/{rid}.cql; delete it from the source", "conventions"))
+                pkg.findings.append(
+                    Finding(
+                        "warning",
+                        rel(cfg.root, path),
+                        "content",
+                        "hand-written content is ignored: build generates it from "
+                        f"cql/{rid}.cql; delete it from the source",
+                        "conventions",
+                    )
+                )
             res["content"] = gen["content"]
             res["contained"] = [*res.get("contained", []), *gen["contained"]]
             res["extension"] = [*res.get("extension", []), gen["extension_cqlOptions"]]
@@ -426,9 +538,16 @@ def build_package(cfg: Config | None = None, engine: Engine | None = None, *, st
         res = _reorder(res)
         key = f"{rt}/{rid}"
         if key in pkg.source_of:
-            pkg.findings.append(Finding("error", rel(cfg.root, path), "id",
-                                        f"duplicate resource {key}: also in {rel(cfg.root, pkg.source_of[key])}; "
-                                        "ids must be unique per type", "references"))
+            pkg.findings.append(
+                Finding(
+                    "error",
+                    rel(cfg.root, path),
+                    "id",
+                    f"duplicate resource {key}: also in {rel(cfg.root, pkg.source_of[key])}; "
+                    "ids must be unique per type",
+                    "references",
+                )
+            )
             continue
         pkg.source_of[key] = path
         pkg.resources.append(res)
@@ -459,9 +578,11 @@ def transaction_bundle(pkg: Package) -> dict[str, Any]:
         "id": f"{pkg.config.package.name}-{pkg.config.package.version}",
         "type": "transaction",
         "entry": [
-            {"fullUrl": f"{pkg.config.package.canonical}/{r['resourceType']}/{r['id']}",
-             "resource": r,
-             "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            {
+                "fullUrl": f"{pkg.config.package.canonical}/{r['resourceType']}/{r['id']}",
+                "resource": r,
+                "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+            }
             for r in pkg.resources
         ],
     }
@@ -470,10 +591,18 @@ def transaction_bundle(pkg: Package) -> dict[str, Any]:
 def _npm_package_json(pkg: Package) -> dict[str, Any]:
     p = pkg.config.package
     return {
-        "name": p.id, "version": p.version, "canonical": p.canonical, "url": p.canonical,
-        "title": p.title, "description": p.title, "fhirVersions": [pkg.config.fhir_version],
-        "dependencies": {"hl7.fhir.r4.core": "4.0.1"}, "author": p.publisher, "license": p.license,
-        "type": "fhir.ig", "date": p.date.replace("-", "") + "000000",
+        "name": p.id,
+        "version": p.version,
+        "canonical": p.canonical,
+        "url": p.canonical,
+        "title": p.title,
+        "description": p.title,
+        "fhirVersions": [pkg.config.fhir_version],
+        "dependencies": {"hl7.fhir.r4.core": "4.0.1"},
+        "author": p.publisher,
+        "license": p.license,
+        "type": "fhir.ig",
+        "date": p.date.replace("-", "") + "000000",
     }
 
 
@@ -529,7 +658,7 @@ def write_outputs(pkg: Package, out_dir: Path) -> BuildResult:
         (tmp / "elm").mkdir()
         for name, elm in sorted(pkg.elm.items()):
             (tmp / "elm" / f"{name}.json").write_bytes(_dumps(elm))
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o755)  # noqa: S103 - mkdtemp makes 0700; dist/ is ordinary, readable build output
         old = None
         if out_dir.exists():
             old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"

@@ -37,10 +37,11 @@ def discover(client: Client) -> list[dict[str, Any]]:
     """GET /cds-services; a malformed answer is an error that says what was wrong."""
     body = client.get_json(cds_base_for(client.base_url), ok=(200,))
     services = body.get("services") if isinstance(body, dict) else None
-    if not isinstance(services, list) or not all(isinstance(s, dict) and "id" in s and "hook" in s
-                                                   for s in services):
-        raise ServerRejectedError(f"{cds_base_for(client.base_url)} did not answer a CDS Hooks discovery "
-                                  "document ({'services': [{id, hook, ...}]})")
+    if not isinstance(services, list) or not all(isinstance(s, dict) and "id" in s and "hook" in s for s in services):
+        raise ServerRejectedError(
+            f"{cds_base_for(client.base_url)} did not answer a CDS Hooks discovery "
+            "document ({'services': [{id, hook, ...}]})"
+        )
     return services
 
 
@@ -48,7 +49,8 @@ def resolve_prefetch(client: Client, templates: dict[str, str], context: dict[st
     """Fill {{context.X}} tokens and read each query from the FHIR server, as an EHR would."""
     out: dict[str, Any] = {}
     for key, template in sorted(templates.items()):
-        def fill(m: re.Match[str]) -> str:
+
+        def fill(m: re.Match[str], key: str = key) -> str:
             name = m.group(1)
             if name not in context:
                 raise UsageError(f"prefetch '{key}' needs context.{name}, which this call does not have")
@@ -73,14 +75,18 @@ def call(
     """POST a hook call; returns the parsed CDS response (cards checked for shape)."""
     context = {"userId": user, "patientId": patient}
     body: dict[str, Any] = {
-        "hook": hook, "hookInstance": str(uuid.uuid4()),
-        "fhirServer": fhir_server or fhir_base_for(client.base_url), "context": context,
+        "hook": hook,
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": fhir_server or fhir_base_for(client.base_url),
+        "context": context,
     }
     if prefetch:
         services = {s["id"]: s for s in discover(client)}
         if service_id not in services:
-            raise UsageError(f"no CDS service '{service_id}' on {cds_base_for(client.base_url)}; "
-                             f"known: {', '.join(sorted(services)) or 'none'}")
+            raise UsageError(
+                f"no CDS service '{service_id}' on {cds_base_for(client.base_url)}; "
+                f"known: {', '.join(sorted(services)) or 'none'}"
+            )
         body["prefetch"] = resolve_prefetch(client, services[service_id].get("prefetch") or {}, context)
     url = f"{cds_base_for(client.base_url)}/{service_id}"
     resp = client.post_json(url, body, content_type="application/json", ok=(200,))
@@ -119,6 +125,7 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--patient", required=True, metavar="ID", help="Patient id on the FHIR server")
     c.add_argument("--user", default=DEFAULT_USER)
     c.add_argument("--prefetch", action="store_true", help="send the prefetch each service asks for")
+    c.add_argument("--only-cards", action="store_true", help="list only services that returned cards")
     cli_common.add_json_flag(c)
 
 
@@ -133,12 +140,17 @@ def main(args: argparse.Namespace) -> int:
                     print(f"{s['id']:<28} {s['hook']:<14} {s.get('title', '')}")
             return 0
         ids = [args.service] if args.service else [s["id"] for s in discover(client) if s["hook"] == args.hook]
-        results = {sid: call(client, sid, hook=args.hook, patient=args.patient, user=args.user,
-                             prefetch=args.prefetch) for sid in ids}
+        results = {
+            sid: call(client, sid, hook=args.hook, patient=args.patient, user=args.user, prefetch=args.prefetch)
+            for sid in ids
+        }
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    for sid, resp in results.items():
+    shown = {k: v for k, v in results.items() if v["cards"] or not args.only_cards}
+    if not shown:
+        print(f"no cards for Patient/{args.patient} from {len(results)} service(s)")
+    for sid, resp in shown.items():
         print(f"{sid}: {len(resp['cards'])} card(s)")
         for card in resp["cards"]:
             print("  " + render_card(card).replace("\n", "\n  "))

@@ -14,10 +14,11 @@ from .errors import ExitCode, GuidelineError
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("guideline.build", "compile CQL and write dist/ (bundle, FHIR package, ELM)"),
     "publish": ("guideline.publish", "publish the package to a FHIR server in one transaction"),
+    "load-patients": ("guideline.patients", "load patient Bundles onto a server (optionally date-rolled)"),
     "apply": ("guideline.apply", "run PlanDefinition/$apply on a server for a patient"),
     "cds": ("guideline.cds", "CDS Hooks client: discovery and calls"),
     "recommend": ("guideline.recommend", "evaluate the pathway locally for the one patient in a bundle"),
-    "validate": ("guideline.validate", "check sources, dist/, a bundle or a package: schema, references, CQL, terminology"),
+    "validate": ("guideline.validate", "check sources, dist/, a bundle or a package (all layers)"),
 }
 
 
@@ -26,7 +27,7 @@ def make_parser() -> argparse.ArgumentParser:
         prog="guideline",
         description="Build, validate, evaluate and publish the generalized lipodystrophy CPG module.",
         epilog="Exit codes: 0 ok, 1 invalid content, 2 usage, 3 toolchain missing, 4 server unreachable, "
-               "5 server rejected, 6 version conflict, 7 bad input, 8 engine error.",
+        "5 server rejected, 6 version conflict, 7 bad input, 8 engine error.",
     )
     parser.add_argument("--version", action="version", version=f"guideline {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

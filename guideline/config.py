@@ -64,9 +64,7 @@ def find_root(start: Path | None = None) -> Path:
     pkg_root = Path(__file__).resolve().parent.parent
     if (pkg_root / CONFIG_FILE).is_file():
         return pkg_root
-    raise BadInputError(
-        f"no {CONFIG_FILE} found in {here} or any parent folder; run from the project checkout"
-    )
+    raise BadInputError(f"no {CONFIG_FILE} found in {here} or any parent folder; run from the project checkout")
 
 
 def load_config(root: Path | None = None) -> Config:

@@ -20,7 +20,7 @@ FHIR_JSON = "application/fhir+json"
 # Retried statuses: request timeout, rate limiting and server-side failures are transient by
 # definition (RFC 9110 §15.5.9, RFC 6585 §4, §15.6); every other 4xx is our mistake: fail fast.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-TOKEN_ENV = "GUIDELINE_TOKEN"
+TOKEN_ENV = "GUIDELINE_TOKEN"  # noqa: S105 - the name of the variable, not a secret
 
 
 @dataclass(frozen=True)
@@ -153,13 +153,18 @@ class Client:
             try:
                 self.requests_sent += 1
                 resp = self.session.request(
-                    method, url, data=data, params=params, headers=headers,
+                    method,
+                    url,
+                    data=data,
+                    params=params,
+                    headers=headers,
                     timeout=(self.timeouts.connect_s, self.timeouts.read_s),
                 )
             except requests.exceptions.SSLError as e:
                 raise ServerUnreachableError(
                     f"TLS verification failed for {url}: {type(e).__name__}; fix the certificate or pass "
-                    "--insecure if you really mean to skip verification") from None
+                    "--insecure if you really mean to skip verification"
+                ) from None
             except (requests.ConnectionError, requests.Timeout) as e:
                 last = f"{type(e).__name__} contacting {method} {url}"
             else:
@@ -172,8 +177,9 @@ class Client:
                     raise self._rejected(method, url, resp)
             if attempt == self.retry.attempts:
                 break
-            delay = wait if wait is not None else min(
-                self.retry.max_delay_s, self.retry.base_delay_s * 2 ** (attempt - 1))
+            delay = (
+                wait if wait is not None else min(self.retry.max_delay_s, self.retry.base_delay_s * 2 ** (attempt - 1))
+            )
             delay = delay if wait is not None else delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter
             if time.monotonic() - start + delay > self.retry.total_budget_s:
                 break
@@ -181,7 +187,8 @@ class Client:
         elapsed = time.monotonic() - start
         raise ServerUnreachableError(
             f"{self.base_url} did not answer successfully after {attempt} attempt(s) in {elapsed:.1f} s: {last}; "
-            "check that the server is running and the URL is right")
+            "check that the server is running and the URL is right"
+        )
 
     @staticmethod
     def _outcome_suffix(resp: requests.Response) -> str:
@@ -207,8 +214,9 @@ class Client:
     def get_json(self, path: str, params: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> Any:
         return self._json(self.request("GET", path, params=params, ok=ok), path)
 
-    def post_json(self, path: str, body: Any, *, content_type: str = FHIR_JSON,
-                  ok: tuple[int, ...] = (200, 201)) -> Any:
+    def post_json(
+        self, path: str, body: Any, *, content_type: str = FHIR_JSON, ok: tuple[int, ...] = (200, 201)
+    ) -> Any:
         return self._json(self.request("POST", path, json_body=body, content_type=content_type, ok=ok), path)
 
     def _json(self, resp: requests.Response, path: str) -> Any:
@@ -218,4 +226,5 @@ class Client:
             snippet = resp.text[:200].replace("\n", " ")
             raise ServerRejectedError(
                 f"{self.url(path)} answered HTTP {resp.status_code} with non-JSON content "
-                f"({resp.headers.get('Content-Type', 'no content type')}): {snippet!r}") from None
+                f"({resp.headers.get('Content-Type', 'no content type')}): {snippet!r}"
+            ) from None

@@ -23,7 +23,7 @@ def strip_server_fields(resource: dict[str, Any]) -> dict[str, Any]:
 
 def same_content(ours: dict[str, Any], theirs: dict[str, Any]) -> bool:
     """Equal as FHIR JSON, ignoring meta and key order (servers re-order elements)."""
-    return _canon(strip_server_fields(ours)) == _canon(strip_server_fields(theirs))
+    return bool(_canon(strip_server_fields(ours)) == _canon(strip_server_fields(theirs)))
 
 
 def _canon(v: Any) -> Any:
@@ -66,7 +66,10 @@ class PublishResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "server": self.server, "dryRun": self.dry_run, "writes": self.writes, "summary": self.counts(),
+            "server": self.server,
+            "dryRun": self.dry_run,
+            "writes": self.writes,
+            "summary": self.counts(),
             "resources": [o.__dict__ for o in self.outcomes],
         }
 
@@ -76,12 +79,15 @@ def check_server(client: Client) -> dict[str, Any]:
     cs: dict[str, Any] = client.get_json("metadata")
     version = str(cs.get("fhirVersion", ""))
     if not version.startswith("4.0"):
-        raise ServerRejectedError(f"{client.base_url} is FHIR {version or 'unknown'}; this package needs FHIR "
-                                  "R4 (4.0.x): point --server at an R4 endpoint")
+        raise ServerRejectedError(
+            f"{client.base_url} is FHIR {version or 'unknown'}; this package needs FHIR "
+            "R4 (4.0.x): point --server at an R4 endpoint"
+        )
     interactions = {i.get("code") for r in cs.get("rest", []) for i in r.get("interaction", [])}
     if "transaction" not in interactions:
-        raise ServerRejectedError(f"{client.base_url} does not support transaction Bundles; publishing "
-                                  "needs them to be all-or-nothing")
+        raise ServerRejectedError(
+            f"{client.base_url} does not support transaction Bundles; publishing needs them to be all-or-nothing"
+        )
     return cs
 
 
@@ -91,8 +97,14 @@ def _lookup_bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
     for r in resources:
         entries.append({"request": {"method": "GET", "url": f"{r['resourceType']}/{r['id']}"}})
         if r.get("url") and r.get("version"):
-            entries.append({"request": {"method": "GET", "url": (
-                f"{r['resourceType']}?url={_q(r['url'])}&version={_q(r['version'])}&_count=10")}})
+            entries.append(
+                {
+                    "request": {
+                        "method": "GET",
+                        "url": (f"{r['resourceType']}?url={_q(r['url'])}&version={_q(r['version'])}&_count=10"),
+                    }
+                }
+            )
     return {"resourceType": "Bundle", "type": "batch", "entry": entries}
 
 
@@ -109,15 +121,17 @@ def plan_publish(client: Client, resources: list[dict[str, Any]], force: bool) -
     outcomes: list[ResourceOutcome] = []
     for r in resources:
         key = f"{r['resourceType']}/{r['id']}"
-        by_id = next(answers, {})
+        by_id: dict[str, Any] = next(answers, {})
         status = str((by_id.get("response") or {}).get("status", ""))
         current = by_id.get("resource") if status.startswith("200") else None
         same_version: list[dict[str, Any]] = []
         if r.get("url") and r.get("version"):
-            search = next(answers, {}).get("resource") or {}
+            found: dict[str, Any] = next(answers, {})
+            search = found.get("resource") or {}
             same_version = [e["resource"] for e in search.get("entry", []) if "resource" in e]
         match = next((s for s in same_version if s.get("id") == r["id"]), None) or (
-            same_version[0] if same_version else None)
+            same_version[0] if same_version else None
+        )
         if match is not None:
             if same_content(r, match):
                 action, detail = "unchanged", ""
@@ -150,16 +164,25 @@ def publish_resources(
         raise VersionConflictError(
             f"{len(conflicts)} resource(s) already exist on the server at the same url|version with different "
             "content; bump the package version in guideline.toml (or pass --force to overwrite)",
-            [f"{o.key} ({o.url}|{o.version}): {o.detail}" for o in conflicts])
+            [f"{o.key} ({o.url}|{o.version}): {o.detail}" for o in conflicts],
+        )
     todo = {o.key for o in outcomes if o.action in ("created", "updated", "forced")}
     if todo and not dry_run:
-        tx = {"resourceType": "Bundle", "type": "transaction", "entry": [
-            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-            for r in resources if f"{r['resourceType']}/{r['id']}" in todo]}
+        tx = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+                for r in resources
+                if f"{r['resourceType']}/{r['id']}" in todo
+            ],
+        }
         reply = client.post_json("", tx)
         if reply.get("type") != "transaction-response":
-            raise ServerRejectedError(f"{client.base_url} answered the transaction with a "
-                                      f"{reply.get('resourceType')}/{reply.get('type')}, not a transaction-response")
+            raise ServerRejectedError(
+                f"{client.base_url} answered the transaction with a "
+                f"{reply.get('resourceType')}/{reply.get('type')}, not a transaction-response"
+            )
         result.writes = len(tx["entry"])
     result.requests = client.requests_sent - before
     return result
@@ -173,8 +196,10 @@ def load_resources(path: Path | None) -> list[dict[str, Any]]:
     if path is None:
         report = validate()
         if report.errors:
-            raise ContentError("the package has validation errors; fix them before publishing "
-                               "(run `guideline validate`)", report.errors)
+            raise ContentError(
+                "the package has validation errors; fix them before publishing (run `guideline validate`)",
+                report.errors,
+            )
         return build_package().resources
     report = validate(path)
     if report.errors:
@@ -184,12 +209,20 @@ def load_resources(path: Path | None) -> list[dict[str, Any]]:
 
 
 def define_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", nargs="?", type=Path, default=None,
-                        help="a built dist/bundle.json (default: build and validate the sources now)")
+    parser.add_argument(
+        "bundle",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="a built dist/bundle.json (default: build and validate the sources now)",
+    )
     cli_common.add_server_args(parser, required=True)
     parser.add_argument("--dry-run", action="store_true", help="compare only; write nothing")
-    parser.add_argument("--force", action="store_true",
-                        help="overwrite resources whose url|version exists with different content")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite resources whose url|version exists with different content",
+    )
     cli_common.add_json_flag(parser)
 
 
@@ -207,6 +240,8 @@ def main(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
     verb = "would write" if result.dry_run else "wrote"
     n = sum(v for k, v in counts.items() if k in ("created", "updated", "forced"))
-    print(f"{summary}; {verb} {n if result.dry_run else result.writes} resource(s) "
-          f"{'(dry run)' if result.dry_run else 'in one transaction'} to {result.server}")
+    print(
+        f"{summary}; {verb} {n if result.dry_run else result.writes} resource(s) "
+        f"{'(dry run)' if result.dry_run else 'in one transaction'} to {result.server}"
+    )
     return 0

@@ -48,8 +48,7 @@ def load_patient_bundle(path: Path) -> tuple[dict[str, Any], str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise BadInputError(
-            f"{shown}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-            "FHIR JSON must be UTF-8"
+            f"{shown}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); FHIR JSON must be UTF-8"
         ) from None
     try:
         data = json.loads(text)
@@ -65,9 +64,7 @@ def load_patient_bundle(path: Path) -> tuple[dict[str, Any], str]:
         )
     btype = data.get("type")
     if btype not in BUNDLE_TYPES:
-        raise BadInputError(
-            f"{shown}: Bundle type {btype!r} is not supported; use one of {', '.join(BUNDLE_TYPES)}"
-        )
+        raise BadInputError(f"{shown}: Bundle type {btype!r} is not supported; use one of {', '.join(BUNDLE_TYPES)}")
     entries = data.get("entry", [])
     if not isinstance(entries, list):
         raise BadInputError(f"{shown}: Bundle.entry must be a list")
@@ -211,17 +208,13 @@ class _Evaluator:
     def library_results(self, plan: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         libs = plan.get("library") or []
         if len(libs) != 1 or not isinstance(libs[0], str):
-            raise _content_error(
-                plan, "library", "needs exactly one primary library to evaluate its conditions"
-            )
+            raise _content_error(plan, "library", "needs exactly one primary library to evaluate its conditions")
         lib = self.pkg.resolve(libs[0])
         if lib is None:
             raise _content_error(plan, "library[0]", f"library {libs[0]} is not in the package")
         name = lib.get("name")
         if not isinstance(name, str) or name not in self.pkg.elm:
-            raise _content_error(
-                lib, "name", f"no compiled CQL library named {name!r} (name must equal the CQL name)"
-            )
+            raise _content_error(lib, "name", f"no compiled CQL library named {name!r} (name must equal the CQL name)")
         if name not in self.results:
             by_patient = self.engine.evaluate(self.pkg.key, name, [self.bundle], self.at)
             # One patient per bundle, so exactly one row.
@@ -298,9 +291,7 @@ class _Evaluator:
             fired.activities.extend(self.activities(plan, action, path))
         return fired
 
-    def walk(
-        self, plan: dict[str, Any], actions: list[dict[str, Any]], path: str, out: list[Recommendation]
-    ) -> None:
+    def walk(self, plan: dict[str, Any], actions: list[dict[str, Any]], path: str, out: list[Recommendation]) -> None:
         """Follow a pathway's actions to the recommendation PlanDefinitions they reach."""
         for i, action in enumerate(actions):
             here = f"{path}[{i}]"
@@ -321,11 +312,7 @@ class _Evaluator:
 
 
 def _is_pathway(plan: dict[str, Any]) -> bool:
-    codes = {
-        c.get("code")
-        for c in (plan.get("type") or {}).get("coding", [])
-        if c.get("system") == PLAN_TYPE_SYSTEM
-    }
+    codes = {c.get("code") for c in (plan.get("type") or {}).get("coding", []) if c.get("system") == PLAN_TYPE_SYSTEM}
     return "clinical-protocol" in codes
 
 
@@ -377,9 +364,7 @@ def patient_id(bundle: dict[str, Any]) -> str:
         and e["resource"].get("resourceType") == "Patient"
     ]
     if len(patients) != 1 or not isinstance(patients[0].get("id"), str):
-        raise BadInputError(
-            f"the bundle must hold exactly one Patient with an id (found {len(patients)} Patients)"
-        )
+        raise BadInputError(f"the bundle must hold exactly one Patient with an id (found {len(patients)} Patients)")
     pid: str = patients[0]["id"]
     return pid
 
@@ -410,16 +395,14 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         type=parse_at,
         default=None,
         metavar="DATETIME",
-        help="evaluation time, ISO 8601 with offset (2026-06-01T12:00:00Z) or a date "
-        "(= 00:00 UTC); default: now",
+        help="evaluation time, ISO 8601 with offset (2026-06-01T12:00:00Z) or a date (= 00:00 UTC); default: now",
     )
     cli_common.add_json_flag(parser)
 
 
 def _render_text(doc: dict[str, Any], recs: list[Recommendation]) -> str:
     lines = [
-        f"Patient {doc['patient']} at {doc['evaluatedAt']}: "
-        f"{len(recs)} recommendation{'s' if len(recs) != 1 else ''}"
+        f"Patient {doc['patient']} at {doc['evaluatedAt']}: {len(recs)} recommendation{'s' if len(recs) != 1 else ''}"
     ]
     for r in recs:
         kind = " [informational]" if r.informational else ""

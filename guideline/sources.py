@@ -15,9 +15,7 @@ from .errors import Finding
 # keeps a mistaken 50 MB drop-in from stalling every later layer.
 MAX_SOURCE_BYTES = 5 * 1024 * 1024
 
-_CQL_HEADER = re.compile(
-    r"^\s*library\s+(\"[^\"]+\"|[A-Za-z_][A-Za-z0-9_]*)(?:\s+version\s+'([^']*)')?", re.MULTILINE
-)
+_CQL_HEADER = re.compile(r"^\s*library\s+(\"[^\"]+\"|[A-Za-z_][A-Za-z0-9_]*)(?:\s+version\s+'([^']*)')?", re.MULTILINE)
 
 
 @dataclass
@@ -42,20 +40,29 @@ def rel(cfg_root: Path, path: Path) -> str:
         return str(path)
 
 
-def read_json_file(path: Path, shown: str) -> tuple[Any, list[Finding]]:
+def read_json_file(path: Path, shown: str, max_bytes: int = MAX_SOURCE_BYTES) -> tuple[Any, list[Finding]]:
     """Parse a JSON file strictly; any problem becomes a located finding, never an exception."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return None, [Finding("error", shown, "", f"cannot read file: {e.strerror}", "json")]
+    if size > max_bytes:
+        what = "one resource" if max_bytes == MAX_SOURCE_BYTES else "a knowledge package"
+        msg = f"file is {size} bytes, over the {max_bytes}-byte limit for {what}; split it or remove it"
+        return None, [Finding("error", shown, "", msg, "json")]
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        return None, [Finding("error", shown, "", f"cannot read file: {e.strerror}", "json")]
+    return parse_json_bytes(raw, shown)
+
+
+def parse_json_bytes(raw: bytes, shown: str) -> tuple[Any, list[Finding]]:
+    """Parse JSON bytes strictly (UTF-8, no BOM, not empty); problems are located findings."""
 
     def err(loc: str, msg: str) -> tuple[Any, list[Finding]]:
         return None, [Finding("error", shown, loc, msg, "json")]
 
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        return err("", f"cannot read file: {e.strerror}")
-    if size > MAX_SOURCE_BYTES:
-        return err("", f"file is {size} bytes, over the {MAX_SOURCE_BYTES}-byte limit for one resource; "
-                       "split it or remove it")
-    raw = path.read_bytes()
     if not raw.strip():
         return err("", "file is empty; put one FHIR resource (a JSON object) in it or delete it")
     if raw.startswith(b"\xef\xbb\xbf"):
@@ -84,15 +91,28 @@ def load_sources(cfg: Config) -> Sources:
         if problems:
             continue
         if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-            out.findings.append(Finding("error", shown, "$", "not a FHIR resource: expected a JSON object "
-                                        "with a string 'resourceType'", "json"))
+            out.findings.append(
+                Finding(
+                    "error",
+                    shown,
+                    "$",
+                    "not a FHIR resource: expected a JSON object with a string 'resourceType'",
+                    "json",
+                )
+            )
             continue
         folder = path.parent.name
         if folder != data["resourceType"].lower():
-            out.findings.append(Finding(
-                "warning", shown, "resourceType",
-                f"a {data['resourceType']} lives in folder '{folder}'; move it to "
-                f"fhir_resources/{data['resourceType'].lower()}/", "conventions"))
+            out.findings.append(
+                Finding(
+                    "warning",
+                    shown,
+                    "resourceType",
+                    f"a {data['resourceType']} lives in folder '{folder}'; move it to "
+                    f"fhir_resources/{data['resourceType'].lower()}/",
+                    "conventions",
+                )
+            )
         out.resources.append((path, data))
     cdir = cfg.cql_dir
     for path in sorted(cdir.glob("*.cql")) if cdir.is_dir() else []:
@@ -104,13 +124,27 @@ def load_sources(cfg: Config) -> Sources:
             continue
         m = _CQL_HEADER.search(text)
         if not m:
-            out.findings.append(Finding("error", shown, "1:1", "no `library Name version 'x'` header; "
-                                        "every project library needs one", "cql"))
+            out.findings.append(
+                Finding(
+                    "error",
+                    shown,
+                    "1:1",
+                    "no `library Name version 'x'` header; every project library needs one",
+                    "cql",
+                )
+            )
             continue
         name = m.group(1).strip('"')
         if name != path.stem:
-            out.findings.append(Finding("error", shown, "1:1", f"library '{name}' is in file {path.name}; "
-                                        f"rename the file to {name}.cql (one name joins CQL and Library)",
-                                        "cql"))
+            out.findings.append(
+                Finding(
+                    "error",
+                    shown,
+                    "1:1",
+                    f"library '{name}' is in file {path.name}; "
+                    f"rename the file to {name}.cql (one name joins CQL and Library)",
+                    "cql",
+                )
+            )
         out.cql[name] = CqlSource(name, m.group(2), path, text)
     return out

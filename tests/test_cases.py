@@ -41,9 +41,7 @@ def package(config: Config, engine: Engine) -> Package:
 
 
 def _fired(doc: dict[str, Any]) -> dict[str, list[str]]:
-    return {
-        r["id"]: sorted(code for a in r["activities"] for code in a["codes"]) for r in doc["recommendations"]
-    }
+    return {r["id"]: sorted(code for a in r["activities"] for code in a["codes"]) for r in doc["recommendations"]}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -153,9 +151,7 @@ def test_value_set_expansions_match_compose(package: Package) -> None:
     for r in package.resources:
         if r["resourceType"] != "ValueSet":
             continue
-        composed = {
-            (inc["system"], c["code"]) for inc in r["compose"]["include"] for c in inc.get("concept", [])
-        }
+        composed = {(inc["system"], c["code"]) for inc in r["compose"]["include"] for c in inc.get("concept", [])}
         expanded = {(c["system"], c["code"]) for c in r["expansion"]["contains"]}
         assert composed == expanded, r["id"]
         assert r["expansion"]["total"] == len(expanded)

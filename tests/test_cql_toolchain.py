@@ -43,15 +43,26 @@ def _bundle() -> dict[str, Any]:
             "code": {"coding": [{"system": "http://loinc.org", "code": "27873-9"}]},
             "subject": {"reference": "Patient/p1"},
             "effectiveDateTime": when,
-            "valueQuantity": {"value": value, "unit": "u[IU]/mL", "system": "http://unitsofmeasure.org",
-                              "code": "u[IU]/mL"},
+            "valueQuantity": {
+                "value": value,
+                "unit": "u[IU]/mL",
+                "system": "http://unitsofmeasure.org",
+                "code": "u[IU]/mL",
+            },
         }
 
     return {
         "resourceType": "Bundle",
         "type": "collection",
         "entry": [
-            {"resource": {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1990-06-02"}},
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "id": "p1",
+                    "gender": "female",
+                    "birthDate": "1990-06-02",
+                }
+            },
             {"resource": obs("o-new", "2026-05-01T08:00:00Z", 31)},
             {"resource": obs("o-old", "2025-01-01T08:00:00Z", 12)},
         ],
@@ -70,7 +81,7 @@ def test_compile_clean_library_gives_elm(engine: Engine) -> None:
 
 def test_syntax_error_is_located(engine: Engine) -> None:
     """Verify that a syntax error comes back with library name, line:col and the translator message."""
-    src = HEADER.format(name="Broken") + "context Patient\ndefine \"X\": 1 +* 2\n"
+    src = HEADER.format(name="Broken") + 'context Patient\ndefine "X": 1 +* 2\n'
     res = compile_cql(src, engine=engine)
     assert not res.ok
     err = res.errors[0]
@@ -111,8 +122,9 @@ def test_missing_include_is_an_error(engine: Engine) -> None:
 def test_engine_values_and_types(engine: Engine) -> None:
     """Verify booleans, integers, decimals, quantities, lists, nulls and FHIR resources evaluate as expected."""
     res = compile_cql(VALUES, engine=engine)
-    helpers = engine.compile("FHIRHelpers", {}, {"options": ["EnableLocators", "EnableResultTypes"],
-                                                 "signatureLevel": "Overloads"})
+    helpers = engine.compile(
+        "FHIRHelpers", {}, {"options": ["EnableLocators", "EnableResultTypes"], "signatureLevel": "Overloads"}
+    )
     assert res.elm and helpers.elm
     engine.load("values", {"Values": res.elm, "FHIRHelpers": helpers.elm})
     out = engine.evaluate("values", "Values", [_bundle()], at="2026-06-01T12:00:00Z")
@@ -133,12 +145,18 @@ def test_engine_values_and_types(engine: Engine) -> None:
 def test_parameters_override_defaults(engine: Engine) -> None:
     """Verify that a Quantity parameter passed from Python replaces the CQL default."""
     res = compile_cql(VALUES, engine=engine)
-    helpers = engine.compile("FHIRHelpers", {}, {"options": ["EnableLocators", "EnableResultTypes"],
-                                                 "signatureLevel": "Overloads"})
+    helpers = engine.compile(
+        "FHIRHelpers", {}, {"options": ["EnableLocators", "EnableResultTypes"], "signatureLevel": "Overloads"}
+    )
     assert res.elm and helpers.elm
     engine.load("values2", {"Values": res.elm, "FHIRHelpers": helpers.elm})
-    out = engine.evaluate("values2", "Values", [_bundle()], at="2026-06-01T12:00:00Z",
-                          parameters={"Limit": {"type": "Quantity", "value": 40, "unit": "mg/dL"}})
+    out = engine.evaluate(
+        "values2",
+        "Values",
+        [_bundle()],
+        at="2026-06-01T12:00:00Z",
+        parameters={"Limit": {"type": "Quantity", "value": 40, "unit": "mg/dL"}},
+    )
     assert out["p1"]["Limit Value"] == {"type": "Quantity", "value": 40, "unit": "mg/dL"}
 
 

@@ -49,8 +49,7 @@ def published(server_url: str, config: Config, engine: Engine) -> dict[str, Any]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_case_agrees_across_engines(case: Path, published: dict[str, Any], server_url: str,
-                                    engine: Engine) -> None:
+def test_case_agrees_across_engines(case: Path, published: dict[str, Any], server_url: str, engine: Engine) -> None:
     """Verify that $apply, the CDS patient-view call, local recommend and expected.json agree."""
     pkg: Package = published["pkg"]
     expected = json.loads((case / "expected.json").read_text(encoding="utf-8"))
@@ -73,21 +72,30 @@ def test_case_agrees_across_engines(case: Path, published: dict[str, Any], serve
     local = _codes(recommend(pkg, rolled, at, engine))
     want = {k: sorted(v) for k, v in expected["recommendations"].items()}
     ok = server == local == want and cds_fired == set(want)
-    AGREEMENT.append((case.name, "ok" if local == want else "DIFF", "ok" if server == want else "DIFF",
-                      "ok" if cds_fired == set(want) else "DIFF", "agree" if ok else "DISAGREE"))
-    assert ok, json.dumps({"expected": want, "local": local, "server $apply": server,
-                           "cds cards from": sorted(cds_fired)}, indent=1)
+    AGREEMENT.append(
+        (
+            case.name,
+            "ok" if local == want else "DIFF",
+            "ok" if server == want else "DIFF",
+            "ok" if cds_fired == set(want) else "DIFF",
+            "agree" if ok else "DISAGREE",
+        )
+    )
+    assert ok, json.dumps(
+        {"expected": want, "local": local, "server $apply": server, "cds cards from": sorted(cds_fired)},
+        indent=1,
+    )
 
 
 def test_republish_is_a_no_op(published: dict[str, Any], server_url: str) -> None:
     """Verify that publishing the same package again writes nothing and adds no history versions."""
     pkg: Package = published["pkg"]
     with Client(server_url) as client:
-        before = {r["id"]: client.get_json(f"{r['resourceType']}/{r['id']}")["meta"]["versionId"]
-                  for r in pkg.resources}
+        before = {
+            r["id"]: client.get_json(f"{r['resourceType']}/{r['id']}")["meta"]["versionId"] for r in pkg.resources
+        }
         result = publish_resources(client, pkg.resources)
-        after = {r["id"]: client.get_json(f"{r['resourceType']}/{r['id']}")["meta"]["versionId"]
-                 for r in pkg.resources}
+        after = {r["id"]: client.get_json(f"{r['resourceType']}/{r['id']}")["meta"]["versionId"] for r in pkg.resources}
     assert result.writes == 0
     assert set(result.counts()) == {"unchanged"}, result.counts()
     assert before == after

@@ -29,7 +29,8 @@ define "Dose": 10 'mg' + 5 'mg'
 define "Numbers": {{1, 2, 3}}
 define "Nothing": null as Integer
 define "Has Glucose": exists [Observation: "Glucose"]
-define "Latest Glucose": First([Observation: "Glucose"] O sort by FHIRHelpers.ToDateTime(effective as FHIR.dateTime) desc)
+define "Latest Glucose":
+  First([Observation: "Glucose"] O sort by FHIRHelpers.ToDateTime(effective as FHIR.dateTime) desc)
 define "Latest Glucose Value": FHIRHelpers.ToQuantity("Latest Glucose".value as FHIR.Quantity)
 """
 
@@ -53,52 +54,96 @@ def tiny(client: Client, engine: Engine) -> dict[str, Any]:
     assert res.ok, [m.render() for m in res.errors]
     base = "http://example.org/fhir/test"
     lib = {
-        "resourceType": "Library", "id": name, "url": f"{base}/Library/{name}", "version": "1.0.0",
-        "name": name, "status": "active",
-        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/library-type",
-                             "code": "logic-library"}]},
-        "content": [{"contentType": "text/cql", "data": _b64(cql)},
-                    {"contentType": "application/elm+json", "data": _b64(json.dumps(res.elm))}],
+        "resourceType": "Library",
+        "id": name,
+        "url": f"{base}/Library/{name}",
+        "version": "1.0.0",
+        "name": name,
+        "status": "active",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/library-type", "code": "logic-library"}]},
+        "content": [
+            {"contentType": "text/cql", "data": _b64(cql)},
+            {"contentType": "application/elm+json", "data": _b64(json.dumps(res.elm))},
+        ],
     }
     ad = {
-        "resourceType": "ActivityDefinition", "id": f"{name}-ad", "url": f"{base}/ActivityDefinition/{name}-ad",
-        "version": "1.0.0", "name": f"{name}Order", "status": "active", "kind": "ServiceRequest",
+        "resourceType": "ActivityDefinition",
+        "id": f"{name}-ad",
+        "url": f"{base}/ActivityDefinition/{name}-ad",
+        "version": "1.0.0",
+        "name": f"{name}Order",
+        "status": "active",
+        "kind": "ServiceRequest",
         "intent": "proposal",
         "code": {"coding": [{"system": "http://loinc.org", "code": "1558-6", "display": "Fasting glucose"}]},
     }
     pd = {
-        "resourceType": "PlanDefinition", "id": name, "url": f"{base}/PlanDefinition/{name}", "version": "1.0.0",
-        "name": name, "title": "Tiny check", "status": "active",
-        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/plan-definition-type",
-                             "code": "eca-rule"}]},
+        "resourceType": "PlanDefinition",
+        "id": name,
+        "url": f"{base}/PlanDefinition/{name}",
+        "version": "1.0.0",
+        "name": name,
+        "title": "Tiny check",
+        "status": "active",
+        "type": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/plan-definition-type", "code": "eca-rule"}]
+        },
         "library": [f"{base}/Library/{name}|1.0.0"],
-        "action": [{
-            "title": "Order fasting glucose", "description": "Female patients get this card.",
-            "priority": "routine",
-            "documentation": [{"type": "documentation", "display": "Tiny test source"}],
-            "trigger": [{"type": "named-event", "name": "patient-view"}],
-            "condition": [{"kind": "applicability",
-                           "expression": {"language": "text/cql-identifier", "expression": "Is Female"}}],
-            "definitionCanonical": f"{base}/ActivityDefinition/{name}-ad|1.0.0",
-        }],
+        "action": [
+            {
+                "title": "Order fasting glucose",
+                "description": "Female patients get this card.",
+                "priority": "routine",
+                "documentation": [{"type": "documentation", "display": "Tiny test source"}],
+                "trigger": [{"type": "named-event", "name": "patient-view"}],
+                "condition": [
+                    {
+                        "kind": "applicability",
+                        "expression": {"language": "text/cql-identifier", "expression": "Is Female"},
+                    }
+                ],
+                "definitionCanonical": f"{base}/ActivityDefinition/{name}-ad|1.0.0",
+            }
+        ],
     }
 
     def patient(pid: str, gender: str) -> dict[str, Any]:
         return {"resourceType": "Patient", "id": pid, "gender": gender, "birthDate": "1990-06-02"}
 
     obs = {
-        "resourceType": "Observation", "id": f"{tag}-glu", "status": "final",
+        "resourceType": "Observation",
+        "id": f"{tag}-glu",
+        "status": "final",
         "code": {"coding": [{"system": "http://loinc.org", "code": "1558-6"}]},
-        "subject": {"reference": f"Patient/{tag}-f"}, "effectiveDateTime": "2026-05-01T08:00:00Z",
-        "valueQuantity": {"value": 131, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"},
+        "subject": {"reference": f"Patient/{tag}-f"},
+        "effectiveDateTime": "2026-05-01T08:00:00Z",
+        "valueQuantity": {
+            "value": 131,
+            "unit": "mg/dL",
+            "system": "http://unitsofmeasure.org",
+            "code": "mg/dL",
+        },
     }
     resources = [lib, ad, pd, patient(f"{tag}-f", "female"), patient(f"{tag}-m", "male"), obs]
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources
+        ],
+    }
     resp = client.post_json("", bundle)
     assert resp["resourceType"] == "Bundle" and resp["type"] == "transaction-response"
-    return {"name": name, "tag": tag, "cql": cql, "elm": res.elm, "obs": obs,
-            "female": f"{tag}-f", "male": f"{tag}-m", "base": base}
+    return {
+        "name": name,
+        "tag": tag,
+        "cql": cql,
+        "elm": res.elm,
+        "obs": obs,
+        "female": f"{tag}-f",
+        "male": f"{tag}-m",
+        "base": base,
+    }
 
 
 def test_capability_statement_is_r4_with_apply(client: Client) -> None:
@@ -162,7 +207,9 @@ def test_cds_hooks_lists_and_answers(client: Client, tiny: dict[str, Any]) -> No
     assert svc["hook"] == "patient-view"
     cds_base = client.base_url.rsplit("/fhir", 1)[0] + "/cds-services"
     body = {
-        "hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": client.base_url,
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": client.base_url,
         "context": {"userId": "Practitioner/example", "patientId": tiny["female"]},
     }
     resp = client.post_json(f"{cds_base}/{tiny['name']}", body, content_type="application/json")
@@ -191,22 +238,48 @@ def _normalise_server(value: dict[str, Any]) -> Any:
 
 def test_evaluate_agrees_with_local_engine(client: Client, tiny: dict[str, Any], engine: Engine) -> None:
     """Verify that Library/$evaluate on the server and our local engine give the same define values."""
-    defines = ["Is Female", "Age", "Count", "Sum Decimal", "Dose", "Numbers", "Nothing", "Has Glucose",
-               "Latest Glucose Value"]
-    params = {"resourceType": "Parameters", "parameter": [
-        {"name": "subject", "valueString": f"Patient/{tiny['female']}"},
-        *[{"name": "expression", "valueString": d} for d in defines]]}
+    defines = [
+        "Is Female",
+        "Age",
+        "Count",
+        "Sum Decimal",
+        "Dose",
+        "Numbers",
+        "Nothing",
+        "Has Glucose",
+        "Latest Glucose Value",
+    ]
+    params = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "subject", "valueString": f"Patient/{tiny['female']}"},
+            *[{"name": "expression", "valueString": d} for d in defines],
+        ],
+    }
     out = client.post_json(f"Library/{tiny['name']}/$evaluate", params)
     server: dict[str, list[Any]] = {}
     for p in out.get("parameter", []):
         server.setdefault(p["name"], []).append(_normalise_server(p))
-    helpers = engine.compile("FHIRHelpers", {}, {"options": ["EnableLocators", "EnableResultTypes"],
-                                                 "signatureLevel": "Overloads"})
+    helpers = engine.compile(
+        "FHIRHelpers", {}, {"options": ["EnableLocators", "EnableResultTypes"], "signatureLevel": "Overloads"}
+    )
     assert helpers.elm
     engine.load(f"tiny-{tiny['tag']}", {tiny["name"]: tiny["elm"], "FHIRHelpers": helpers.elm})
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "Patient", "id": tiny["female"], "gender": "female",
-                      "birthDate": "1990-06-02"}}, {"resource": tiny["obs"]}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "id": tiny["female"],
+                    "gender": "female",
+                    "birthDate": "1990-06-02",
+                }
+            },
+            {"resource": tiny["obs"]},
+        ],
+    }
     local = engine.evaluate(f"tiny-{tiny['tag']}", tiny["name"], [bundle], at="2026-06-01T12:00:00Z")[tiny["female"]]
 
     def loc(v: Any) -> list[Any]:

@@ -10,6 +10,7 @@ import jakarta.servlet.http.HttpServlet;
 import jakarta.servlet.http.HttpServletRequest;
 import jakarta.servlet.http.HttpServletResponse;
 import java.io.IOException;
+import java.net.URI;
 import java.util.Map;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -23,8 +24,10 @@ import org.slf4j.LoggerFactory;
  * patient's data straight from this server. Why: CR (4.4.0) evaluates with the prefetch as extra data <em>and</em>
  * the server's data, so a prefetched resource that is also stored here is seen twice ("Expected a list with at most
  * one element" for the Patient, double counts for lists), and the card silently disappears. Filling the keys also
- * stops HAPI from fetching them over HTTP from {@code fhirServer}. Clients should therefore send no prefetch, or
- * prefetch only data that is not stored on this server.
+ * stops HAPI from fetching them over HTTP from {@code fhirServer}. When the request's {@code fhirServer} is this
+ * server itself, a prefetch the client did send is redundant (the same data is stored here) and is replaced the same
+ * way, so an EHR-side client that honours the prefetch template gets the same cards as one that does not. Against
+ * another {@code fhirServer}, given prefetch is passed through untouched.
  */
 public class CdsHooksServlet extends HttpServlet {
 	private static final Logger ourLog = LoggerFactory.getLogger(CdsHooksServlet.class);
@@ -67,7 +70,7 @@ public class CdsHooksServlet extends HttpServlet {
 		try {
 			JsonNode request = mapper.readTree(req.getInputStream());
 			if (request instanceof ObjectNode object) {
-				fillMissingPrefetch(service, object);
+				fillMissingPrefetch(service, object, pointsHere(req, object.get("fhirServer")));
 			}
 			write(resp, 200, registry.callService(id, request));
 		} catch (BaseServerResponseException e) {
@@ -79,14 +82,32 @@ public class CdsHooksServlet extends HttpServlet {
 		}
 	}
 
-	private static void fillMissingPrefetch(CdsServiceJson service, ObjectNode request) {
+	/** True when fhirServer names this server's own FHIR endpoint (loopback or our address, our port, /fhir). */
+	private static boolean pointsHere(HttpServletRequest req, JsonNode fhirServer) {
+		if (fhirServer == null || !fhirServer.isTextual()) {
+			return false;
+		}
+		try {
+			URI uri = URI.create(fhirServer.asText());
+			String host = uri.getHost() == null ? "" : uri.getHost();
+			boolean local = host.equals("localhost") || host.startsWith("127.") || host.equals("[::1]")
+					|| host.equals(req.getLocalAddr()) || host.equals(req.getServerName());
+			int port = uri.getPort() != -1 ? uri.getPort() : ("https".equals(uri.getScheme()) ? 443 : 80);
+			String path = uri.getPath() == null ? "" : uri.getPath().replaceAll("/+$", "");
+			return local && port == req.getLocalPort() && path.equals("/fhir");
+		} catch (IllegalArgumentException e) {
+			return false;
+		}
+	}
+
+	private static void fillMissingPrefetch(CdsServiceJson service, ObjectNode request, boolean replaceGiven) {
 		if (service.getPrefetch() == null) {
 			return;
 		}
 		JsonNode given = request.get("prefetch");
 		ObjectNode prefetch = given instanceof ObjectNode o ? o : request.putObject("prefetch");
 		for (String key : service.getPrefetch().keySet()) {
-			if (!prefetch.hasNonNull(key)) {
+			if (replaceGiven || !prefetch.hasNonNull(key)) {
 				prefetch.putObject(key).put("resourceType", "Bundle").put("type", "searchset");
 			}
 		}
