@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cds": ("guideline.cds", "CDS Hooks client: discovery and calls"),
     "recommend": ("guideline.recommend", "evaluate the pathway locally for the one patient in a bundle"),
     "validate": ("guideline.validate", "check sources, dist/, a bundle or a package (all layers)"),
+    "render": ("guideline.render", "write the static HTML site (decision diagram, recommendations, cases) to site/"),
 }
 
 
