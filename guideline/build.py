@@ -9,11 +9,8 @@ import gzip
 import html
 import io
 import json
-import os
 import re
-import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from . import toolchain
 from .config import Config, load_config
 from .cql import CompileResult, Engine, shared_engine
 from .errors import ContentError, Finding
+from .fsutil import write_tree
 from .sources import Sources, load_sources, rel
 
 FHIRHELPERS_URL = "http://hl7.org/fhir/Library/FHIRHelpers"
@@ -77,6 +75,9 @@ class Package:
     source_of: dict[str, Path] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     translator: dict[str, str] = field(default_factory=dict)
+    # (elm, value_sets, key): hashing ~1 MB of ELM takes ~20 ms, and evaluation asks for the key
+    # once per library per patient. Replacing elm or value_sets recomputes it.
+    _key_cache: tuple[object, object, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def by_url(self) -> dict[str, dict[str, Any]]:
@@ -96,11 +97,16 @@ class Package:
 
     @property
     def key(self) -> str:
-        """Cache key for the engine: changes whenever any ELM or value set changes."""
+        """Cache key for the engine: changes whenever elm or value_sets is replaced (not edited in place)."""
         import hashlib
 
+        cached = self._key_cache
+        if cached is not None and cached[0] is self.elm and cached[1] is self.value_sets:
+            return cached[2]
         h = hashlib.sha256(json.dumps([self.elm, self.value_sets], sort_keys=True).encode())
-        return h.hexdigest()[:16]
+        key = h.hexdigest()[:16]
+        self._key_cache = (self.elm, self.value_sets, key)
+        return key
 
 
 # ---------------------------------------------------------------- helpers
@@ -136,6 +142,18 @@ def expand_canonicals(node: Any, cfg: Config) -> Any:
     return node
 
 
+def _list(value: Any) -> list[Any]:
+    """A list element as a list: malformed sources (null, a string) must not crash the build;
+    validate reports them with their location."""
+    return value if isinstance(value, list) else []
+
+
+def _contains(valueset: dict[str, Any]) -> list[dict[str, Any]]:
+    expansion = valueset.get("expansion")
+    items = expansion.get("contains") if isinstance(expansion, dict) else None
+    return [c for c in _list(items) if isinstance(c, dict)]
+
+
 def _esc(text: str) -> str:
     # Element text needs only &, < and > escaped; escaping quotes too would make servers that
     # re-serialise XHTML (HAPI does) hand back a different div than we sent.
@@ -156,7 +174,7 @@ def _narrative(resource: dict[str, Any]) -> dict[str, str]:
         if isinstance(resource.get(key), str):
             parts.append(f"<p>{_esc(resource[key])}</p>")
     if rt == "ValueSet":
-        codes = (resource.get("expansion") or {}).get("contains") or []
+        codes = _contains(resource)
         items = "".join(
             f"<li>{_esc(str(c.get('system', '')))}|{_esc(str(c.get('code', '')))}"
             f" {_esc(str(c.get('display', '')))}</li>"
@@ -450,11 +468,7 @@ def _value_sets(resources: list[dict[str, Any]]) -> dict[str, dict[str, list[dic
     for r in resources:
         if r.get("resourceType") != "ValueSet" or "url" not in r:
             continue
-        codes = [
-            {"system": c["system"], "code": c["code"]}
-            for c in (r.get("expansion") or {}).get("contains", [])
-            if "system" in c and "code" in c
-        ]
+        codes = [{"system": c["system"], "code": c["code"]} for c in _contains(r) if "system" in c and "code" in c]
         out[r["url"]] = {r.get("version", ""): codes}
     return out
 
@@ -527,11 +541,11 @@ def build_package(cfg: Config | None = None, engine: Engine | None = None, *, st
                     )
                 )
             res["content"] = gen["content"]
-            res["contained"] = [*res.get("contained", []), *gen["contained"]]
-            res["extension"] = [*res.get("extension", []), gen["extension_cqlOptions"]]
+            res["contained"] = [*_list(res.get("contained")), *gen["contained"]]
+            res["extension"] = [*_list(res.get("extension")), gen["extension_cqlOptions"]]
             res.setdefault("type", gen["type"])
             res["parameter"] = gen["parameter"]
-            res["relatedArtifact"] = [*res.get("relatedArtifact", []), *gen["relatedArtifact"]]
+            res["relatedArtifact"] = [*_list(res.get("relatedArtifact")), *gen["relatedArtifact"]]
             res["dataRequirement"] = gen["dataRequirement"]
         res = _stamp(expand_canonicals(res, cfg), cfg)
         res["text"] = _narrative(res)
@@ -648,29 +662,12 @@ class BuildResult:
 
 
 def write_outputs(pkg: Package, out_dir: Path) -> BuildResult:
-    """Write dist/ atomically: everything goes to a temp dir beside it, then one rename swaps it in."""
-    out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        (tmp / "bundle.json").write_bytes(_dumps(transaction_bundle(pkg)))
-        (tmp / "package.tgz").write_bytes(npm_package(pkg))
-        (tmp / "elm").mkdir()
-        for name, elm in sorted(pkg.elm.items()):
-            (tmp / "elm" / f"{name}.json").write_bytes(_dumps(elm))
-        os.chmod(tmp, 0o755)  # noqa: S103 - mkdtemp makes 0700; dist/ is ordinary, readable build output
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    files = sorted(p for p in out_dir.rglob("*") if p.is_file())
-    return BuildResult(pkg, out_dir, files)
+    """Write dist/ atomically (see fsutil.write_tree): an interrupted build never leaves it half-written."""
+    files = {"bundle.json": _dumps(transaction_bundle(pkg)), "package.tgz": npm_package(pkg)}
+    for name, elm in sorted(pkg.elm.items()):
+        files[f"elm/{name}.json"] = _dumps(elm)
+    written = write_tree(out_dir, files)
+    return BuildResult(pkg, out_dir.resolve(), sorted(written))
 
 
 def build(out_dir: Path | None = None, cfg: Config | None = None, engine: Engine | None = None) -> BuildResult:

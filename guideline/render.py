@@ -6,9 +6,6 @@ import argparse
 import hashlib
 import html
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +13,7 @@ from typing import Any
 from .build import Package, build_package
 from .config import Config, load_config
 from .cql import Engine
+from .fsutil import write_tree
 from .render_diagram import INFO, MESSAGE, ORDER, ActivityNode, DiagramSpec, RecommendationNode, layout, to_svg
 from .render_model import (
     QUALITY_EXT,
@@ -640,27 +638,8 @@ class RenderResult:
 
 
 def write_site(files: dict[str, bytes], out_dir: Path) -> list[Path]:
-    """Write the site atomically: into a temp dir beside out_dir, then one rename swaps it in."""
-    out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        for rel, data in files.items():
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        os.chmod(tmp, 0o755)  # noqa: S103 - mkdtemp makes 0700; the site is ordinary, readable output
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return [out_dir / rel for rel in files]
+    """Write the site atomically (see fsutil.write_tree)."""
+    return write_tree(out_dir, files)
 
 
 def render(
