@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -120,14 +120,19 @@ class Worker:
             raise EngineError(f"CQL worker protocol out of step (expected id {want_id}, got {msg.get('id')})")
         return msg
 
-    def call(self, op: str, **payload: Any) -> Any:
+    def call(self, op: str, raw_json: Mapping[str, str] | None = None, **payload: Any) -> Any:
+        """One request and its answer. `raw_json` adds members whose values are JSON text already
+        (one line, no line breaks), so data read as text is not parsed and encoded again."""
         with self._lock:
             if self._proc.poll() is not None:
                 raise ToolchainError("CQL worker is not running")
             rid = next(self._ids)
             assert self._proc.stdin is not None  # noqa: S101
+            request = json.dumps({"id": rid, "op": op, **payload})
+            if raw_json:
+                request = request[:-1] + "".join(f",{json.dumps(k)}:{v}" for k, v in raw_json.items()) + "}"
             try:
-                self._proc.stdin.write(json.dumps({"id": rid, "op": op, **payload}) + "\n")
+                self._proc.stdin.write(request + "\n")
                 self._proc.stdin.flush()
             except BrokenPipeError:
                 raise ToolchainError("CQL worker closed its input unexpectedly") from None
@@ -235,6 +240,45 @@ class Engine:
         )
         patients: dict[str, dict[str, Any]] = res["patients"]
         return patients
+
+    def evaluate_batch(
+        self,
+        key: str,
+        libraries: Sequence[str],
+        bundles_json: Sequence[str],
+        at: str,
+        expressions: Mapping[str, Sequence[str]] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        plain: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Evaluate several libraries for many patients in one worker request.
+
+        `bundles_json` holds one collection Bundle per patient as JSON text without line breaks.
+        `expressions` limits the defines evaluated per library (default: all). Returns one entry
+        per bundle, in order: {"ok": true, "libraries": {library: {define: value}}} or
+        {"ok": false, "error": message} when that patient's evaluation failed. `plain` turns off
+        the worker's population speed-ups (the reference that tests and benchmarks compare with).
+        """
+        if key not in self._loaded:
+            raise EngineError(f"no package loaded under key '{key}'")
+        res = self._worker.call(
+            "batch",
+            raw_json={"bundles": "[" + ",".join(bundles_json) + "]"},
+            key=key,
+            libraries=list(libraries),
+            expressions={k: list(v) for k, v in (expressions or {}).items()},
+            executionDateTime=at,
+            parameters=dict(parameters or {}),
+            plain=plain,
+        )
+        results: list[dict[str, Any]] = res["results"]
+        return results
+
+    def stats(self) -> dict[str, int]:
+        """The worker's memory: current and peak resident set size, in KiB."""
+        result: dict[str, int] = self._worker.call("stats")
+        return result
 
 
 _shared: Engine | None = None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import os
 import sys
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from . import cli_common
 from .build import Package, build_package
 from .config import load_config
 from .cql import Engine, shared_engine
-from .errors import BadInputError, ContentError, Finding
+from .errors import BadInputError, ContentError, ExitCode, Finding, UsageError
 
 PLAN_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
 # HAPI (clinical-reasoning) also accepts the older opioid spelling with a dot.
@@ -195,14 +198,16 @@ def activity_codes(ad: dict[str, Any]) -> list[str]:
     return _codings(ad.get("code"))
 
 
-class _Evaluator:
-    """Evaluates the pathway for one patient, each library once."""
+# Library name -> that library's define values for the one patient being walked.
+LibraryResults = Callable[[str], dict[str, Any]]
 
-    def __init__(self, pkg: Package, bundle: dict[str, Any], at: str, engine: Engine) -> None:
+
+class _Evaluator:
+    """Walks the pathway for one patient, asking `fetch` for each library's results once."""
+
+    def __init__(self, pkg: Package, fetch: LibraryResults) -> None:
         self.pkg = pkg
-        self.bundle = bundle
-        self.at = at
-        self.engine = engine
+        self.fetch = fetch
         self.results: dict[str, dict[str, Any]] = {}
 
     def library_results(self, plan: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -216,9 +221,7 @@ class _Evaluator:
         if not isinstance(name, str) or name not in self.pkg.elm:
             raise _content_error(lib, "name", f"no compiled CQL library named {name!r} (name must equal the CQL name)")
         if name not in self.results:
-            by_patient = self.engine.evaluate(self.pkg.key, name, [self.bundle], self.at)
-            # One patient per bundle, so exactly one row.
-            self.results[name] = next(iter(by_patient.values()), {})
+            self.results[name] = self.fetch(name)
         return name, self.results[name]
 
     def conditions_met(self, plan: dict[str, Any], action: dict[str, Any], path: str) -> bool:
@@ -341,10 +344,13 @@ def ensure_loaded(pkg: Package, engine: Engine) -> None:
         keys.add(pkg.key)
 
 
-def evaluate(pkg: Package, bundle: dict[str, Any], at: str, engine: Engine) -> list[Recommendation]:
-    """The recommendations that fire for the one patient in `bundle` at `at`, in pathway order."""
-    ensure_loaded(pkg, engine)
-    ev = _Evaluator(pkg, bundle, at, engine)
+def walk_pathways(pkg: Package, fetch: LibraryResults) -> list[Recommendation]:
+    """The recommendations that fire, in pathway order, given each library's results from `fetch`.
+
+    `fetch` is called at most once per library, and only for libraries the walk reaches; it may
+    raise to stop the walk (population mode does, to batch the evaluation of many patients).
+    """
+    ev = _Evaluator(pkg, fetch)
     out: list[Recommendation] = []
     for pathway in pathways(pkg):
         ev.walk(pathway, pathway.get("action", []), "action", out)
@@ -353,6 +359,19 @@ def evaluate(pkg: Package, bundle: dict[str, Any], at: str, engine: Engine) -> l
     for r in out:
         unique.setdefault(r.id, r)
     return list(unique.values())
+
+
+def evaluate(pkg: Package, bundle: dict[str, Any], at: str, engine: Engine) -> list[Recommendation]:
+    """The recommendations that fire for the one patient in `bundle` at `at`, in pathway order."""
+    ensure_loaded(pkg, engine)
+    key = pkg.key
+
+    def fetch(library: str) -> dict[str, Any]:
+        by_patient = engine.evaluate(key, library, [bundle], at)
+        # One patient per bundle, so exactly one row.
+        return next(iter(by_patient.values()), {})
+
+    return walk_pathways(pkg, fetch)
 
 
 def patient_id(bundle: dict[str, Any]) -> str:
@@ -382,13 +401,46 @@ def recommend(pkg: Package, bundle: dict[str, Any], at: str, engine: Engine) -> 
 # ---------------------------------------------------------------- CLI
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return n
+
+
 def define_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--patient-bundle",
         type=Path,
-        required=True,
         metavar="FILE",
         help="FHIR Bundle (collection, batch or transaction) with exactly one Patient",
+    )
+    what.add_argument(
+        "--population",
+        type=Path,
+        metavar="PATH",
+        help="many patients: a directory of patient Bundles (*.json, in file-name order) or an NDJSON file of "
+        "resources grouped by patient; writes one `--json` document per line",
+    )
+    pop = parser.add_argument_group("population mode")
+    pop.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"CQL worker processes (default: the number of CPUs, here {os.cpu_count() or 1})",
+    )
+    pop.add_argument(
+        "--out", type=Path, default=None, metavar="FILE", help="results file, written atomically (default: stdout)"
+    )
+    pop.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="exit 0 even if bad records were skipped (they are still reported)",
     )
     parser.add_argument(
         "--at",
@@ -414,6 +466,12 @@ def _render_text(doc: dict[str, Any], recs: list[Recommendation]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.population is not None:
+        return population_main(args)
+    extra = [flag for flag, value in (("--workers", args.workers), ("--out", args.out)) if value is not None]
+    extra += ["--keep-going"] if args.keep_going else []
+    if extra:
+        raise UsageError(f"{', '.join(extra)} only apply with --population")
     bundle, pid = load_patient_bundle(args.patient_bundle)  # bad input fails before the slow build
     at = args.at or now_utc()
     pkg = build_package(load_config())
@@ -423,4 +481,62 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(_render_text(doc, recs))
+    return 0
+
+
+def population_main(args: argparse.Namespace) -> int:
+    """`recommend --population`: results to --out (or stdout), reports and progress to stderr."""
+    import resource
+    import time
+
+    from . import population as popmod
+
+    population = popmod.open_population(args.population)  # bad input fails before the slow start
+    at = args.at or now_utc()
+    workers = args.workers or os.cpu_count() or 1
+    summary = popmod.Summary()
+    err = sys.stderr
+    tty = err.isatty()
+    start = time.monotonic()
+    last_draw = 0.0
+    with popmod.EnginePool(workers) as pool:
+        # The first worker compiles the package, so no extra process is started for the build.
+        pkg = build_package(load_config(), pool.engines[0])
+        ready = time.monotonic()
+        with popmod.atomic_output(args.out) if args.out else contextlib.nullcontext(sys.stdout) as out:
+            for result in popmod.evaluate_population(pkg, population.records(), at, pool):
+                summary.add(result)
+                if result.document is None:
+                    if tty:
+                        err.write("\r\x1b[K")
+                    err.write(f"skipped: {result.record.where}: {result.error}\n")
+                else:
+                    out.write(popmod.result_line(result))
+                now = time.monotonic()
+                if tty and now - last_draw >= 0.2:
+                    last_draw = now
+                    line = popmod.progress_line(
+                        summary.records, result.record.progress, population.total, population.unit, now - ready
+                    )
+                    err.write("\r\x1b[K" + line)
+                    err.flush()
+        if tty:
+            err.write("\r\x1b[K")
+        worker_peaks = [st["maxRssKiB"] // 1024 for st in pool.stats()]
+    elapsed = time.monotonic() - ready
+    rate = summary.evaluated / elapsed if elapsed > 0 else 0.0
+    err.write(
+        f"population: {summary.records:,} records from {args.population}: {summary.evaluated:,} evaluated, "
+        f"{summary.skipped:,} skipped; {elapsed:.1f} s evaluating ({rate:,.0f} patients/s, {workers} workers) "
+        f"after {ready - start:.1f} s start-up\n"
+    )
+    # ru_maxrss is in KiB on Linux.
+    own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    err.write(f"memory: peak RSS {own_peak} MiB (this process), {'/'.join(map(str, worker_peaks))} MiB (workers)\n")
+    if summary.fired:
+        fired = "; ".join(f"{k} {v:,}" for k, v in sorted(summary.fired.items()))
+        err.write(f"fired: {fired}\n")
+    if summary.skipped and not args.keep_going:
+        err.write(f"error: {summary.skipped:,} bad record(s) skipped (listed above); fix them or pass --keep-going\n")
+        return ExitCode.BAD_INPUT
     return 0

@@ -207,7 +207,7 @@ function doCompile(req) {
 
 // ---------------------------------------------------------------- execute
 
-const packages = new Map(); // key -> {repository, libraries: {name: elm}, codeService}
+const packages = new Map(); // key -> {libs: {name: elm}, repo, codeService, built: Map(name -> cql.Library)}
 let patientSource = null; // reused: PatientSource.FHIRv401() re-parses the modelinfo (~80 ms)
 
 function doLoad(req) {
@@ -215,8 +215,21 @@ function doLoad(req) {
   const repo = new cql.Repository(libs);
   const vs = {};
   for (const [url, byVersion] of Object.entries(req.valueSets || {})) vs[url] = byVersion;
-  packages.set(req.key, { libs, repo, codeService: new cql.CodeService(vs) });
+  packages.set(req.key, { libs, repo, codeService: new cql.CodeService(vs), built: new Map() });
   return { key: req.key, libraries: Object.keys(libs).length, valueSets: Object.keys(vs).length };
+}
+
+// A cql.Library holds no per-patient state, so build each once: building one from ELM also
+// rebuilds every include (FHIRHelpers alone is ~900 KB of ELM), which cost ~15 ms per call.
+function libraryFor(pkg, key, name) {
+  let lib = pkg.built.get(name);
+  if (!lib) {
+    const elm = pkg.libs[name];
+    if (!elm) throw new UsageError(`library '${name}' not loaded in package '${key}'`);
+    lib = new cql.Library(elm, pkg.repo);
+    pkg.built.set(name, lib);
+  }
+  return lib;
 }
 
 function toEngineValue(v) {
@@ -257,21 +270,34 @@ function fromEngineValue(v) {
   return { type: 'Unknown', value: String(v) };
 }
 
-async function doExecute(req) {
-  const pkg = packages.get(req.key);
-  if (!pkg) throw new UsageError(`no package loaded under key '${req.key}'`);
-  const elm = pkg.libs[req.library];
-  if (!elm) throw new UsageError(`library '${req.library}' not loaded in package '${req.key}'`);
+function packageFor(key) {
+  const pkg = packages.get(key);
+  if (!pkg) throw new UsageError(`no package loaded under key '${key}'`);
+  return pkg;
+}
+
+function executionTime(req) {
   if (!req.executionDateTime) throw new UsageError('executionDateTime is required');
-  const lib = new cql.Library(elm, pkg.repo);
+  const when = cql.DateTime.parse(req.executionDateTime);
+  if (!when) throw new UsageError(`executionDateTime '${req.executionDateTime}' is not a CQL DateTime`);
+  return when;
+}
+
+function engineParameters(req) {
   const params = {};
   for (const [k, v] of Object.entries(req.parameters || {})) params[k] = toEngineValue(v);
+  return params;
+}
+
+async function doExecute(req) {
+  const pkg = packageFor(req.key);
+  const lib = libraryFor(pkg, req.key, req.library);
+  const when = executionTime(req);
+  const params = engineParameters(req);
   const executor = new cql.Executor(lib, pkg.codeService, params);
   if (!patientSource) patientSource = cqlfhir.PatientSource.FHIRv401();
   patientSource.reset();
   patientSource.loadBundles(req.bundles || []);
-  const when = cql.DateTime.parse(req.executionDateTime);
-  if (!when) throw new UsageError(`executionDateTime '${req.executionDateTime}' is not a CQL DateTime`);
   const results = await executor.exec(patientSource, when);
   const out = {};
   const wanted = req.expressions ? new Set(req.expressions) : null;
@@ -286,6 +312,186 @@ async function doExecute(req) {
   return { patients: out };
 }
 
+// ---------------------------------------------------------------- population
+
+// Per patient, the records of each type are wrapped once (cql-exec-fhir builds a new wrapper
+// for every record at every retrieve, ~25 % of the time) and a retrieve with codes only gets
+// the records whose coding can match. The engine still applies its own code filter to what we
+// return, so this prefilter only has to be permissive: whenever unsure, it keeps the record.
+class IndexedPatient {
+  constructor(base) {
+    this.base = base;
+    this.byType = new Map();
+  }
+
+  getId() { return this.base.getId(); }
+
+  findRecords(profile, details) {
+    const type = details ? details.datatype : profile;
+    let all = this.byType.get(type);
+    if (!all) {
+      all = this.base.findRecords(profile, details);
+      this.byType.set(type, all);
+    }
+    const wanted = details && details.codeProperty ? codeKeys(details.codes) : null;
+    if (!wanted) return all.slice();
+    return all.filter((r) => mayMatch(r._json, details.codeProperty, wanted));
+  }
+}
+
+// "system|code" of each code, or null (no prefilter) if any code lacks a system or is a string.
+function codeKeys(codes) {
+  if (!Array.isArray(codes)) return null;
+  const keys = new Set();
+  for (const c of codes) {
+    if (!c || typeof c.code !== 'string' || typeof c.system !== 'string') return null;
+    keys.add(`${c.system}|${c.code}`);
+  }
+  return keys;
+}
+
+function mayMatch(json, property, keys) {
+  if (!json) return true;
+  const value = json[property];
+  if (value === undefined) {
+    // A choice element (medication -> medicationCodeableConcept, ...): let the engine decide.
+    return Object.keys(json).some((k) => k.startsWith(property));
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value) || !Array.isArray(value.coding)) return true;
+  return value.coding.some((c) => !c || typeof c.system !== 'string' || keys.has(`${c.system}|${c.code}`));
+}
+
+// Queries are distinct by default in cql-execution, and its distinct key of a FHIR record walks
+// every element of the record (~25 % of the time). A record's key contains its resourceType and
+// id, so records whose (resourceType, id) pairs all differ have pairwise different keys and the
+// distinct list is the list itself, in the same order. Any other list takes the full path.
+// cql-execution calls toDistinctList through its module's exports, so this replaces it everywhere.
+const listModule = require('cql-execution/lib/elm/list');
+const plainDistinct = listModule.toDistinctList;
+let fastDistinct = false; // true while a (non-plain) batch runs
+listModule.toDistinctList = (list) => {
+  if (!fastDistinct || !Array.isArray(list) || list.length < 2) return plainDistinct(list);
+  const seen = new Set();
+  for (const r of list) {
+    const json = r && typeof r === 'object' ? r._json : undefined;
+    if (!json || typeof json.resourceType !== 'string' || typeof json.id !== 'string' || !json.id) {
+      return plainDistinct(list);
+    }
+    const k = `${json.resourceType}/${json.id}`;
+    if (seen.has(k)) return plainDistinct(list);
+    seen.add(k);
+  }
+  return list.slice();
+};
+
+// Reading an element of a record builds new wrapper objects each time (cql-exec-fhir defines a
+// property per element of the type on every wrapper); CQL reads the same elements of the same
+// records many times (each lab define re-reads status, effective and value). Records do not
+// change, so while a batch runs, remember each element read per wrapper.
+// cql-exec-fhir exports neither class: reach FHIRObject through a probe Patient (Patient extends it).
+patientSource = cqlfhir.PatientSource.FHIRv401();
+patientSource.loadBundles([{ resourceType: 'Bundle', entry: [{ resource: { resourceType: 'Patient', id: 'probe' } }] }]);
+const fhirObjectProto = Object.getPrototypeOf(Object.getPrototypeOf(patientSource.currentPatient()));
+patientSource.reset();
+if (typeof fhirObjectProto.get !== 'function' || fhirObjectProto === Object.prototype) {
+  throw new Error('cql-exec-fhir changed: cannot find FHIRObject.prototype.get');
+}
+const plainGet = fhirObjectProto.get;
+let getMemo = null; // WeakMap(wrapper -> Map(field -> value)) during a batch, null otherwise
+fhirObjectProto.get = function get(field) {
+  if (getMemo === null) return plainGet.call(this, field);
+  let fields = getMemo.get(this);
+  if (fields === undefined) {
+    fields = new Map();
+    getMemo.set(this, fields);
+  }
+  if (fields.has(field)) return fields.get(field);
+  const value = plainGet.call(this, field);
+  fields.set(field, value);
+  return value;
+};
+
+// Every library evaluated for one patient shares one context per included library, so the
+// defines of a common library (GLCommon) run once per patient, not once per including library.
+// CQL defines an included library's results independently of who includes it; parameters are
+// the same object for all.
+class SharedPatientContext extends cql.PatientContext {
+  constructor(library, patient, codeService, parameters, executionDateTime, shared) {
+    super(library, patient, codeService, parameters, executionDateTime);
+    this.shared = shared;
+  }
+
+  getLibraryContext(alias) {
+    let ctx = this.library_context[alias];
+    if (ctx == null) {
+      const lib = this.get(alias);
+      const id = lib && lib.source && lib.source.library && lib.source.library.identifier;
+      const key = id ? `${id.id}|${id.version || ''}` : null;
+      ctx = key ? this.shared.get(key) : null;
+      if (!ctx) {
+        ctx = new SharedPatientContext(lib, this.patient, this.codeService, this.parameters, this.executionDateTime, this.shared);
+        if (key) this.shared.set(key, ctx);
+      }
+      this.library_context[alias] = ctx;
+    }
+    return ctx;
+  }
+}
+
+// Many patients (one Bundle each), several libraries, one request. Each patient's result or
+// error is its own entry, in request order, so one bad record never fails its neighbours and
+// duplicate Patient ids across records cannot collide. `plain: true` evaluates exactly as
+// `execute` does (no shared contexts, no record index): the reference the tests compare with.
+async function doBatch(req) {
+  const pkg = packageFor(req.key);
+  const libs = (req.libraries || []).map((name) => [name, libraryFor(pkg, req.key, name)]);
+  const wanted = req.expressions || {};
+  const when = executionTime(req);
+  const params = engineParameters(req);
+  const plain = req.plain === true;
+  if (!patientSource) patientSource = cqlfhir.PatientSource.FHIRv401();
+  const results = [];
+  fastDistinct = !plain;
+  getMemo = plain ? null : new WeakMap();
+  try {
+    await batchPatients(req.bundles || [], libs, wanted, pkg, params, when, plain, results);
+  } finally {
+    fastDistinct = false;
+    getMemo = null;
+    patientSource.reset();
+  }
+  return { results };
+}
+
+async function batchPatients(bundles, libs, wanted, pkg, params, when, plain, results) {
+  for (const bundle of bundles) {
+    try {
+      patientSource.reset();
+      patientSource.loadBundles([bundle]);
+      const base = patientSource.currentPatient();
+      if (!base) throw new Error('the record holds no Patient');
+      const patient = plain ? base : new IndexedPatient(base);
+      const shared = new Map();
+      const row = {};
+      for (const [name, lib] of libs) {
+        const ctx = plain
+          ? new cql.PatientContext(lib, patient, pkg.codeService, params, when)
+          : new SharedPatientContext(lib, patient, pkg.codeService, params, when, shared);
+        const names = wanted[name] || Object.keys(lib.expressions).filter((k) => lib.expressions[k].context === 'Patient');
+        const values = {};
+        for (const define of names) {
+          const expr = lib.expressions[define];
+          if (expr) values[define] = fromEngineValue(await expr.execute(ctx));
+        }
+        row[name] = values;
+      }
+      results.push({ ok: true, libraries: row });
+    } catch (e) {
+      results.push({ ok: false, error: String(e && e.message ? e.message : e) });
+    }
+  }
+}
+
 // ---------------------------------------------------------------- loop
 
 const handlers = {
@@ -294,9 +500,12 @@ const handlers = {
     fhirDataSource: pkgVersion('cql-exec-fhir'),
     node: process.version, tz: process.env.TZ || null,
   }),
+  // Memory for benchmarks, in KiB (maxRSS is the peak over the process's life).
+  stats: () => ({ rssKiB: Math.round(process.memoryUsage().rss / 1024), maxRssKiB: process.resourceUsage().maxRSS }),
   compile: doCompile,
   load: doLoad,
   execute: doExecute,
+  batch: doBatch,
 };
 
 function respond(obj) {
