@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from guideline.cql import Engine
 from guideline.errors import ExitCode, ServerRejectedError, ServerUnreachableError
 from guideline.http import Client, RetryPolicy, Timeouts, parse_retry_after
 from tests.faultproxy import Fault, Plan, fault_proxy, outcome
+from tests.netutil import free_port
 
 pytestmark = pytest.mark.server
 
@@ -32,14 +32,6 @@ def bundle_path(tmp_path_factory: pytest.TempPathFactory, config: Config, engine
 @pytest.fixture(scope="module")
 def upstream(server_url: str) -> str:
     return server_url.rsplit("/fhir", 1)[0]
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_parse_retry_after_forms() -> None:
@@ -102,7 +94,7 @@ def test_read_timeout_is_retried_then_reported(upstream: str) -> None:
 
 def test_connection_refused_exits_4(bundle_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Verify that publishing to a port nobody listens on exits 4 with a clear message and no traceback."""
-    rc = cli.main(["publish", str(bundle_path), "--server", f"http://127.0.0.1:{_closed_port()}/fhir"])
+    rc = cli.main(["publish", str(bundle_path), "--server", f"http://127.0.0.1:{free_port()}/fhir"])
     err = capsys.readouterr().err
     assert rc == ExitCode.SERVER_UNREACHABLE
     assert "did not answer successfully" in err and "ConnectionError" in err
@@ -154,7 +146,7 @@ def test_publish_refuses_invalid_content_before_contacting_the_server(
     plan["status"] = "bogus"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(bundle), encoding="utf-8")
-    rc = cli.main(["publish", str(bad), "--server", f"http://127.0.0.1:{_closed_port()}/fhir"])
+    rc = cli.main(["publish", str(bad), "--server", f"http://127.0.0.1:{free_port()}/fhir"])
     err = capsys.readouterr().err
     assert rc == ExitCode.INVALID_CONTENT
     assert "validation errors" in err and "status" in err

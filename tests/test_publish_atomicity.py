@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ from guideline.errors import GuidelineError
 from guideline.http import Client, RetryPolicy
 from guideline.patients import days_until, load_patient, roll_dates
 from guideline.publish import publish_resources
+from tests.netutil import free_port
 
 pytestmark = pytest.mark.server
 
@@ -31,14 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # each on 2 cores). ActivityDefinitions, not ValueSets: HAPI indexes ValueSet codes (~50 ms each).
 BULK = 3000
 BULK_TYPE = "ActivityDefinition"
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _server(cmd: str, port: int, *extra: str) -> str:
@@ -57,7 +49,7 @@ def _server(cmd: str, port: int, *extra: str) -> str:
 
 @pytest.fixture()
 def data_server(tmp_path: Path) -> Iterator[tuple[str, int, Path]]:
-    port = _free_port()
+    port = free_port()
     data = tmp_path / "h2"
     url = _server("start", port, "--data", str(data))
     try:

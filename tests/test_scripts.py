@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.netutil import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,18 +68,10 @@ def test_setup_reports_every_missing_prerequisite_at_once(tmp_path: Path) -> Non
     assert len(proc.stderr.strip().splitlines()) == 2
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.mark.server
 def test_server_that_does_not_come_up_fails_within_its_bound(tmp_path: Path) -> None:
     """Verify that a start timeout kills the JVM it started, exits non-zero and prints the log tail."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GUIDELINE_SERVER_PORT": str(port), "GUIDELINE_SERVER_TIMEOUT": "3"}
     proc = subprocess.run(
         [str(ROOT / "scripts" / "server"), "start"], env=env, capture_output=True, text=True, timeout=120, check=False
