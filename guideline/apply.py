@@ -11,7 +11,7 @@ from . import cli_common
 from .config import load_config
 from .errors import EngineError, ServerRejectedError
 from .http import Client
-from .recommend import ORDER_TYPES, PLAN_TYPE_SYSTEM, format_datetime
+from .recommend import EVALUATION_TIME_PARAMETER, ORDER_TYPES, PLAN_TYPE_SYSTEM, format_datetime, parse_at
 
 CQF_MESSAGES = "http://hl7.org/fhir/StructureDefinition/cqf-messages"
 REQUEST_TYPES = (
@@ -128,23 +128,45 @@ def careplan_recommendation(plan: dict[str, Any], careplan: dict[str, Any]) -> d
     }
 
 
+def apply_parameters(patient: str, at: str | None) -> dict[str, Any]:
+    """The $apply input: the subject and, when `at` is given, the CQL evaluation-time parameter."""
+    params: list[dict[str, Any]] = [{"name": "subject", "valueString": f"Patient/{patient}"}]
+    if at is not None:
+        cql_params = {
+            "resourceType": "Parameters",
+            "parameter": [{"name": EVALUATION_TIME_PARAMETER, "valueDateTime": at}],
+        }
+        params.append({"name": "parameters", "resource": cql_params})
+    return {"resourceType": "Parameters", "parameter": params}
+
+
 def apply_patient(
-    client: Client, pathway_id: str, patient: str, plans: list[dict[str, Any]] | None = None
+    client: Client,
+    pathway_id: str,
+    patient: str,
+    plans: list[dict[str, Any]] | None = None,
+    at: str | None = None,
 ) -> dict[str, Any]:
-    """$apply every recommendation of the pathway for one patient; the `recommend --json` shape."""
+    """$apply every recommendation of the pathway for one patient; the `recommend --json` shape.
+
+    Without `at` the server evaluates on its own clock (reported as evaluatedAt, read here, so
+    seconds may differ); with `at` (ISO date-time with offset) the evaluation is as of that moment
+    through the CQL parameter "Evaluation Time", whatever the server's clock says.
+    """
     import datetime as dt
 
     plans = plans if plans is not None else recommendation_plans(client, pathway_id)
-    at = format_datetime(dt.datetime.now(dt.UTC))
+    when = at if at is not None else format_datetime(dt.datetime.now(dt.UTC).replace(microsecond=0))
+    body = apply_parameters(patient, at)
     recs = []
     for plan in plans:
-        cp = client.get_json(f"PlanDefinition/{plan['id']}/$apply", params={"subject": f"Patient/{patient}"})
+        cp = client.post_json(f"PlanDefinition/{plan['id']}/$apply", body)
         if not isinstance(cp, dict) or cp.get("resourceType") != "CarePlan":
             raise ServerRejectedError(f"PlanDefinition/{plan['id']}/$apply did not return a CarePlan")
         rec = careplan_recommendation(plan, cp)
         if rec is not None:
             recs.append(rec)
-    return {"patient": patient, "evaluatedAt": at, "recommendations": recs}
+    return {"patient": patient, "evaluatedAt": when, "recommendations": recs}
 
 
 def define_parser(parser: argparse.ArgumentParser) -> None:
@@ -156,20 +178,27 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="pathway PlanDefinition id (default: the package's, from guideline.toml)",
     )
+    parser.add_argument(
+        "--at",
+        type=parse_at,
+        default=None,
+        metavar="DATETIME",
+        help="evaluate as of this moment (2026-06-01, or a date-time with offset such as "
+        '2026-06-01T12:00:00Z), passed as the CQL parameter "Evaluation Time"; default: the '
+        "server's clock",
+    )
     cli_common.add_json_flag(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     pathway = args.pathway or load_config().package.pathway
     with cli_common.client_from_args(args) as client:
-        doc = apply_patient(client, pathway, args.patient)
+        doc = apply_patient(client, pathway, args.patient, at=args.at)
     if args.json:
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         return 0
-    print(
-        f"Patient {doc['patient']} on {args.server} (server clock, {doc['evaluatedAt']}): "
-        f"{len(doc['recommendations'])} recommendation(s)"
-    )
+    when = f"as of {doc['evaluatedAt']}" if args.at else f"server clock, {doc['evaluatedAt']}"
+    print(f"Patient {doc['patient']} on {args.server} ({when}): {len(doc['recommendations'])} recommendation(s)")
     for r in doc["recommendations"]:
         kind = " [informational]" if r["informational"] else ""
         print(f"\n[{r['id']}] {r['title']}{kind}")

@@ -19,7 +19,15 @@ from typing import IO, Any
 from .build import Package
 from .cql import Engine
 from .errors import BadInputError, UsageError
-from .recommend import CQL_IDENTIFIER, document, ensure_loaded, load_patient_bundle, pathways, walk_pathways
+from .recommend import (
+    CQL_IDENTIFIER,
+    document,
+    ensure_loaded,
+    load_patient_bundle,
+    pathways,
+    time_parameters,
+    walk_pathways,
+)
 
 # A batch closes at this many records or this much bundle JSON, whichever comes first: large
 # enough that the per-request cost (~1 ms) vanishes, small enough that memory stays flat and
@@ -354,7 +362,9 @@ class Evaluator:
     ) -> None:
         bundles = [r.bundle_json or "" for r in records]
         expressions = {k: v for k, v in self.plan.expressions.items() if k in libraries}
-        rows = engine.evaluate_batch(self.key, libraries, bundles, self.at, expressions, plain=self.plain)
+        rows = engine.evaluate_batch(
+            self.key, libraries, bundles, self.at, expressions, time_parameters(self.at), plain=self.plain
+        )
         for row, got, res in zip(rows, have, results, strict=True):
             if row.get("ok"):
                 got.update(row.get("libraries") or {})

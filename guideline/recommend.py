@@ -138,6 +138,17 @@ def now_utc() -> str:
     return format_datetime(dt.datetime.now(dt.UTC).replace(microsecond=0))
 
 
+# The CQL parameter (GLCommon) that fixes the moment an evaluation is "as of". HAPI's engine always
+# runs on the server clock, so `apply --at` can only pin the time through this parameter; the local
+# engine sets it too (besides its clock) so that both engines take the same path through the CQL.
+EVALUATION_TIME_PARAMETER = "Evaluation Time"
+
+
+def time_parameters(at: str) -> dict[str, Any]:
+    """The local engine's parameters for an evaluation as of `at` (ISO date-time with offset)."""
+    return {EVALUATION_TIME_PARAMETER: {"type": "DateTime", "value": at}}
+
+
 # ---------------------------------------------------------------- evaluation
 
 
@@ -367,7 +378,7 @@ def evaluate(pkg: Package, bundle: dict[str, Any], at: str, engine: Engine) -> l
     key = pkg.key
 
     def fetch(library: str) -> dict[str, Any]:
-        by_patient = engine.evaluate(key, library, [bundle], at)
+        by_patient = engine.evaluate(key, library, [bundle], at, time_parameters(at))
         # One patient per bundle, so exactly one row.
         return next(iter(by_patient.values()), {})
 

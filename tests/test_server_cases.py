@@ -18,12 +18,12 @@ from guideline.cql import Engine
 from guideline.http import Client
 from guideline.patients import days_until, load_patient, roll_dates
 from guideline.publish import publish_resources
-from guideline.recommend import recommend
+from guideline.recommend import now_utc, recommend
 
 pytestmark = pytest.mark.server
 
 CASES = sorted(p for p in (Path(__file__).parent / "cases").iterdir() if (p / "expected.json").is_file())
-AGREEMENT: list[tuple[str, str, str, str, str]] = []  # printed by conftest at the end of the run
+AGREEMENT: list[tuple[str, ...]] = []  # printed by conftest at the end of the run
 
 
 def _codes(doc: dict[str, Any]) -> dict[str, list[str]]:
@@ -69,22 +69,98 @@ def test_case_agrees_across_engines(case: Path, published: dict[str, Any], serve
                     cds_fired.add(plan["id"])
         if days_until(expected["at"]) == days:
             break
+    # The data as written (not rolled), evaluated as of the case's pinned time through the CQL
+    # parameter: what `guideline apply --at` does.
+    with Client(server_url) as client:
+        load_patient(client, bundle)
+        pinned = _codes(apply_patient(client, "", pid, published["plans"], at=expected["at"]))
     local = _codes(recommend(pkg, rolled, at, engine))
     want = {k: sorted(v) for k, v in expected["recommendations"].items()}
-    ok = server == local == want and cds_fired == set(want)
+    ok = server == local == want == pinned and cds_fired == set(want)
     AGREEMENT.append(
         (
             case.name,
             "ok" if local == want else "DIFF",
             "ok" if server == want else "DIFF",
+            "ok" if pinned == want else "DIFF",
             "ok" if cds_fired == set(want) else "DIFF",
             "agree" if ok else "DISAGREE",
         )
     )
     assert ok, json.dumps(
-        {"expected": want, "local": local, "server $apply": server, "cds cards from": sorted(cds_fired)},
+        {
+            "expected": want,
+            "local": local,
+            "server $apply": server,
+            "server $apply --at": pinned,
+            "cds cards from": sorted(cds_fired),
+        },
         indent=1,
     )
+
+
+def _case_bundle(name: str) -> tuple[dict[str, Any], str]:
+    bundle = json.loads((Path(__file__).parent / "cases" / name / "patient.json").read_text(encoding="utf-8"))
+    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    return bundle, pid
+
+
+def test_apply_at_pins_the_evaluation_time(published: dict[str, Any], server_url: str, engine: Engine) -> None:
+    """Verify that $apply as of a pinned time follows that time, not the server's clock."""
+    # Fasting insulin resulted exactly 12 months before 2026-06-01: inside the lookback then, not now.
+    bundle, pid = _case_bundle("r1-insulin-at-lookback-start")
+    at = "2026-06-01T12:00:00Z"
+    with Client(server_url) as client:
+        load_patient(client, bundle)
+        pinned = _codes(apply_patient(client, "", pid, published["plans"], at=at))
+        clock = _codes(apply_patient(client, "", pid, published["plans"]))
+    assert pinned == _codes(recommend(published["pkg"], bundle, at, engine))
+    assert "GLR1InsulinAssessment" not in pinned
+    # Months later on the server's clock the result is too old, so R1 fires: the parameter, not
+    # the clock, decided the pinned answer.
+    assert "GLR1InsulinAssessment" in clock
+    assert clock == _codes(recommend(published["pkg"], bundle, now_utc(), engine))
+
+
+def test_apply_at_counts_days_in_the_offset_given(published: dict[str, Any], server_url: str, engine: Engine) -> None:
+    """Verify that one instant with two UTC offsets gives each offset's date on both engines (age at midnight)."""
+    bundle, pid = _case_bundle("r5-day-before-18th-birthday")  # 18th birthday on 2026-06-02
+    paediatrician = "http://snomed.info/sct|183517000"
+    results = {}
+    with Client(server_url) as client:
+        load_patient(client, bundle)
+        for at in ("2026-06-01T23:59:00Z", "2026-06-02T01:59:00+02:00"):
+            server = _codes(apply_patient(client, "", pid, published["plans"], at=at))
+            assert server == _codes(recommend(published["pkg"], bundle, at, engine)), at
+            results[at] = paediatrician in server["GLR5CareTeam"]
+    assert results == {"2026-06-01T23:59:00Z": True, "2026-06-02T01:59:00+02:00": False}
+
+
+def test_apply_cli_at(
+    published: dict[str, Any], server_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verify `guideline apply --at --json` prints the recommend shape as of the time given, and its text form."""
+    from guideline import cli
+
+    bundle, pid = _case_bundle("r1-insulin-at-lookback-start")
+    at = "2026-06-01T12:00:00Z"
+    with Client(server_url) as client:
+        load_patient(client, bundle)
+    assert cli.main(["apply", "--server", server_url, "--patient", pid, "--at", "2026-06-01T12:00Z", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["evaluatedAt"] == at
+    assert doc == recommend(published["pkg"], bundle, at, engine)
+    assert cli.main(["apply", "--server", server_url, "--patient", pid, "--at", "2026-06-01"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Patient {pid} on {server_url} (as of 2026-06-01T00:00:00Z): ")
+
+
+def test_apply_cli_at_without_offset_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Verify that --at without a UTC offset exits 2 before contacting any server, saying how to fix it."""
+    from guideline import cli
+
+    assert cli.main(["apply", "--server", "http://127.0.0.1:9/fhir", "--patient", "p", "--at", "2026-06-01T12:00"]) == 2
+    assert "has no UTC offset; add one" in capsys.readouterr().err
 
 
 def test_republish_is_a_no_op(published: dict[str, Any], server_url: str) -> None:
