@@ -76,7 +76,7 @@ public class ClinicalReasoningConfig {
 				.setCodeLookupMode(TerminologySettings.CODE_LOOKUP_MODE.USE_CODESYSTEM_URL));
 		settings.setRetrieveSettings(new RetrieveSettings()
 				.setSearchParameterMode(RetrieveSettings.SEARCH_FILTER_MODE.USE_SEARCH_PARAMETERS)
-				.setTerminologyParameterMode(RetrieveSettings.TERMINOLOGY_FILTER_MODE.FILTER_IN_MEMORY)
+				.setTerminologyParameterMode(RetrieveSettings.TERMINOLOGY_FILTER_MODE.USE_INLINE_CODES)
 				.setProfileMode(RetrieveSettings.PROFILE_MODE.OFF));
 		return settings;
 	}
