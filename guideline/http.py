@@ -141,10 +141,17 @@ class Client:
         params: Mapping[str, str] | None = None,
         content_type: str = FHIR_JSON,
         ok: tuple[int, ...] = (200, 201),
+        cached: bool = False,
     ) -> requests.Response:
-        """Send with retries (transport errors, 408/429/5xx, Retry-After); raise typed errors."""
+        """Send with retries (transport errors, 408/429/5xx, Retry-After); raise typed errors.
+
+        `cached` drops the session's Cache-Control: no-cache for this request, for content that
+        does not change with our writes (the CapabilityStatement: HAPI rebuilds it on no-cache).
+        """
         url = self.url(path)
-        headers = {"Content-Type": content_type} if json_body is not None else {}
+        headers: dict[str, str | None] = {"Content-Type": content_type} if json_body is not None else {}
+        if cached:
+            headers["Cache-Control"] = None  # requests: None removes a session header
         data = json.dumps(json_body).encode("utf-8") if json_body is not None else None
         start = time.monotonic()
         last = ""
@@ -211,8 +218,15 @@ class Client:
         err.status = resp.status_code  # type: ignore[attr-defined]
         return err
 
-    def get_json(self, path: str, params: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> Any:
-        return self._json(self.request("GET", path, params=params, ok=ok), path)
+    def get_json(
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+        *,
+        cached: bool = False,
+    ) -> Any:
+        return self._json(self.request("GET", path, params=params, ok=ok, cached=cached), path)
 
     def post_json(
         self, path: str, body: Any, *, content_type: str = FHIR_JSON, ok: tuple[int, ...] = (200, 201)

@@ -197,3 +197,30 @@ def test_server_rejects_non_r4(upstream: str, bundle_path: Path, capsys: pytest.
     assert rc == ExitCode.SERVER_REJECTED
     assert "FHIR 5.0.0" in err
     assert [s["method"] for s in plan.seen] == ["GET"]
+
+
+def test_capability_check_asks_for_a_subset_then_the_whole_statement_when_needed(
+    upstream: str, bundle_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verify the CapabilityStatement is read subsetted and cacheable, and whole if the subset lacks a checked part."""
+    subset = json.dumps(
+        {
+            "resourceType": "CapabilityStatement",
+            "meta": {
+                "tag": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}]
+            },
+            "fhirVersion": "4.0.1",
+        }
+    ).encode()
+    # The first answer is a subset without `rest` (a server that cannot subset nested elements);
+    # everything after it goes to the real server.
+    plan = Plan(faults=[Fault(200, {"Content-Type": "application/fhir+json"}, subset)])
+    with fault_proxy(upstream, plan) as proxy:
+        rc = cli.main(["publish", str(bundle_path), "--server", f"{proxy}/fhir", "--dry-run"])
+    assert rc == 0, capsys.readouterr().err
+    first, second = plan.seen[0], plan.seen[1]
+    assert first["path"].startswith("/fhir/metadata?_elements=")
+    assert second["path"] == "/fhir/metadata"
+    # HAPI rebuilds its 1.5 MB statement on no-cache; searches still ask for fresh results.
+    assert "no-cache" not in {first.get("Cache-Control"), second.get("Cache-Control")}
+    assert all(s.get("Cache-Control") == "no-cache" for s in plan.seen[2:])

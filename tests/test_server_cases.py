@@ -177,6 +177,20 @@ def test_republish_is_a_no_op(published: dict[str, Any], server_url: str) -> Non
     assert before == after
 
 
+def test_republish_follows_search_pages(
+    published: dict[str, Any], server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verify that the url|version lookup reads every page: with 2 results a page, a re-publish still finds all."""
+    import guideline.publish as publish
+
+    monkeypatch.setattr(publish, "_LOOKUP_COUNT", 2)
+    pkg: Package = published["pkg"]
+    with Client(server_url) as client:
+        result = publish_resources(client, pkg.resources, dry_run=True)
+    assert result.counts() == {"unchanged": len(pkg.resources)}
+    assert result.requests > 3  # metadata, one batch, and next-page reads
+
+
 def test_changed_content_same_version_is_refused_then_forced(published: dict[str, Any], server_url: str) -> None:
     """Verify that changed content under a released version is refused (server untouched) and --force writes it."""
     from guideline.errors import VersionConflictError
