@@ -4,6 +4,7 @@
 import { createRequire } from 'node:module';
 import readline from 'node:readline';
 import fs from 'node:fs';
+import { makeFastDateTime } from './fastdatetime.mjs';
 
 // Library logging (kotlin-logging prints an init line to stdout) must never corrupt the
 // protocol stream: keep the real stdout writer for responses, send everything else to stderr.
@@ -409,6 +410,52 @@ fhirObjectProto.get = function get(field) {
   const value = plainGet.call(this, field);
   fields.set(field, value);
   return value;
+};
+
+// A retrieve with codes tests each record against every code of the list (an expanded value
+// set has several) and converts the record's code to CQL Codes again for each one. The record's
+// code does not change: convert it once per test. Same result, same order of checks.
+const retrieveProto = require('cql-execution/lib/elm/external').Retrieve.prototype;
+const plainMatches = retrieveProto.recordMatchesCodesOrVS;
+if (typeof plainMatches !== 'function') throw new Error('cql-execution changed: no Retrieve.recordMatchesCodesOrVS');
+retrieveProto.recordMatchesCodesOrVS = function recordMatchesCodesOrVS(record, codes) {
+  if (getMemo === null || !Array.isArray(codes)) return plainMatches.call(this, record, codes);
+  const recordCode = record.getCode(this.codeProperty);
+  return codes.some((c) => c.hasMatch(recordCode));
+};
+
+// Reading a FHIR dateTime builds a CQL DateTime with cql.DateTime.parse, which validates the
+// text with up to several luxon format parses (~7 % of a batch). For the one shape FHIR data
+// nearly always has (date, time to the second, optional milliseconds, Z or +hh:mm) with fields
+// in range, the result is built directly, exactly as parse builds it; anything else (partial
+// dates, other precisions, out-of-range fields) goes to the original. fastDateTime is checked
+// against the original on a corpus by tests/test_worker_fastpaths.py.
+const plainParse = cql.DateTime.parse;
+const fastDateTime = makeFastDateTime(cql.DateTime);
+cql.DateTime.parse = function parse(string) {
+  if (getMemo !== null) {
+    const fast = fastDateTime(string);
+    if (fast !== undefined) return fast;
+  }
+  return plainParse.call(this, string);
+};
+
+// The model info is immutable, but findClass resolves a name through up to three maps and a
+// string rewrite, and every element wrapper calls it once per base type (~3 %): remember it.
+const modelInfoProto = Object.getPrototypeOf(patientSource._modelInfo);
+const plainFindClass = modelInfoProto.findClass;
+if (typeof plainFindClass !== 'function') throw new Error('cql-exec-fhir changed: no ModelInfo.findClass');
+const classMemo = new WeakMap(); // model info -> Map(name -> class info or undefined)
+modelInfoProto.findClass = function findClass(klass) {
+  let known = classMemo.get(this);
+  if (known === undefined) {
+    known = new Map();
+    classMemo.set(this, known);
+  }
+  if (known.has(klass)) return known.get(klass);
+  const found = plainFindClass.call(this, klass);
+  known.set(klass, found);
+  return found;
 };
 
 // Every library evaluated for one patient shares one context per included library, so the
