@@ -447,15 +447,23 @@ class EnginePool:
         return [eng.stats() for eng in self.engines]
 
 
+# The first batch holds this many records and each next one twice as many, up to the batch size:
+# input is streamed, so its length is unknown, and a small population (20 patients for a quick
+# screen) would otherwise be one batch on one worker while the others idle.
+FIRST_BATCH_RECORDS = 4
+
+
 def _batches(records: Iterable[PatientRecord], size: int, max_bytes: int) -> Iterator[list[PatientRecord]]:
     batch: list[PatientRecord] = []
     nbytes = 0
+    limit = min(size, FIRST_BATCH_RECORDS)
     for rec in records:
         batch.append(rec)
         nbytes += len(rec.bundle_json or "")
-        if len(batch) >= size or nbytes >= max_bytes:
+        if len(batch) >= limit or nbytes >= max_bytes:
             yield batch
             batch, nbytes = [], 0
+            limit = min(size, limit * 2)
     if batch:
         yield batch
 

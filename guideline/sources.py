@@ -40,6 +40,17 @@ def rel(cfg_root: Path, path: Path) -> str:
         return str(path)
 
 
+def is_resource(data: object) -> bool:
+    """A JSON object with a string resourceType (what every FHIR resource is, at least)."""
+    return isinstance(data, dict) and isinstance(data.get("resourceType"), str)
+
+
+def not_a_resource(shown: str) -> Finding:
+    """The finding for a JSON file whose top level is not a FHIR resource."""
+    message = "not a FHIR resource: expected a JSON object with a string 'resourceType'"
+    return Finding("error", shown, "$", message, "json")
+
+
 def read_json_file(path: Path, shown: str, max_bytes: int = MAX_SOURCE_BYTES) -> tuple[Any, list[Finding]]:
     """Parse a JSON file strictly; any problem becomes a located finding, never an exception."""
     try:
@@ -90,16 +101,8 @@ def load_sources(cfg: Config) -> Sources:
         out.findings.extend(problems)
         if problems:
             continue
-        if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-            out.findings.append(
-                Finding(
-                    "error",
-                    shown,
-                    "$",
-                    "not a FHIR resource: expected a JSON object with a string 'resourceType'",
-                    "json",
-                )
-            )
+        if not is_resource(data):
+            out.findings.append(not_a_resource(shown))
             continue
         folder = path.parent.name
         if folder != data["resourceType"].lower():

@@ -21,7 +21,7 @@ from .errors import BadInputError, ExitCode, Finding, GuidelineError, UsageError
 from .http import Client
 from .rules import CqlLib, Item, Subject
 from .schema import model_findings, schema_findings
-from .sources import load_sources, parse_json_bytes, read_json_file, rel
+from .sources import is_resource, load_sources, not_a_resource, parse_json_bytes, read_json_file, rel
 
 # A bundle or package holds every resource plus base64 CQL and ELM (FHIRHelpers alone is ~1 MB);
 # anything far beyond this is not a knowledge package, and reading it would only stall the run.
@@ -676,16 +676,8 @@ def _load_path(path: Path, cfg: Config | None, engine: Engine | None) -> Loaded:
 
 
 def _file_resources(data: Any, shown: str, findings: list[Finding]) -> list[tuple[dict[str, Any], str, str]]:
-    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-        findings.append(
-            Finding(
-                "error",
-                shown,
-                "$",
-                "not a FHIR resource: expected a JSON object with a string 'resourceType'",
-                "json",
-            )
-        )
+    if not is_resource(data):
+        findings.append(not_a_resource(shown))
         return []
     if data["resourceType"] == "Bundle":
         return _bundle_resources(data, shown, findings)

@@ -13,17 +13,8 @@ from guideline.build import Package, build_package
 from guideline.config import Config
 from guideline.cql import Engine
 from guideline.recommend import ensure_loaded, load_patient_bundle, recommend
+from tests.casedata import CASES, CASES_DIR, RECOMMENDATIONS
 
-CASES_DIR = Path(__file__).parent / "cases"
-CASES = sorted(p for p in CASES_DIR.iterdir() if (p / "expected.json").is_file())
-RECOMMENDATIONS = [
-    "GLR1InsulinAssessment",
-    "GLR2Bromocriptine",
-    "GLR3Levocarnitine",
-    "GLR4Diet",
-    "GLR5CareTeam",
-    "GLR6Prognosis",
-]
 # The source text sits beside the checkout (../shared/source); the quote check needs it.
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "source" / "000_0056b441681d652f.txt"
 

@@ -26,9 +26,8 @@ from guideline.population import (
 )
 from guideline.recommend import load_patient_bundle, recommend
 from guideline.synth import as_bundle, synth_patients, write_population
+from tests.casedata import CASES, CASES_DIR
 
-CASES_DIR = Path(__file__).parent / "cases"
-CASES = sorted(p for p in CASES_DIR.iterdir() if (p / "expected.json").is_file())
 AT = "2026-06-01T12:00:00Z"
 
 
@@ -274,3 +273,16 @@ def test_progress_line() -> None:
     """Verify that the progress line shows patients, percent, rate and ETA."""
     line = progress_line(500, 250, 1000, "bytes", 2.0, width=10)
     assert line == "[##........] 500 patients   25%  250/s  ETA 0:06"
+
+
+def test_batches_start_small_so_small_populations_spread_over_workers() -> None:
+    """Verify batch sizes ramp up 4, 8, 16, ... to the limit, and the byte bound still closes a batch early."""
+    from guideline.population import PatientRecord, _batches
+
+    records = [PatientRecord(i, f"r{i}", f"p{i}", "{}") for i in range(150)]
+    sizes = [len(b) for b in _batches(records, 64, 1 << 20)]
+    assert sizes == [4, 8, 16, 32, 64, 26]
+    assert [r.index for b in _batches(records, 64, 1 << 20) for r in b] == list(range(150))
+    twenty = [len(b) for b in _batches(records[:20], 64, 1 << 20)]
+    assert twenty == [4, 8, 8]  # three batches: both workers of a pool get work
+    assert [len(b) for b in _batches(records[:10], 64, 4)] == [2] * 5  # 2 bytes each: the byte bound wins

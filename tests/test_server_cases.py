@@ -19,10 +19,10 @@ from guideline.http import Client
 from guideline.patients import days_until, load_patient, roll_dates
 from guideline.publish import publish_resources
 from guideline.recommend import now_utc, recommend
+from tests.casedata import CASES
 
 pytestmark = pytest.mark.server
 
-CASES = sorted(p for p in (Path(__file__).parent / "cases").iterdir() if (p / "expected.json").is_file())
 AGREEMENT: list[tuple[str, ...]] = []  # printed by conftest at the end of the run
 
 

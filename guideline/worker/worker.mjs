@@ -397,19 +397,24 @@ patientSource.reset();
 if (typeof fhirObjectProto.get !== 'function' || fhirObjectProto === Object.prototype) {
   throw new Error('cql-exec-fhir changed: cannot find FHIRObject.prototype.get');
 }
+// What `plain.call(owner, key)` returned the first time, remembered in memo (a WeakMap of
+// owner -> Map of key -> value, undefined results included).
+function remembered(memo, owner, key, plain) {
+  let values = memo.get(owner);
+  if (values === undefined) {
+    values = new Map();
+    memo.set(owner, values);
+  }
+  if (values.has(key)) return values.get(key);
+  const value = plain.call(owner, key);
+  values.set(key, value);
+  return value;
+}
+
 const plainGet = fhirObjectProto.get;
 let getMemo = null; // WeakMap(wrapper -> Map(field -> value)) during a batch, null otherwise
 fhirObjectProto.get = function get(field) {
-  if (getMemo === null) return plainGet.call(this, field);
-  let fields = getMemo.get(this);
-  if (fields === undefined) {
-    fields = new Map();
-    getMemo.set(this, fields);
-  }
-  if (fields.has(field)) return fields.get(field);
-  const value = plainGet.call(this, field);
-  fields.set(field, value);
-  return value;
+  return getMemo === null ? plainGet.call(this, field) : remembered(getMemo, this, field, plainGet);
 };
 
 // A retrieve with codes tests each record against every code of the list (an expanded value
@@ -447,15 +452,7 @@ const plainFindClass = modelInfoProto.findClass;
 if (typeof plainFindClass !== 'function') throw new Error('cql-exec-fhir changed: no ModelInfo.findClass');
 const classMemo = new WeakMap(); // model info -> Map(name -> class info or undefined)
 modelInfoProto.findClass = function findClass(klass) {
-  let known = classMemo.get(this);
-  if (known === undefined) {
-    known = new Map();
-    classMemo.set(this, known);
-  }
-  if (known.has(klass)) return known.get(klass);
-  const found = plainFindClass.call(this, klass);
-  known.set(klass, found);
-  return found;
+  return remembered(classMemo, this, klass, plainFindClass);
 };
 
 // Every library evaluated for one patient shares one context per included library, so the
