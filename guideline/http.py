@@ -127,6 +127,19 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.session.close()
 
+    def same_origin(self, url: str) -> bool:
+        """True when an absolute `url` has this server's scheme, host and port (relative URLs are)."""
+        from urllib.parse import urlsplit
+
+        if not url.startswith(("http://", "https://")):
+            return True
+
+        def origin(u: str) -> tuple[str, str | None, int | None]:
+            parts = urlsplit(u)
+            return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+        return origin(url) == origin(self.base_url)
+
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
             return path

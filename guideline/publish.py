@@ -192,7 +192,13 @@ def _search_results(client: Client, entry: dict[str, Any], what: str) -> list[di
         nxt = next((link.get("url") for link in page.get("link", []) if link.get("relation") == "next"), None)
         if not nxt:
             return found
-        page = client.get_json(nxt)
+        if not client.same_origin(str(nxt)):
+            # The session sends the bearer token with every request: never to a host the server names.
+            raise ServerRejectedError(
+                f"the server's next-page link for {what} points to another origin ({nxt}); not followed. "
+                "Check the server's base URL settings (e.g. behind a proxy) or use the URL it advertises"
+            )
+        page = client.get_json(str(nxt))
 
 
 def plan_publish(client: Client, resources: list[dict[str, Any]], force: bool) -> list[ResourceOutcome]:

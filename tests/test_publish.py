@@ -224,3 +224,26 @@ def test_capability_check_asks_for_a_subset_then_the_whole_statement_when_needed
     # HAPI rebuilds its 1.5 MB statement on no-cache; searches still ask for fresh results.
     assert "no-cache" not in {first.get("Cache-Control"), second.get("Cache-Control")}
     assert all(s.get("Cache-Control") == "no-cache" for s in plan.seen[2:])
+
+
+def test_next_links_to_another_origin_are_not_followed() -> None:
+    """Verify a search page whose next link names another host is refused (the token would go there)."""
+    from guideline.publish import _search_results
+
+    entry = {
+        "response": {"status": "200 OK"},
+        "resource": {
+            "resourceType": "Bundle",
+            "entry": [{"resource": {"resourceType": "Library", "id": "a"}}],
+            "link": [{"relation": "next", "url": "https://elsewhere.example/fhir?_getpages=x"}],
+        },
+    }
+    with Client("https://fhir.example/fhir", token=TOKEN) as client:
+        assert client.same_origin("https://fhir.example/fhir?_getpages=x")
+        assert client.same_origin("Library?url=x")
+        assert client.same_origin("https://FHIR.example:443/fhir")  # default port, host case
+        assert not client.same_origin("http://fhir.example/fhir")  # scheme differs
+        assert not client.same_origin("https://fhir.example:8443/fhir")
+        with pytest.raises(ServerRejectedError, match="another origin"):
+            _search_results(client, entry, "Library resources by url|version")
+        assert client.requests_sent == 0
