@@ -86,10 +86,10 @@ def _capabilities(cs: dict[str, Any]) -> tuple[str, set[str]]:
 
 
 def check_server(client: Client) -> dict[str, Any]:
-    """Read the CapabilityStatement once: FHIR 4.0.x with transactions, else a clear error.
+    """Check the CapabilityStatement: FHIR 4.0.x with transactions, else a clear error.
 
-    Asks for only the elements it checks (`_elements`); a server that cannot subset nested
-    elements and answers without them is asked again for the whole statement.
+    One request for only the elements it checks (`_elements`); only a server that answers a
+    subset without them (it cannot subset nested elements) is asked again, for the whole statement.
     """
     # cached: HAPI rebuilds the statement (0.65 s) when asked with no-cache; it does not change with writes.
     cs: dict[str, Any] = client.get_json("metadata", params={"_elements": _CAPABILITY_ELEMENTS}, cached=True)
