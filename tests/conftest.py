@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from guideline.config import Config, load_config
-from guideline.cql import Engine
+from guideline.content.cql import Engine
+from guideline.core.config import Config, load_config
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +36,7 @@ def server_url() -> str:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print the per-case cross-engine agreement table when the server cases ran."""
-    from tests.test_server_cases import AGREEMENT
+    from tests.integration.test_server_cases import AGREEMENT
 
     if not AGREEMENT:
         return

@@ -1,0 +1,68 @@
+"""`guideline cds`: the EHR-side CDS Hooks client (discovery and calls)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from guideline.cli import common
+from guideline.remote.cds import DEFAULT_USER, call, discover, fhir_base_for
+
+
+def render_card(card: dict[str, Any]) -> str:
+    lines = [f"[{card.get('indicator', '?')}] {card.get('summary', '')}"]
+    if card.get("detail"):
+        lines.append(f"    {card['detail']}")
+    src = card.get("source") or {}
+    if src.get("label"):
+        lines.append(f"    source: {src['label']}" + (f" <{src['url']}>" if src.get("url") else ""))
+    for s in card.get("suggestions") or []:
+        lines.append(f"    suggestion: {s.get('label', '')}")
+    for link in card.get("links") or []:
+        lines.append(f"    link: {link.get('label', '')} <{link.get('url', '')}>")
+    return "\n".join(lines)
+
+
+def define_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="cds_command", metavar="ACTION", required=True)
+    services = sub.add_parser("services", help="list the CDS services (discovery)")
+    common.add_server_args(services, required=True)
+    common.add_json_flag(services)
+    c = sub.add_parser("call", help="call one service (or every service for the hook) for a patient")
+    common.add_server_args(c, required=True)
+    c.add_argument("--service", default=None, help="service id (default: every service for the hook)")
+    c.add_argument("--hook", default="patient-view")
+    c.add_argument("--patient", required=True, metavar="ID", help="Patient id on the FHIR server")
+    c.add_argument("--user", default=DEFAULT_USER)
+    c.add_argument("--prefetch", action="store_true", help="send the prefetch each service asks for")
+    c.add_argument("--only-cards", action="store_true", help="list only services that returned cards")
+    common.add_json_flag(c)
+
+
+def main(args: argparse.Namespace) -> int:
+    with common.client_from_args(args, fhir_base_for(args.server)) as client:
+        if args.cds_command == "services":
+            services = discover(client)
+            if args.json:
+                print(json.dumps({"services": services}, indent=2))
+            else:
+                for s in services:
+                    print(f"{s['id']:<28} {s['hook']:<14} {s.get('title', '')}")
+            return 0
+        ids = [args.service] if args.service else [s["id"] for s in discover(client) if s["hook"] == args.hook]
+        results = {
+            sid: call(client, sid, hook=args.hook, patient=args.patient, user=args.user, prefetch=args.prefetch)
+            for sid in ids
+        }
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    shown = {k: v for k, v in results.items() if v["cards"] or not args.only_cards}
+    if not shown:
+        print(f"no cards for Patient/{args.patient} from {len(results)} service(s)")
+    for sid, resp in shown.items():
+        print(f"{sid}: {len(resp['cards'])} card(s)")
+        for card in resp["cards"]:
+            print("  " + render_card(card).replace("\n", "\n  "))
+    return 0

@@ -1,0 +1,162 @@
+"""`guideline recommend`: one patient's bundle, or a whole population, evaluated locally."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from guideline.cli import common
+from guideline.cli.common import parse_at
+from guideline.content.cql import shared_engine
+from guideline.content.package import build_package
+from guideline.core.config import load_config
+from guideline.core.errors import ExitCode, UsageError
+from guideline.core.evaltime import now_utc
+from guideline.evaluation import population as popmod
+from guideline.evaluation.bundles import load_patient_bundle
+from guideline.evaluation.model import Recommendation, document
+from guideline.evaluation.patient import evaluate
+from guideline.evaluation.records import open_population
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return n
+
+
+def define_parser(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--patient-bundle",
+        type=Path,
+        metavar="FILE",
+        help="FHIR Bundle (collection, batch or transaction) with exactly one Patient",
+    )
+    what.add_argument(
+        "--population",
+        type=Path,
+        metavar="PATH",
+        help="many patients: a directory of patient Bundles (*.json, in file-name order) or an NDJSON file of "
+        "resources grouped by patient; writes one `--json` document per line",
+    )
+    pop = parser.add_argument_group("population mode")
+    pop.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"CQL worker processes (default: the number of CPUs, here {os.cpu_count() or 1})",
+    )
+    pop.add_argument(
+        "--out", type=Path, default=None, metavar="FILE", help="results file, written atomically (default: stdout)"
+    )
+    pop.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="exit 0 even if bad records were skipped (they are still reported)",
+    )
+    parser.add_argument(
+        "--at",
+        type=parse_at,
+        default=None,
+        metavar="DATETIME",
+        help="evaluation time, ISO 8601 with offset (2026-06-01T12:00:00Z) or a date (= 00:00 UTC); default: now",
+    )
+    common.add_json_flag(parser)
+
+
+def _render_text(doc: dict[str, Any], recs: list[Recommendation]) -> str:
+    lines = [
+        f"Patient {doc['patient']} at {doc['evaluatedAt']}: {len(recs)} recommendation{'s' if len(recs) != 1 else ''}"
+    ]
+    for r in recs:
+        kind = " [informational]" if r.informational else ""
+        lines += ["", f"[{r.id}] {r.title}{kind}", f"  {r.detail}"]
+        for a in r.activities:
+            lines.append(f"  -> {a.resource_type} {a.definition}: {', '.join(a.codes) or '(no code)'}")
+        lines.append(f'  Source: "{r.source}"')
+    return "\n".join(lines) + "\n"
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.population is not None:
+        return population_main(args)
+    extra = [flag for flag, value in (("--workers", args.workers), ("--out", args.out)) if value is not None]
+    extra += ["--keep-going"] if args.keep_going else []
+    if extra:
+        raise UsageError(f"{', '.join(extra)} only apply with --population")
+    bundle, pid = load_patient_bundle(args.patient_bundle)  # bad input fails before the slow build
+    at = args.at or now_utc()
+    pkg = build_package(load_config())
+    recs = evaluate(pkg, bundle, at, shared_engine())
+    doc = document(pid, at, recs)
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(_render_text(doc, recs))
+    return 0
+
+
+def population_main(args: argparse.Namespace) -> int:
+    """`recommend --population`: results to --out (or stdout), reports and progress to stderr."""
+    population = open_population(args.population)  # bad input fails before the slow start
+    at = args.at or now_utc()
+    workers = args.workers or os.cpu_count() or 1
+    summary = popmod.Summary()
+    err = sys.stderr
+    tty = err.isatty()
+    start = time.monotonic()
+    last_draw = 0.0
+    with popmod.EnginePool(workers) as pool:
+        # The first worker compiles the package, so no extra process is started for the build.
+        pkg = build_package(load_config(), pool.engines[0])
+        ready = time.monotonic()
+        with popmod.atomic_output(args.out) if args.out else contextlib.nullcontext(sys.stdout) as out:
+            for result in popmod.evaluate_population(pkg, population.records(), at, pool):
+                summary.add(result)
+                if result.document is None:
+                    if tty:
+                        err.write("\r\x1b[K")
+                    err.write(f"skipped: {result.record.where}: {result.error}\n")
+                else:
+                    out.write(popmod.result_line(result))
+                now = time.monotonic()
+                if tty and now - last_draw >= 0.2:
+                    last_draw = now
+                    line = popmod.progress_line(
+                        summary.records, result.record.progress, population.total, population.unit, now - ready
+                    )
+                    err.write("\r\x1b[K" + line)
+                    err.flush()
+        if tty:
+            err.write("\r\x1b[K")
+        worker_peaks = [st["maxRssKiB"] // 1024 for st in pool.stats()]
+    elapsed = time.monotonic() - ready
+    rate = summary.evaluated / elapsed if elapsed > 0 else 0.0
+    err.write(
+        f"population: {summary.records:,} records from {args.population}: {summary.evaluated:,} evaluated, "
+        f"{summary.skipped:,} skipped; {elapsed:.1f} s evaluating ({rate:,.0f} patients/s, {workers} workers) "
+        f"after {ready - start:.1f} s start-up\n"
+    )
+    # ru_maxrss is in KiB on Linux.
+    own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    err.write(f"memory: peak RSS {own_peak} MiB (this process), {'/'.join(map(str, worker_peaks))} MiB (workers)\n")
+    if summary.fired:
+        fired = "; ".join(f"{k} {v:,}" for k, v in sorted(summary.fired.items()))
+        err.write(f"fired: {fired}\n")
+    if summary.skipped and not args.keep_going:
+        err.write(f"error: {summary.skipped:,} bad record(s) skipped (listed above); fix them or pass --keep-going\n")
+        return ExitCode.BAD_INPUT
+    return 0

@@ -1,0 +1,153 @@
+"""Reads the hand-authored sources (fhir_resources/, cql/) and reports JSON problems with line:col."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guideline.core.config import Config
+from guideline.core.errors import Finding
+
+# A resource file larger than this is not a hand-authored knowledge artifact; refusing it early
+# keeps a mistaken 50 MB drop-in from stalling every later layer.
+MAX_SOURCE_BYTES = 5 * 1024 * 1024
+
+_CQL_HEADER = re.compile(r"^\s*library\s+(\"[^\"]+\"|[A-Za-z_][A-Za-z0-9_]*)(?:\s+version\s+'([^']*)')?", re.MULTILINE)
+
+
+@dataclass
+class CqlSource:
+    name: str
+    version: str | None
+    path: Path
+    text: str
+
+
+@dataclass
+class Sources:
+    resources: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    cql: dict[str, CqlSource] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def rel(cfg_root: Path, path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(cfg_root))
+    except ValueError:
+        return str(path)
+
+
+def is_resource(data: object) -> bool:
+    """A JSON object with a string resourceType (what every FHIR resource is, at least)."""
+    return isinstance(data, dict) and isinstance(data.get("resourceType"), str)
+
+
+def not_a_resource(shown: str) -> Finding:
+    """The finding for a JSON file whose top level is not a FHIR resource."""
+    message = "not a FHIR resource: expected a JSON object with a string 'resourceType'"
+    return Finding("error", shown, "$", message, "json")
+
+
+def read_json_file(path: Path, shown: str, max_bytes: int = MAX_SOURCE_BYTES) -> tuple[Any, list[Finding]]:
+    """Parse a JSON file strictly; any problem becomes a located finding, never an exception."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return None, [Finding("error", shown, "", f"cannot read file: {e.strerror}", "json")]
+    if size > max_bytes:
+        what = "one resource" if max_bytes == MAX_SOURCE_BYTES else "a knowledge package"
+        msg = f"file is {size} bytes, over the {max_bytes}-byte limit for {what}; split it or remove it"
+        return None, [Finding("error", shown, "", msg, "json")]
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        return None, [Finding("error", shown, "", f"cannot read file: {e.strerror}", "json")]
+    return parse_json_bytes(raw, shown)
+
+
+def parse_json_bytes(raw: bytes, shown: str) -> tuple[Any, list[Finding]]:
+    """Parse JSON bytes strictly (UTF-8, no BOM, not empty); problems are located findings."""
+
+    def err(loc: str, msg: str) -> tuple[Any, list[Finding]]:
+        return None, [Finding("error", shown, loc, msg, "json")]
+
+    if not raw.strip():
+        return err("", "file is empty; put one FHIR resource (a JSON object) in it or delete it")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return err("1:1", "file starts with a UTF-8 byte-order mark; save it as UTF-8 without BOM")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        return err(f"{line}:{col}", f"byte 0x{raw[e.start]:02x} is not valid UTF-8; FHIR JSON must be UTF-8")
+    try:
+        return json.loads(text), []
+    except json.JSONDecodeError as e:
+        return err(f"{e.lineno}:{e.colno}", f"invalid JSON: {e.msg}")
+    except RecursionError:
+        return err("", "JSON nested too deeply to be a FHIR resource")
+
+
+def load_sources(cfg: Config) -> Sources:
+    out = Sources()
+    rdir = cfg.resources_dir
+    for path in sorted(rdir.rglob("*.json")) if rdir.is_dir() else []:
+        shown = rel(cfg.root, path)
+        data, problems = read_json_file(path, shown)
+        out.findings.extend(problems)
+        if problems:
+            continue
+        if not is_resource(data):
+            out.findings.append(not_a_resource(shown))
+            continue
+        folder = path.parent.name
+        if folder != data["resourceType"].lower():
+            out.findings.append(
+                Finding(
+                    "warning",
+                    shown,
+                    "resourceType",
+                    f"a {data['resourceType']} lives in folder '{folder}'; move it to "
+                    f"fhir_resources/{data['resourceType'].lower()}/",
+                    "conventions",
+                )
+            )
+        out.resources.append((path, data))
+    cdir = cfg.cql_dir
+    for path in sorted(cdir.glob("*.cql")) if cdir.is_dir() else []:
+        shown = rel(cfg.root, path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            out.findings.append(Finding("error", shown, "", f"cannot read CQL file: {e}", "cql"))
+            continue
+        m = _CQL_HEADER.search(text)
+        if not m:
+            out.findings.append(
+                Finding(
+                    "error",
+                    shown,
+                    "1:1",
+                    "no `library Name version 'x'` header; every project library needs one",
+                    "cql",
+                )
+            )
+            continue
+        name = m.group(1).strip('"')
+        if name != path.stem:
+            out.findings.append(
+                Finding(
+                    "error",
+                    shown,
+                    "1:1",
+                    f"library '{name}' is in file {path.name}; "
+                    f"rename the file to {name}.cql (one name joins CQL and Library)",
+                    "cql",
+                )
+            )
+        out.cql[name] = CqlSource(name, m.group(2), path, text)
+    return out

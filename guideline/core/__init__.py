@@ -1,0 +1,1 @@
+"""Shared foundations used by every stage: typed errors, configuration, toolchain paths, FHIR helpers, atomic files."""

@@ -1,0 +1,154 @@
+"""FHIR facts every stage shares: spec URLs, codings, a plan's type and primary library, the action walker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from guideline.core.errors import ContentError, Finding
+
+# ---------------------------------------------------------------- canonical URLs (one place)
+
+# Libraries the CQL toolchain provides rather than the package.
+FHIRHELPERS_URL = "http://hl7.org/fhir/Library/FHIRHelpers"
+FHIR_MODELINFO_URL = "http://fhir.org/guides/cqf/common/Library/FHIR-ModelInfo"
+# Extensions (FHIR R4 core extensions of the cqf family, used by CPG and CRMI).
+KNOWLEDGE_CAPABILITY_EXT = "http://hl7.org/fhir/StructureDefinition/cqf-knowledgeCapability"
+CQL_OPTIONS_EXT = "http://hl7.org/fhir/StructureDefinition/cqf-cqlOptions"
+STRENGTH_EXT = "http://hl7.org/fhir/StructureDefinition/cqf-strengthOfRecommendation"
+QUALITY_EXT = "http://hl7.org/fhir/StructureDefinition/cqf-qualityOfEvidence"
+CQF_MESSAGES_EXT = "http://hl7.org/fhir/StructureDefinition/cqf-messages"
+OO_SOURCE_EXT = "http://hl7.org/fhir/StructureDefinition/operationoutcome-issue-source"
+OO_LINE_EXT = "http://hl7.org/fhir/StructureDefinition/operationoutcome-issue-line"
+OO_COL_EXT = "http://hl7.org/fhir/StructureDefinition/operationoutcome-issue-col"
+# Code systems (terminology.hl7.org).
+PLAN_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
+LIBRARY_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/library-type"
+STRENGTH_SYSTEM = "http://terminology.hl7.org/CodeSystem/recommendation-strength"
+QUALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/evidence-quality"
+# Expression.language for "the name of a CQL define"; HAPI (clinical-reasoning) also accepts the
+# older opioid spelling with a dot, so both are read as the same language.
+CQL_IDENTIFIER_LANGUAGES = frozenset({"text/cql-identifier", "text/cql.identifier"})
+
+# ---------------------------------------------------------------- codings and plans
+
+
+def codings(concept: Any) -> list[str]:
+    """The `system|code` strings of a CodeableConcept's codings (codings lacking either are skipped)."""
+    if not isinstance(concept, dict):
+        return []
+    return [
+        f"{c['system']}|{c['code']}"
+        for c in concept.get("coding", [])
+        if isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
+    ]
+
+
+def plan_types(plan: dict[str, Any]) -> set[str]:
+    """The plan-definition-type codes of a PlanDefinition (e.g. `eca-rule`, `clinical-protocol`)."""
+    concept = plan.get("type")
+    if not isinstance(concept, dict):
+        return set()
+    return {
+        str(c.get("code"))
+        for c in concept.get("coding", [])
+        if isinstance(c, dict) and c.get("system") == PLAN_TYPE_SYSTEM
+    }
+
+
+def is_pathway(plan: dict[str, Any]) -> bool:
+    """A CPG PathwayDefinition: a PlanDefinition of type `clinical-protocol`."""
+    return "clinical-protocol" in plan_types(plan)
+
+
+def primary_library(plan: dict[str, Any]) -> str | None:
+    """The canonical of a PlanDefinition's one primary Library, or None unless there is exactly one.
+
+    CPG evaluates an action's conditions and dynamic values in the plan's primary library, so a plan
+    with none or several cannot be evaluated unambiguously.
+    """
+    libs = plan.get("library")
+    if not isinstance(libs, list) or len(libs) != 1 or not isinstance(libs[0], str):
+        return None
+    return libs[0]
+
+
+# ---------------------------------------------------------------- the action walker
+
+
+@dataclass(frozen=True)
+class ActionStep:
+    """One action met by `iter_actions`: the plan holding it, its JSON path there, and the action."""
+
+    plan: dict[str, Any]
+    path: str
+    action: dict[str, Any]
+    depth: int  # how many definitionCanonical hops from the first plan
+
+
+Resolve = Callable[[str], dict[str, Any] | None]
+
+
+def _key(plan: dict[str, Any]) -> str:
+    return f"{plan.get('resourceType', 'PlanDefinition')}/{plan.get('id', '?')}"
+
+
+def action_cycle_error(plan: dict[str, Any], path: str, chain: list[str]) -> ContentError:
+    """The located error for an action that reaches a plan already on the way to it."""
+    message = (
+        f"{path}.definitionCanonical reaches {chain[-1]} again ({' -> '.join(chain)}); "
+        "a PlanDefinition must not reach itself through its actions: remove or retarget this reference"
+    )
+    key = _key(plan)
+    return ContentError(
+        f"{key}: {message}", [Finding("error", key, f"{path}.definitionCanonical", message, "references")]
+    )
+
+
+def iter_actions(
+    plan: dict[str, Any],
+    resolve: Resolve | None = None,
+    *,
+    enter: Callable[[ActionStep], bool] | None = None,
+) -> Iterator[ActionStep]:
+    """Every action of `plan`, depth-first in document order, with its JSON path.
+
+    Sub-actions (`action.action`) follow their parent. With `resolve`, an action whose
+    `definitionCanonical` names a PlanDefinition is followed into that plan's actions (after the
+    action itself and before its sub-actions), which is how a pathway reaches its recommendations.
+    `enter(step)` decides whether to descend below a step (default: always); a walk that evaluates
+    conditions passes one so that inapplicable branches are not visited.
+
+    Raises ContentError, located at the offending `definitionCanonical`, when a plan reaches itself
+    (directly or through others): a cycle would otherwise recurse without end.
+    """
+    yield from _iter(plan, plan.get("action"), "action", resolve, enter, [_key(plan)], 0)
+
+
+def _iter(
+    plan: dict[str, Any],
+    actions: Any,
+    base: str,
+    resolve: Resolve | None,
+    enter: Callable[[ActionStep], bool] | None,
+    chain: list[str],
+    depth: int,
+) -> Iterator[ActionStep]:
+    if not isinstance(actions, list):
+        return
+    for i, action in enumerate(actions):
+        if not isinstance(action, dict):
+            continue
+        step = ActionStep(plan, f"{base}[{i}]", action, depth)
+        yield step
+        if enter is not None and not enter(step):
+            continue
+        ref = action.get("definitionCanonical")
+        target = resolve(ref) if resolve is not None and isinstance(ref, str) else None
+        if target is not None and target.get("resourceType") == "PlanDefinition":
+            key = _key(target)
+            if key in chain:
+                raise action_cycle_error(plan, step.path, [*chain, key])
+            yield from _iter(target, target.get("action"), "action", resolve, enter, [*chain, key], depth + 1)
+        yield from _iter(plan, action.get("action"), f"{step.path}.action", resolve, enter, chain, depth)

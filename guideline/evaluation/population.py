@@ -1,0 +1,364 @@
+"""Population mode: stream many patients through N long-lived CQL workers, results in input order."""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from guideline.content.cql import Engine
+from guideline.content.package import Package
+from guideline.core.errors import BadInputError, UsageError
+from guideline.core.evaltime import time_parameters
+from guideline.evaluation.model import document
+from guideline.evaluation.patient import ensure_loaded
+from guideline.evaluation.records import PatientRecord, _compact
+from guideline.evaluation.walk import CQL_IDENTIFIER, pathways, walk_pathways
+
+# A batch closes at this many records or this much bundle JSON, whichever comes first: large
+# enough that the per-request cost (~1 ms) vanishes, small enough that memory stays flat and
+# every worker gets work early (in flight at once: 2 batches per worker).
+BATCH_RECORDS = 64
+BATCH_BYTES = 4 * 1024 * 1024
+
+
+# ---------------------------------------------------------------- input
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass
+class PatientResult:
+    """The outcome for one record: the `recommend --json` document, or why it was skipped."""
+
+    record: PatientRecord
+    document: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class _Missing(Exception):
+    """The walk reached a library not evaluated yet for this patient."""
+
+    def __init__(self, library: str) -> None:
+        super().__init__(library)
+        self.library = library
+
+
+def _primary_library(pkg: Package, plan: dict[str, Any]) -> str | None:
+    libs = plan.get("library") or []
+    lib = pkg.resolve(libs[0]) if len(libs) == 1 and isinstance(libs[0], str) else None
+    name = lib.get("name") if lib is not None else None
+    return name if isinstance(name, str) and name in pkg.elm else None
+
+
+@dataclass
+class EvaluationPlan:
+    """Which libraries a population evaluation asks the worker for, and which defines of each.
+
+    `gate`: the pathways' own libraries, evaluated for everyone first; most patients in a
+    registry are stopped there. `reachable`: every library a walk can reach, evaluated in a
+    second request only for patients who pass the gate.
+    """
+
+    gate: list[str]
+    reachable: list[str]
+    expressions: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, pkg: Package) -> EvaluationPlan:
+        gate: list[str] = []
+        reachable: list[str] = []
+        expressions: dict[str, set[str]] = {}
+        seen: set[str] = set()
+
+        def visit_actions(name: str | None, actions: list[dict[str, Any]]) -> None:
+            for action in actions:
+                if not isinstance(action, dict):
+                    continue
+                exprs = [c.get("expression") for c in action.get("condition", []) if c.get("kind") == "applicability"]
+                exprs += [dv.get("expression") for dv in action.get("dynamicValue", [])]
+                for e in exprs:
+                    if name and isinstance(e, dict) and e.get("language") in CQL_IDENTIFIER:
+                        if isinstance(e.get("expression"), str):
+                            expressions.setdefault(name, set()).add(e["expression"])
+                ref = action.get("definitionCanonical")
+                target = pkg.resolve(ref) if isinstance(ref, str) else None
+                if target is not None and target.get("resourceType") == "PlanDefinition":
+                    visit_plan(target)
+                visit_actions(name, action.get("action", []))
+
+        def visit_plan(plan: dict[str, Any]) -> None:
+            pid = str(plan.get("id"))
+            if pid in seen:
+                return
+            seen.add(pid)
+            name = _primary_library(pkg, plan)
+            if name is not None and name not in reachable:
+                reachable.append(name)
+            visit_actions(name, plan.get("action", []))
+
+        for pathway in pathways(pkg):
+            name = _primary_library(pkg, pathway)
+            if name is not None and name not in gate:
+                gate.append(name)
+            visit_plan(pathway)
+        return cls(gate, reachable, {k: sorted(v) for k, v in expressions.items()})
+
+
+class Evaluator:
+    """Evaluates batches of records on one engine: the same walk as `recommend`, batched requests."""
+
+    def __init__(self, pkg: Package, at: str, *, plain: bool = False) -> None:
+        self.pkg = pkg
+        self.at = at
+        self.plain = plain  # without the worker's population speed-ups: for tests and benchmarks
+        self.key = pkg.key
+        self.plan = EvaluationPlan.of(pkg)
+
+    def evaluate(self, engine: Engine, records: list[PatientRecord]) -> list[PatientResult]:
+        out = [PatientResult(r, error=r.error) for r in records]
+        have: list[dict[str, dict[str, Any]]] = [{} for _ in records]
+        want: dict[int, list[str]] = {i: list(self.plan.gate) for i, r in enumerate(records) if r.error is None}
+        # Each round evaluates what the walks asked for; two rounds suffice for a pathway whose
+        # recommendations are all in `reachable`, the bound only guards against a content loop.
+        for _ in range(len(self.plan.reachable) + 2):
+            if not want:
+                break
+            by_libraries: dict[tuple[str, ...], list[int]] = {}
+            for i, libs in want.items():
+                by_libraries.setdefault(tuple(libs), []).append(i)
+            asked: list[int] = []
+            for names, idx in by_libraries.items():
+                if names:
+                    self._request(
+                        engine, names, [records[i] for i in idx], [have[i] for i in idx], [out[i] for i in idx]
+                    )
+                asked.extend(idx)
+            want = {}
+            for i in sorted(asked):
+                if out[i].error is None:
+                    missing = self._walk(out[i], have[i])
+                    if missing is not None:
+                        want[i] = missing
+        for i in want:
+            out[i].error = "the pathway walk did not finish (library evaluation loop); check the PlanDefinitions"
+        return out
+
+    def _request(
+        self,
+        engine: Engine,
+        libraries: tuple[str, ...],
+        records: list[PatientRecord],
+        have: list[dict[str, dict[str, Any]]],
+        results: list[PatientResult],
+    ) -> None:
+        bundles = [r.bundle_json or "" for r in records]
+        expressions = {k: v for k, v in self.plan.expressions.items() if k in libraries}
+        rows = engine.evaluate_batch(
+            self.key, libraries, bundles, self.at, expressions, time_parameters(self.at), plain=self.plain
+        )
+        for row, got, res in zip(rows, have, results, strict=True):
+            if row.get("ok"):
+                got.update(row.get("libraries") or {})
+            else:
+                res.error = f"the CQL engine failed on this patient: {row.get('error', 'unknown error')}"
+
+    def _walk(self, result: PatientResult, have: dict[str, dict[str, Any]]) -> list[str] | None:
+        """Finish the result, or name the libraries to evaluate next (all it may still reach)."""
+
+        def fetch(library: str) -> dict[str, Any]:
+            if library in have:
+                return have[library]
+            raise _Missing(library)
+
+        try:
+            recs = walk_pathways(self.pkg, fetch)
+        except _Missing as m:
+            rest = [name for name in self.plan.reachable if name not in have]
+            return rest if m.library in rest else [m.library]
+        result.document = document(str(result.record.patient), self.at, recs)
+        return None
+
+
+class EnginePool:
+    """N long-lived CQL workers (one Node process each), started together, each holding the package."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise UsageError(f"--workers must be at least 1, not {size}")
+        self.engines: list[Engine] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def start() -> None:
+            try:
+                eng = Engine()
+            except BaseException as e:  # noqa: BLE001 - re-raised below, after the others started
+                with lock:
+                    errors.append(e)
+                return
+            with lock:
+                self.engines.append(eng)
+
+        # Starting a worker takes ~0.3 s of mostly module loading: start them side by side.
+        threads = [threading.Thread(target=start, daemon=True) for _ in range(size)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            self.close()
+            raise errors[0]
+        self._free: queue.Queue[Engine] = queue.Queue()
+        for eng in self.engines:
+            self._free.put(eng)
+
+    def __enter__(self) -> EnginePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for eng in self.engines:
+            eng.close()
+
+    def load(self, pkg: Package) -> None:
+        for eng in self.engines:
+            ensure_loaded(pkg, eng)
+
+    @contextmanager
+    def engine(self) -> Iterator[Engine]:
+        eng = self._free.get()
+        try:
+            yield eng
+        finally:
+            self._free.put(eng)
+
+    def stats(self) -> list[dict[str, int]]:
+        return [eng.stats() for eng in self.engines]
+
+
+# The first batch holds this many records and each next one twice as many, up to the batch size:
+# input is streamed, so its length is unknown, and a small population (20 patients for a quick
+# screen) would otherwise be one batch on one worker while the others idle.
+FIRST_BATCH_RECORDS = 4
+
+
+def _batches(records: Iterable[PatientRecord], size: int, max_bytes: int) -> Iterator[list[PatientRecord]]:
+    batch: list[PatientRecord] = []
+    nbytes = 0
+    limit = min(size, FIRST_BATCH_RECORDS)
+    for rec in records:
+        batch.append(rec)
+        nbytes += len(rec.bundle_json or "")
+        if len(batch) >= limit or nbytes >= max_bytes:
+            yield batch
+            batch, nbytes = [], 0
+            limit = min(size, limit * 2)
+    if batch:
+        yield batch
+
+
+def evaluate_population(
+    pkg: Package,
+    records: Iterable[PatientRecord],
+    at: str,
+    pool: EnginePool,
+    *,
+    batch_records: int = BATCH_RECORDS,
+    batch_bytes: int = BATCH_BYTES,
+    plain: bool = False,
+) -> Iterator[PatientResult]:
+    """Evaluate every record, yielding results in input order as soon as they are ready.
+
+    Batches go to the pool's workers in parallel, at most two per worker in flight, so memory
+    is bounded by the batch size whatever the size of the population.
+    """
+    pool.load(pkg)
+    evaluator = Evaluator(pkg, at, plain=plain)
+    workers = len(pool.engines)
+
+    def run(batch: list[PatientRecord]) -> list[PatientResult]:
+        with pool.engine() as eng:
+            return evaluator.evaluate(eng, batch)
+
+    inflight: deque[Future[list[PatientResult]]] = deque()
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="population")
+    try:
+        for batch in _batches(records, batch_records, batch_bytes):
+            if len(inflight) >= 2 * workers:
+                yield from inflight.popleft().result()
+            inflight.append(executor.submit(run, batch))
+        while inflight:
+            yield from inflight.popleft().result()
+    finally:
+        for fut in inflight:
+            fut.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- output
+
+
+def result_line(result: PatientResult) -> str:
+    """One output line: the `recommend --json` document, compact."""
+    return _compact(result.document) + "\n"
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[IO[str]]:
+    """A text file that appears at `path` only when the block succeeds (temp file, then rename)."""
+    path = path.resolve()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot write the results: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are ordinary output
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Summary:
+    """Counts for the end of a population run."""
+
+    records: int = 0
+    evaluated: int = 0
+    skipped: int = 0
+    fired: dict[str, int] = field(default_factory=dict)
+
+    def add(self, result: PatientResult) -> None:
+        self.records += 1
+        if result.document is None:
+            self.skipped += 1
+            return
+        self.evaluated += 1
+        for rec in result.document["recommendations"]:
+            self.fired[rec["id"]] = self.fired.get(rec["id"], 0) + 1
+
+
+def progress_line(done: int, units: int, total: int, unit: str, elapsed: float, width: int = 30) -> str:
+    """A one-line progress bar: patients done, rate, percent of the input and ETA."""
+    frac = min(1.0, units / total) if total else 1.0
+    filled = int(frac * width)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
+    eta_text = f"{int(eta) // 60}:{int(eta) % 60:02d}" if frac > 0 else "?:??"
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done:,} patients  {frac:4.0%}  {rate:,.0f}/s  ETA {eta_text}"

@@ -1,0 +1,207 @@
+"""Reading a population: a directory of patient Bundles or NDJSON grouped by patient, streamed, bad records located."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guideline.core.errors import BadInputError
+from guideline.evaluation.bundles import load_patient_bundle
+
+# Fields that tie a resource to its patient (Observation.subject, AllergyIntolerance.patient, ...).
+_PATIENT_LINKS = ("subject", "patient")
+
+
+@dataclass
+class PatientRecord:
+    """One patient read from the population, or why it cannot be evaluated."""
+
+    index: int  # 0-based, in input order
+    where: str  # file, or file:line / file:first-last for NDJSON
+    patient: str | None = None  # Patient.id
+    bundle_json: str | None = None  # one collection Bundle, as JSON text without line breaks
+    error: str | None = None
+    progress: int = 0  # input consumed up to the end of this record, in Population.unit
+
+
+@dataclass
+class Population:
+    """An opened population input: a directory of patient bundles or an NDJSON file."""
+
+    path: Path
+    kind: str  # "directory" | "ndjson"
+    total: int  # the size of the input in `unit`, for progress and ETA
+    unit: str  # "files" | "bytes"
+    _files: list[Path] = field(default_factory=list, repr=False)
+
+    def records(self) -> Iterator[PatientRecord]:
+        """The patients in input order, read one at a time (memory does not grow with the input)."""
+        if self.kind == "directory":
+            return _directory_records(self._files)
+        return _ndjson_records(self.path)
+
+
+def open_population(path: Path) -> Population:
+    """A directory of `*.json` patient Bundles (in file-name order) or an NDJSON file of resources."""
+    if path.is_dir():
+        try:
+            files = sorted(
+                (p for p in path.iterdir() if p.suffix == ".json" and not p.name.startswith(".") and p.is_file()),
+                key=lambda p: p.name,
+            )
+        except OSError as e:
+            raise BadInputError(f"{path}: cannot list the population directory: {e.strerror or e}") from None
+        return Population(path, "directory", len(files), "files", files)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot read the population: {e.strerror or e}") from None
+    if not path.is_file():
+        raise BadInputError(f"{path}: not a directory of patient Bundles nor an NDJSON file")
+    return Population(path, "ndjson", size, "bytes")
+
+
+def _compact(data: Any) -> str:
+    # The worker protocol is one JSON document per line: no line breaks; non-ASCII stays as is.
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _directory_records(files: list[Path]) -> Iterator[PatientRecord]:
+    for i, path in enumerate(files):
+        try:
+            bundle, pid = load_patient_bundle(path)
+        except BadInputError as e:
+            yield PatientRecord(i, str(path), error=_without_path(e.message, str(path)), progress=i + 1)
+            continue
+        yield PatientRecord(i, str(path), pid, _compact(bundle), progress=i + 1)
+
+
+def _without_path(message: str, path: str) -> str:
+    """A bundle error without its leading file name (`where` carries it): 'line 3:7: ...' or the reason."""
+    if not message.startswith(f"{path}:"):
+        return message
+    rest = message[len(path) + 1 :]
+    m = re.match(r"(\d+):(\d+): (.*)", rest, re.DOTALL)
+    return f"line {m[1]}:{m[2]}: {m[3]}" if m else rest.lstrip()
+
+
+def _patient_key(resource: dict[str, Any]) -> str | None:
+    """The id of the patient a resource belongs to (`Patient/x`, or a URL ending in it), if it names one."""
+    for name in _PATIENT_LINKS:
+        link = resource.get(name)
+        ref = link.get("reference") if isinstance(link, dict) else None
+        if isinstance(ref, str):
+            parts = ref.split("/")
+            # Patient/x, http://host/fhir/Patient/x, Patient/x/_history/2
+            for j in range(len(parts) - 1):
+                if parts[j] == "Patient" and parts[j + 1]:
+                    return parts[j + 1]
+    return None
+
+
+@dataclass
+class _Group:
+    key: str | None
+    first: int
+    last: int
+    lines: list[str] = field(default_factory=list)
+    patient_line: int | None = None
+    error: str | None = None
+
+    def fail(self, message: str) -> None:
+        if self.error is None:  # the first problem is the one to fix first
+            self.error = message
+
+
+def _parse_line(raw: bytes, lineno: int) -> tuple[str, dict[str, Any], str | None]:
+    """The line's text and resource, or what is wrong with it."""
+    try:
+        text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
+    except UnicodeDecodeError as e:
+        return "", {}, f"line {lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+    try:
+        resource = json.loads(text)
+    except json.JSONDecodeError as e:
+        return text, {}, f"line {lineno}:{e.colno}: not valid JSON: {e.msg}"
+    except RecursionError:
+        return text, {}, f"line {lineno}: JSON nested too deeply"
+    if not (isinstance(resource, dict) and isinstance(resource.get("resourceType"), str)):
+        return text, {}, f"line {lineno}: not a FHIR resource (no resourceType); NDJSON holds one resource per line"
+    if resource["resourceType"] == "Bundle":
+        return text, {}, f"line {lineno}: a Bundle; NDJSON holds one resource per line (or pass a directory of Bundles)"
+    return text, resource, None
+
+
+def _ndjson_records(path: Path) -> Iterator[PatientRecord]:
+    """Group consecutive lines by patient (see the README, 'Population mode', for the rules)."""
+    shown = str(path)
+    index = 0
+    group: _Group | None = None
+    consumed = 0
+
+    def finish(g: _Group) -> PatientRecord:
+        nonlocal index
+        where = f"{shown}:{g.first}" if g.first == g.last else f"{shown}:{g.first}-{g.last}"
+        rec = PatientRecord(index, where, g.key, progress=consumed)
+        index += 1
+        if g.error is None and g.patient_line is None:
+            g.fail(f"no Patient resource for Patient/{g.key}; put the Patient line with its resources")
+        if g.error is not None:
+            rec.error = g.error
+        else:
+            rec.bundle_json = (
+                '{"resourceType":"Bundle","type":"collection","entry":['
+                + ",".join(f'{{"resource":{line}}}' for line in g.lines)
+                + "]}"
+            )
+        return rec
+
+    try:
+        f = path.open("rb")
+    except OSError as e:
+        raise BadInputError(f"{shown}: cannot read the population: {e.strerror or e}") from None
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            consumed += len(raw)
+            if not raw.strip():
+                continue  # blank lines separate nothing and carry nothing
+            text, resource, problem = _parse_line(raw, lineno)
+            if problem is not None:
+                # The line cannot be placed: it poisons the patient it sits in, never silently.
+                if group is None:
+                    group = _Group(None, lineno, lineno)
+                group.last = lineno
+                group.fail(problem)
+                continue
+            if resource["resourceType"] == "Patient":
+                pid = resource.get("id")
+                key = pid if isinstance(pid, str) and pid else None
+                if key is None:
+                    if group is not None:
+                        yield finish(group)
+                    group = _Group(None, lineno, lineno)
+                    group.fail(f"line {lineno}: the Patient has no id; give it one (resources refer to Patient/<id>)")
+                    continue
+            else:
+                key = _patient_key(resource)
+            if group is None or (key is not None and key != group.key):
+                if group is not None:
+                    yield finish(group)
+                group = _Group(key, lineno, lineno)
+            elif group.key is None and key is not None:
+                group.key = key
+            group.last = lineno
+            if resource["resourceType"] == "Patient":
+                if group.patient_line is not None:
+                    group.fail(f"line {lineno}: a second Patient/{key} (first at line {group.patient_line})")
+                    continue
+                group.patient_line = lineno
+            if group.error is None:
+                # A lone carriage return between tokens is valid JSON but would split a protocol line.
+                group.lines.append(text.replace("\r", " ") if "\r" in text else text)
+        if group is not None:
+            yield finish(group)

@@ -1,0 +1,1 @@
+"""Stage 4, remote: one HTTP session, one capability check, publish, $apply, CDS Hooks, loading patients."""

@@ -1,0 +1,214 @@
+"""Verify every test case on the real server: $apply and CDS Hooks agree with local evaluation and expected."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guideline.content.cql import Engine
+from guideline.content.package import Package, build_package
+from guideline.core.config import Config
+from guideline.core.evaltime import now_utc
+from guideline.evaluation.patient import recommend
+from guideline.remote.apply import apply_patient, recommendation_plans
+from guideline.remote.cds import call, discover
+from guideline.remote.http import Client
+from guideline.remote.patients import days_until, load_patient, roll_dates
+from guideline.remote.publish import publish_resources
+from tests.support import CASES_DIR
+from tests.support.casedata import CASES
+
+pytestmark = pytest.mark.server
+
+AGREEMENT: list[tuple[str, ...]] = []  # printed by conftest at the end of the run
+
+
+def _codes(doc: dict[str, Any]) -> dict[str, list[str]]:
+    return {r["id"]: sorted({c for a in r["activities"] for c in a["codes"]}) for r in doc["recommendations"]}
+
+
+@pytest.fixture(scope="module")
+def published(server_url: str, config: Config, engine: Engine) -> dict[str, Any]:
+    pkg = build_package(config, engine)
+    with Client(server_url) as client:
+        publish_resources(client, pkg.resources)
+        plans = recommendation_plans(client, config.package.pathway)
+        want = {p["id"] for p in plans}
+        deadline = time.monotonic() + 120
+        have: set[str] = set()
+        while time.monotonic() < deadline:
+            have = {s["id"] for s in discover(client)}
+            if want <= have:
+                break
+            time.sleep(1)
+        assert want <= have, f"CDS services not registered within 120 s: missing {sorted(want - have)}"
+    return {"pkg": pkg, "plans": plans}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case_agrees_across_engines(case: Path, published: dict[str, Any], server_url: str, engine: Engine) -> None:
+    """Verify that $apply, the CDS patient-view call, local recommend and expected.json agree."""
+    pkg: Package = published["pkg"]
+    expected = json.loads((case / "expected.json").read_text(encoding="utf-8"))
+    bundle = json.loads((case / "patient.json").read_text(encoding="utf-8"))
+    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    for _ in range(2):  # redo once if the UTC date changed mid-case (the roll is in whole days)
+        days = days_until(expected["at"])
+        rolled = roll_dates(bundle, days)
+        at = roll_dates({"at": expected["at"]}, days)["at"]
+        with Client(server_url) as client:
+            load_patient(client, rolled)
+            server = _codes(apply_patient(client, "", pid, published["plans"]))
+            cds_fired = set()
+            for plan in published["plans"]:
+                resp = call(client, plan["id"], patient=pid)
+                if resp["cards"]:
+                    cds_fired.add(plan["id"])
+        if days_until(expected["at"]) == days:
+            break
+    # The data as written (not rolled), evaluated as of the case's pinned time through the CQL
+    # parameter: what `guideline apply --at` does.
+    with Client(server_url) as client:
+        load_patient(client, bundle)
+        pinned = _codes(apply_patient(client, "", pid, published["plans"], at=expected["at"]))
+    local = _codes(recommend(pkg, rolled, at, engine))
+    want = {k: sorted(v) for k, v in expected["recommendations"].items()}
+    ok = server == local == want == pinned and cds_fired == set(want)
+    AGREEMENT.append(
+        (
+            case.name,
+            "ok" if local == want else "DIFF",
+            "ok" if server == want else "DIFF",
+            "ok" if pinned == want else "DIFF",
+            "ok" if cds_fired == set(want) else "DIFF",
+            "agree" if ok else "DISAGREE",
+        )
+    )
+    assert ok, json.dumps(
+        {
+            "expected": want,
+            "local": local,
+            "server $apply": server,
+            "server $apply --at": pinned,
+            "cds cards from": sorted(cds_fired),
+        },
+        indent=1,
+    )
+
+
+def _case_bundle(name: str) -> tuple[dict[str, Any], str]:
+    bundle = json.loads((CASES_DIR / name / "patient.json").read_text(encoding="utf-8"))
+    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    return bundle, pid
+
+
+def test_apply_at_pins_the_evaluation_time(published: dict[str, Any], server_url: str, engine: Engine) -> None:
+    """Verify that $apply as of a pinned time follows that time, not the server's clock."""
+    # Fasting insulin resulted exactly 12 months before 2026-06-01: inside the lookback then, not now.
+    bundle, pid = _case_bundle("r1-insulin-at-lookback-start")
+    at = "2026-06-01T12:00:00Z"
+    with Client(server_url) as client:
+        load_patient(client, bundle)
+        pinned = _codes(apply_patient(client, "", pid, published["plans"], at=at))
+        clock = _codes(apply_patient(client, "", pid, published["plans"]))
+    assert pinned == _codes(recommend(published["pkg"], bundle, at, engine))
+    assert "GLR1InsulinAssessment" not in pinned
+    # Months later on the server's clock the result is too old, so R1 fires: the parameter, not
+    # the clock, decided the pinned answer.
+    assert "GLR1InsulinAssessment" in clock
+    assert clock == _codes(recommend(published["pkg"], bundle, now_utc(), engine))
+
+
+def test_apply_at_counts_days_in_the_offset_given(published: dict[str, Any], server_url: str, engine: Engine) -> None:
+    """Verify that one instant with two UTC offsets gives each offset's date on both engines (age at midnight)."""
+    bundle, pid = _case_bundle("r5-day-before-18th-birthday")  # 18th birthday on 2026-06-02
+    paediatrician = "http://snomed.info/sct|183517000"
+    results = {}
+    with Client(server_url) as client:
+        load_patient(client, bundle)
+        for at in ("2026-06-01T23:59:00Z", "2026-06-02T01:59:00+02:00"):
+            server = _codes(apply_patient(client, "", pid, published["plans"], at=at))
+            assert server == _codes(recommend(published["pkg"], bundle, at, engine)), at
+            results[at] = paediatrician in server["GLR5CareTeam"]
+    assert results == {"2026-06-01T23:59:00Z": True, "2026-06-02T01:59:00+02:00": False}
+
+
+def test_apply_cli_at(
+    published: dict[str, Any], server_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verify `guideline apply --at --json` prints the recommend shape as of the time given, and its text form."""
+    from guideline.cli import main as cli
+
+    bundle, pid = _case_bundle("r1-insulin-at-lookback-start")
+    at = "2026-06-01T12:00:00Z"
+    with Client(server_url) as client:
+        load_patient(client, bundle)
+    assert cli.main(["apply", "--server", server_url, "--patient", pid, "--at", "2026-06-01T12:00Z", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["evaluatedAt"] == at
+    assert doc == recommend(published["pkg"], bundle, at, engine)
+    assert cli.main(["apply", "--server", server_url, "--patient", pid, "--at", "2026-06-01"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Patient {pid} on {server_url} (as of 2026-06-01T00:00:00Z): ")
+
+
+def test_apply_cli_at_without_offset_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Verify that --at without a UTC offset exits 2 before contacting any server, saying how to fix it."""
+    from guideline.cli import main as cli
+
+    assert cli.main(["apply", "--server", "http://127.0.0.1:9/fhir", "--patient", "p", "--at", "2026-06-01T12:00"]) == 2
+    assert "has no UTC offset; add one" in capsys.readouterr().err
+
+
+def test_republish_is_a_no_op(published: dict[str, Any], server_url: str) -> None:
+    """Verify that publishing the same package again writes nothing and adds no history versions."""
+    pkg: Package = published["pkg"]
+    with Client(server_url) as client:
+        before = {
+            r["id"]: client.get_json(f"{r['resourceType']}/{r['id']}")["meta"]["versionId"] for r in pkg.resources
+        }
+        result = publish_resources(client, pkg.resources)
+        after = {r["id"]: client.get_json(f"{r['resourceType']}/{r['id']}")["meta"]["versionId"] for r in pkg.resources}
+    assert result.writes == 0
+    assert set(result.counts()) == {"unchanged"}, result.counts()
+    assert before == after
+
+
+def test_republish_follows_search_pages(
+    published: dict[str, Any], server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verify that the url|version lookup reads every page: with 2 results a page, a re-publish still finds all."""
+    import guideline.remote.publish as publish
+
+    monkeypatch.setattr(publish, "_LOOKUP_COUNT", 2)
+    pkg: Package = published["pkg"]
+    with Client(server_url) as client:
+        result = publish_resources(client, pkg.resources, dry_run=True)
+    assert result.counts() == {"unchanged": len(pkg.resources)}
+    assert result.requests > 3  # metadata, one batch, and next-page reads
+
+
+def test_changed_content_same_version_is_refused_then_forced(published: dict[str, Any], server_url: str) -> None:
+    """Verify that changed content under a released version is refused (server untouched) and --force writes it."""
+    from guideline.core.errors import VersionConflictError
+
+    pkg: Package = published["pkg"]
+    target = next(r for r in pkg.resources if r["resourceType"] == "ActivityDefinition")
+    changed = json.loads(json.dumps(target))
+    changed["description"] = f"{target.get('description', '')} (edited {uuid.uuid4().hex[:6]})"
+    with Client(server_url) as client:
+        before = client.get_json(f"ActivityDefinition/{target['id']}")
+        with pytest.raises(VersionConflictError) as err:
+            publish_resources(client, [changed])
+        assert f"ActivityDefinition/{target['id']}" in "\n".join(err.value.details)
+        assert client.get_json(f"ActivityDefinition/{target['id']}")["meta"] == before["meta"]
+        forced = publish_resources(client, [changed], force=True)
+        assert forced.writes == 1 and forced.counts() == {"forced": 1}
+        assert client.get_json(f"ActivityDefinition/{target['id']}")["description"] == changed["description"]
+        # Put the released content back so other tests see the package as built.
+        publish_resources(client, [target], force=True)

@@ -1,0 +1,158 @@
+"""Verify that every patient scenario in tests/cases gets exactly its expected recommendations."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guideline.content.cql import Engine
+from guideline.content.package import Package, build_package
+from guideline.core.config import Config
+from guideline.evaluation.bundles import load_patient_bundle
+from guideline.evaluation.patient import ensure_loaded, recommend
+from tests.support import SOURCE_TEXT
+from tests.support.casedata import CASES, CASES_DIR, RECOMMENDATIONS
+
+# The source text sits beside the checkout (../shared/source); the quote check needs it.
+SOURCE = SOURCE_TEXT
+
+
+def _expected(case: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((case / "expected.json").read_text(encoding="utf-8"))
+    return data
+
+
+@pytest.fixture(scope="session")
+def package(config: Config, engine: Engine) -> Package:
+    pkg = build_package(config, engine)
+    ensure_loaded(pkg, engine)
+    return pkg
+
+
+def _fired(doc: dict[str, Any]) -> dict[str, list[str]]:
+    return {r["id"]: sorted(code for a in r["activities"] for code in a["codes"]) for r in doc["recommendations"]}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case(case: Path, package: Package, engine: Engine) -> None:
+    """Verify that the scenario fires exactly the expected recommendations, codes and define values."""
+    expected = _expected(case)
+    bundle, pid = load_patient_bundle(case / "patient.json")
+    doc = recommend(package, bundle, expected["at"], engine)
+    assert doc["patient"] == pid
+    assert doc["evaluatedAt"] == expected["at"]
+    assert _fired(doc) == expected["recommendations"], expected["description"]
+    for library, defines in expected["defines"].items():
+        values = engine.evaluate(package.key, library, [bundle], expected["at"])[pid]
+        got = {name: values.get(name, "<no such define>") for name in defines}
+        assert got == defines, f"{library}: {expected['description']}"
+
+
+def test_output_shape(package: Package, engine: Engine) -> None:
+    """Verify that each recommendation entry has exactly the documented keys and types."""
+    case = CASES_DIR / "r2-insulin-resistance-condition"
+    bundle, _ = load_patient_bundle(case / "patient.json")
+    doc = recommend(package, bundle, _expected(case)["at"], engine)
+    assert set(doc) == {"patient", "evaluatedAt", "recommendations"}
+    for rec in doc["recommendations"]:
+        assert set(rec) == {"id", "title", "informational", "source", "activities"}
+        assert isinstance(rec["informational"], bool) and rec["source"] and rec["title"]
+        for act in rec["activities"]:
+            assert set(act) == {"resourceType", "codes"}
+    by_id = {r["id"]: r for r in doc["recommendations"]}
+    assert by_id["GLR6Prognosis"]["informational"] is True
+    assert by_id["GLR2Bromocriptine"]["informational"] is False
+    assert [a["resourceType"] for a in by_id["GLR2Bromocriptine"]["activities"]] == ["MedicationRequest"]
+    diet = [a["resourceType"] for a in by_id["GLR4Diet"]["activities"]]
+    assert diet == ["ServiceRequest", "CommunicationRequest"]
+
+
+@pytest.mark.parametrize(
+    ("case", "present", "absent"),
+    [
+        ("r2-galactorrhoea", ["disappearance of lactorea"], ["content of prolactin", "menstrual cycle"]),
+        ("r2-prolactin-male-22", ["normalized the content of prolactin"], ["lactorea", "menstrual cycle"]),
+        (
+            "r2-amenorrhoea-hyperprolactinaemia",
+            ["normalized the content of prolactin", "restoration of a normal menstrual cycle"],
+            ["lactorea"],
+        ),
+        ("r2-insulin-just-above", ["hyperinsulinemia"], ["of prolactin", "lactorea", "menstrual cycle"]),
+    ],
+)
+def test_r2_card_names_only_present_features(
+    case: str, present: list[str], absent: list[str], package: Package, engine: Engine
+) -> None:
+    """Verify that the R2 card detail names the prolactin/lactorrhoea/menstrual effects only when present."""
+    bundle, pid = load_patient_bundle(CASES_DIR / case / "patient.json")
+    at = _expected(CASES_DIR / case)["at"]
+    detail = engine.evaluate(package.key, "GLR2Bromocriptine", [bundle], at)[pid]["Card Detail"]
+    assert isinstance(detail, str)
+    for text in present:
+        assert text in detail
+    for text in absent:
+        assert text not in detail
+
+
+def test_cases_cover_every_recommendation() -> None:
+    """Verify that there are at least 24 scenarios and each recommendation fires in one and not in another."""
+    assert len(CASES) >= 24
+    expectations = [_expected(c) for c in CASES]
+    for rec in RECOMMENDATIONS:
+        assert any(rec in e["recommendations"] for e in expectations), f"no positive case for {rec}"
+        assert any(rec not in e["recommendations"] for e in expectations), f"no negative case for {rec}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case_files_are_well_formed(case: Path) -> None:
+    """Verify that each scenario pins an evaluation time with offset and holds exactly one Patient."""
+    expected = _expected(case)
+    assert set(expected) == {"description", "at", "defines", "recommendations"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", expected["at"])
+    for rec, codes in expected["recommendations"].items():
+        assert rec in RECOMMENDATIONS and codes == sorted(codes)
+    bundle = json.loads((case / "patient.json").read_text(encoding="utf-8"))
+    patients = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+    assert len(patients) == 1 and patients[0]["resource"]["id"] == case.name
+
+
+def test_quotes_are_verbatim(package: Package) -> None:
+    """Verify that every quote in a PlanDefinition action's documentation is a verbatim span of the source."""
+    assert SOURCE.is_file(), f"the clinical source must sit beside the checkout at {SOURCE}"
+    # The source wraps one paragraph mid-quote; compare with whitespace collapsed.
+    source = " ".join(SOURCE.read_text(encoding="utf-8").split())
+    quotes: list[str] = []
+    for r in package.resources:
+        if r["resourceType"] != "PlanDefinition":
+            continue
+        stack = list(r.get("action", []))
+        while stack:
+            a = stack.pop()
+            quotes += [d["citation"] for d in a.get("documentation", []) if "citation" in d]
+            stack += a.get("action", [])
+    assert quotes
+    for q in quotes:
+        assert " ".join(q.split()) in source, q
+
+
+def test_value_set_expansions_match_compose(package: Package) -> None:
+    """Verify that each hand-written expansion lists exactly the codes its compose enumerates."""
+    for r in package.resources:
+        if r["resourceType"] != "ValueSet":
+            continue
+        composed = {(inc["system"], c["code"]) for inc in r["compose"]["include"] for c in inc.get("concept", [])}
+        expanded = {(c["system"], c["code"]) for c in r["expansion"]["contains"]}
+        assert composed == expanded, r["id"]
+        assert r["expansion"]["total"] == len(expanded)
+
+
+def test_orphanet_codes_in_both_forms(package: Package) -> None:
+    """Verify that the GL value set matches Orphanet codes written '528' and 'ORPHA:528' (and 79086)."""
+    vs = package.value_sets[f"{package.config.package.canonical}/ValueSet/gl-conditions"]
+    codes = {(c["system"], c["code"]) for version in vs.values() for c in version}
+    for code in ("528", "ORPHA:528", "79086", "ORPHA:79086"):
+        assert ("http://www.orpha.net", code) in codes

@@ -1,0 +1,1 @@
+"""Developer tools kept outside the shipped package: benchmarks, synthetic populations, the headless browser."""
