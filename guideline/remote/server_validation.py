@@ -9,7 +9,7 @@ from typing import Any
 
 from guideline.core.errors import Finding
 from guideline.remote.http import Client
-from guideline.validation.rules import Item
+from guideline.validation.subject import Item
 
 SERVER_LAYER = "server"
 # Server issues that contradict CPG STU2 or only reflect what the server has not loaded: reported

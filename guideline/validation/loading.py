@@ -25,9 +25,9 @@ from guideline.content.sources import (
 from guideline.core import toolchain
 from guideline.core.config import Config, find_root, load_config
 from guideline.core.errors import Finding, GuidelineError, UsageError
-from guideline.validation import rules
-from guideline.validation.rules import CqlLib, Item, Subject
+from guideline.core.fhir import FHIRHELPERS_URL
 from guideline.validation.schema import schema_findings
+from guideline.validation.subject import CqlLib, Item, Subject
 
 # A bundle or package holds every resource plus base64 CQL and ELM (FHIRHelpers alone is ~1 MB);
 # anything far beyond this is not a knowledge package, and reading it would only stall the run.
@@ -130,74 +130,91 @@ def _libraries(
     """CQL libraries carried by Library resources (content), compiling text-only ones if needed."""
     libs: dict[str, CqlLib] = {}
     findings: list[Finding] = []
-    pending: list[tuple[Item, str]] = []
+    pending: list[str] = []  # libraries shipped as text/cql only
     for it in items:
         if it.rtype != "Library":
             continue
-        if it.str_field("url") == rules.FHIRHELPERS_URL:
+        if it.str_field("url") == FHIRHELPERS_URL:
             libs["FHIRHelpers"] = CqlLib("FHIRHelpers", it.str_field("version"), None, None, it.file, "", it)
             continue
-        text, elm, problems = _decode_content(it)
-        findings.extend(problems)
-        if text is None and elm is None:
+        lib = _carried_library(it, cql_file_for, libs, findings)
+        if lib is None:
             continue
-        name, version = _elm_identity(elm, text)
-        if name is None:
-            findings.append(
-                Finding(
-                    "error",
-                    it.file,
-                    it.at("content"),
-                    "the CQL content has no `library Name version 'x'` header",
-                    "cql",
-                )
-            )
-            continue
-        file, prefix = cql_file_for(name, it)
-        lib = CqlLib(name, version, elm, text, file, prefix, it)
-        first = libs[name].item if name in libs else None
-        if name in libs:
-            findings.append(
-                Finding(
-                    "error",
-                    it.file,
-                    it.at("name"),
-                    f"CQL library {name} is carried by two Libraries ({first.key if first else '?'} "
-                    f"and {it.key}); keep one",
-                    "cql",
-                )
-            )
-            continue
-        libs[name] = lib
-        if elm is None and text is not None:
-            pending.append((it, name))
+        libs[lib.name] = lib
+        if lib.elm is None and lib.text is not None:
+            pending.append(lib.name)
         elif elm_messages:
             findings.extend(_elm_messages(lib))
     if pending and engine_for is not None:
-        # Libraries shipped as text/cql only: compile them to check their defines.
-        texts = {n: lib.text for n, lib in libs.items() if lib.text is not None}
-        options = (
-            cfg.cql_options
-            if cfg
-            else {"options": ["EnableLocators", "EnableResultTypes"], "signatureLevel": "Overloads"}
-        )
-        engine = engine_for()
-        for _it, name in pending:
-            res = engine.compile(name, texts, options)
-            lib = libs[name]
-            lib.elm = res.elm
-            for m in res.messages:
-                if m.library == name and m.severity in ("error", "warning"):
-                    findings.append(
-                        Finding(
-                            m.severity,
-                            lib.file,
-                            f"{lib.pos_prefix}{m.location}" if m.location else lib.header_loc(),
-                            f"{m.message} (library {name}; translator)",
-                            "cql",
-                        )
-                    )
+        findings.extend(_compile_text_only(pending, libs, engine_for(), cfg))
     return libs, findings
+
+
+def _carried_library(
+    it: Item,
+    cql_file_for: Callable[[str, Item], tuple[str, str]],
+    libs: dict[str, CqlLib],
+    findings: list[Finding],
+) -> CqlLib | None:
+    """The CQL library a Library resource carries (None when it carries none, or a second copy)."""
+    text, elm, problems = _decode_content(it)
+    findings.extend(problems)
+    if text is None and elm is None:
+        return None
+    name, version = _elm_identity(elm, text)
+    if name is None:
+        findings.append(
+            Finding(
+                "error",
+                it.file,
+                it.at("content"),
+                "the CQL content has no `library Name version 'x'` header",
+                "cql",
+            )
+        )
+        return None
+    if name in libs:
+        first = libs[name].item
+        findings.append(
+            Finding(
+                "error",
+                it.file,
+                it.at("name"),
+                f"CQL library {name} is carried by two Libraries ({first.key if first else '?'} "
+                f"and {it.key}); keep one",
+                "cql",
+            )
+        )
+        return None
+    file, prefix = cql_file_for(name, it)
+    return CqlLib(name, version, elm, text, file, prefix, it)
+
+
+def _compile_text_only(
+    pending: list[str], libs: dict[str, CqlLib], engine: Engine, cfg: Config | None
+) -> list[Finding]:
+    """Compile libraries shipped as text/cql only, so that their defines can be checked."""
+    findings: list[Finding] = []
+    texts = {n: lib.text for n, lib in libs.items() if lib.text is not None}
+    options = (
+        cfg.cql_options if cfg else {"options": ["EnableLocators", "EnableResultTypes"], "signatureLevel": "Overloads"}
+    )
+    for name in pending:
+        res = engine.compile(name, texts, options)
+        lib = libs[name]
+        lib.elm = res.elm
+        for m in res.messages:
+            if m.library == name and m.severity in ("error", "warning"):
+                findings.append(
+                    Finding(
+                        m.severity,
+                        lib.file,
+                        f"{lib.pos_prefix}{m.location}" if m.location else lib.header_loc(),
+                        f"{m.message} (library {name}; translator)",
+                        "cql",
+                    )
+                )
+    return findings
 
 
 def _load_sources(cfg: Config, engine: Engine | None) -> Loaded:
@@ -212,7 +229,7 @@ def _load_sources(cfg: Config, engine: Engine | None) -> Loaded:
     for r in pkg.resources:
         key = f"{r.get('resourceType')}/{r.get('id')}"
         src = pkg.source_of.get(key)
-        external = r.get("url") == rules.FHIRHELPERS_URL
+        external = r.get("url") == FHIRHELPERS_URL
         items.append(Item(r, rel(cfg.root, src) if src else "(generated)", str(r.get("resourceType")), external))
     # CQL files that did not compile (their errors are reported, possibly in an included library):
     # their Libraries carry no content, which is a consequence, not a missing file.
@@ -304,7 +321,7 @@ def _load_resources(
     items: list[Item] = []
     for r, shown, prefix in resources:
         key = f"{r.get('resourceType')}/{r.get('id')}"
-        external = r.get("url") == rules.FHIRHELPERS_URL
+        external = r.get("url") == FHIRHELPERS_URL
         if key in smap:
             items.append(Item(r, smap[key], str(r.get("resourceType")), external))
         elif external and ours:
@@ -436,50 +453,8 @@ def _read_package(path: Path, shown: str, findings: list[Finding]) -> list[tuple
                 )
             )
             return out
-        total = 0
-        names: set[str] = set()
         with tarfile.open(path, mode="r:gz") as tar:
-            for n, member in enumerate(tar):
-                if n >= MAX_PACKAGE_MEMBERS:
-                    findings.append(Finding("error", shown, "", "package has too many files", "json"))
-                    break
-                if not member.isfile() or not member.name.endswith(".json"):
-                    continue
-                total += member.size
-                if total > MAX_PACKAGE_UNPACKED:
-                    findings.append(
-                        Finding(
-                            "error",
-                            shown,
-                            "",
-                            f"package unpacks to more than {MAX_PACKAGE_UNPACKED} bytes; refusing to read further",
-                            "json",
-                        )
-                    )
-                    break
-                fobj = tar.extractfile(member)
-                raw = fobj.read() if fobj else b""
-                mshown = f"{shown}!{member.name}"
-                data, problems = parse_json_bytes(raw, mshown)
-                findings.extend(problems)
-                base = member.name.rsplit("/", 1)[-1]
-                names.add(base)
-                if problems or base in ("package.json", ".index.json"):
-                    if base == "package.json" and not problems:
-                        findings.extend(_package_manifest(data, mshown))
-                    continue
-                if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-                    findings.append(
-                        Finding(
-                            "error",
-                            mshown,
-                            "$",
-                            "not a FHIR resource: expected a JSON object with a string 'resourceType'",
-                            "json",
-                        )
-                    )
-                    continue
-                out.append((data, mshown, data["resourceType"]))
+            names = _read_members(tar, shown, findings, out)
         if "package.json" not in names:
             findings.append(
                 Finding(
@@ -504,6 +479,60 @@ def _read_package(path: Path, shown: str, findings: list[Finding]) -> list[tuple
     return out
 
 
+def _read_members(
+    tar: tarfile.TarFile, shown: str, findings: list[Finding], out: list[tuple[dict[str, Any], str, str]]
+) -> set[str]:
+    """Append the resources of the archive's .json members to `out`; the members' base names.
+
+    Stops at MAX_PACKAGE_MEMBERS members or MAX_PACKAGE_UNPACKED bytes (a tar bomb must not
+    exhaust memory). package.json is checked as the manifest; .index.json is skipped.
+    """
+    total = 0
+    names: set[str] = set()
+    for n, member in enumerate(tar):
+        if n >= MAX_PACKAGE_MEMBERS:
+            findings.append(Finding("error", shown, "", "package has too many files", "json"))
+            break
+        if not member.isfile() or not member.name.endswith(".json"):
+            continue
+        total += member.size
+        if total > MAX_PACKAGE_UNPACKED:
+            findings.append(
+                Finding(
+                    "error",
+                    shown,
+                    "",
+                    f"package unpacks to more than {MAX_PACKAGE_UNPACKED} bytes; refusing to read further",
+                    "json",
+                )
+            )
+            break
+        fobj = tar.extractfile(member)
+        raw = fobj.read() if fobj else b""
+        mshown = f"{shown}!{member.name}"
+        data, problems = parse_json_bytes(raw, mshown)
+        findings.extend(problems)
+        base = member.name.rsplit("/", 1)[-1]
+        names.add(base)
+        if problems or base in ("package.json", ".index.json"):
+            if base == "package.json" and not problems:
+                findings.extend(_package_manifest(data, mshown))
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+            findings.append(
+                Finding(
+                    "error",
+                    mshown,
+                    "$",
+                    "not a FHIR resource: expected a JSON object with a string 'resourceType'",
+                    "json",
+                )
+            )
+            continue
+        out.append((data, mshown, data["resourceType"]))
+    return names
+
+
 def _package_manifest(data: Any, shown: str) -> list[Finding]:
     if not isinstance(data, dict):
         return [Finding("error", shown, "$", "package.json must be a JSON object", "json")]
@@ -517,12 +546,16 @@ def _package_manifest(data: Any, shown: str) -> list[Finding]:
     return out
 
 
+# What validate (and publish) take, for messages about a path they cannot use.
+ACCEPTED = "a dist/ folder, a bundle .json, a package .tgz or a project folder"
+
+
 def _load_path(path: Path, cfg: Config | None, engine: Engine | None) -> Loaded:
+    """Read a dist/ folder, bundle, package, project or folder of resources; UsageError if it is none."""
     if not path.exists():
-        raise UsageError(
-            f"{path} does not exist; give a dist/ folder, a bundle .json, a package .tgz or "
-            "a project folder (default: the project's sources)"
-        )
+        raise UsageError(f"{path} does not exist; give {ACCEPTED} (default: the project's sources)")
+    if not path.is_dir() and not path.is_file():
+        raise UsageError(f"{path}: not a file or folder (a device or pipe); give {ACCEPTED}")
     project = _own_project(path, cfg)
     shown = rel(project.root, path) if project else str(path)
     if path.is_dir():
@@ -532,9 +565,15 @@ def _load_path(path: Path, cfg: Config | None, engine: Engine | None) -> Loaded:
             return _load_path(path / "bundle.json", cfg, engine)
         if (path / "package.tgz").is_file():
             return _load_path(path / "package.tgz", cfg, engine)
+        found = sorted(p for p in path.rglob("*.json") if p.is_file())
+        if not found:
+            raise UsageError(
+                f"{path}: nothing to validate in this folder (no guideline.toml, bundle.json, package.tgz "
+                f"or *.json); give {ACCEPTED}"
+            )
         findings: list[Finding] = []
         resources: list[tuple[dict[str, Any], str, str]] = []
-        for p in sorted(path.rglob("*.json")):
+        for p in found:
             pshown = rel(project.root, p) if project else str(p)
             data, problems = read_json_file(p, pshown)
             findings.extend(problems)
@@ -552,6 +591,7 @@ def _load_path(path: Path, cfg: Config | None, engine: Engine | None) -> Loaded:
 
 
 def _file_resources(data: Any, shown: str, findings: list[Finding]) -> list[tuple[dict[str, Any], str, str]]:
+    """The resources in one parsed file: a Bundle's entries, or the file's one resource (else a finding)."""
     if not is_resource(data):
         findings.append(not_a_resource(shown))
         return []

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guideline.core.errors import ExitCode, Finding
+from guideline.core.fhir import OO_COL_EXT, OO_LINE_EXT, OO_SOURCE_EXT
 
 _SEVERITY_ORDER = {"fatal": 0, "error": 0, "warning": 1, "information": 2}
 
@@ -22,12 +23,6 @@ _ISSUE_CODE = {
     "build": "processing",
     "internal": "exception",
 }
-
-OO_SOURCE_EXT = "http://hl7.org/fhir/StructureDefinition/operationoutcome-issue-source"
-
-OO_LINE_EXT = "http://hl7.org/fhir/StructureDefinition/operationoutcome-issue-line"
-
-OO_COL_EXT = "http://hl7.org/fhir/StructureDefinition/operationoutcome-issue-col"
 
 
 @dataclass
@@ -68,6 +63,7 @@ class ValidationReport:
         return ExitCode.OK if self.ok else ExitCode.INVALID_CONTENT
 
     def summary(self) -> str:
+        """One line: how many errors and warnings, in how many files."""
         c = self.counts
         return (
             f"{_plural(c['error'], 'error')}, {_plural(c['warning'], 'warning')} in {_plural(len(self.files), 'file')}"

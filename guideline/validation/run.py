@@ -9,14 +9,12 @@ from pathlib import Path
 from guideline.content.cql import Engine
 from guideline.core.config import Config
 from guideline.core.errors import Finding, GuidelineError
-from guideline.validation import rules
+from guideline.validation import conventions, cql, references, terminology
 from guideline.validation.loading import load_subject
+from guideline.validation.model import model_findings
 from guideline.validation.report import ValidationReport
-from guideline.validation.rules import Item, Subject
-from guideline.validation.schema import model_findings, schema_findings
-
-# ---------------------------------------------------------------- loading the subject
-
+from guideline.validation.schema import schema_findings
+from guideline.validation.subject import Item, Subject
 
 # ---------------------------------------------------------------- running the layers
 
@@ -31,11 +29,12 @@ def check_subject(subject: Subject, structural_only: bool = False) -> list[Findi
         out.extend(_guarded(partial(model_findings, it.resource, it.file, it.prefix, seen), "model", it.file))
     if structural_only:
         return out
+    # Looked up at call time (module.function), so a test can replace one layer.
     for layer, fn in (
-        ("references", rules.references),
-        ("cql", rules.cql),
-        ("terminology", rules.terminology),
-        ("conventions", rules.conventions),
+        ("references", references.reference_findings),
+        ("cql", cql.cql_findings),
+        ("terminology", terminology.terminology_findings),
+        ("conventions", conventions.convention_findings),
     ):
         out.extend(_guarded(partial(fn, subject), layer, "(package)"))
     return out
@@ -95,6 +94,3 @@ def validate(
     report.resources = len(loaded.subject.items)
     report.libraries = len([n for n in loaded.subject.libs if n != "FHIRHelpers"])
     return report
-
-
-# ---------------------------------------------------------------- CLI

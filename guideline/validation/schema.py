@@ -1,8 +1,7 @@
-"""Structural layers: the official FHIR R4 JSON schema (per-type validators) and R4B model parsing."""
+"""Layer 2, structure: the official FHIR R4 JSON schema, per resource type, with located messages."""
 
 from __future__ import annotations
 
-import copy
 import difflib
 import functools
 import json
@@ -17,11 +16,10 @@ from referencing.jsonschema import DRAFT6
 
 from guideline.core import toolchain
 from guideline.core.errors import Finding, ToolchainError
+from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES
+from guideline.validation.subject import PathPart, fhirpath
 
 SCHEMA_LAYER = "schema"
-MODEL_LAYER = "model"
-
-PathPart = str | int
 
 # Schema `enum`s that encode an EXTENSIBLE (or weaker) binding: the official schema turns every
 # coded element into a closed enum, so it rejects codes the specification allows. Kept explicit
@@ -32,7 +30,7 @@ TOLERATED_ENUMS: dict[tuple[str, str], tuple[str, frozenset[str]]] = {
     # resolves it as a define in the primary Library); the opioid IG's dotted spelling too.
     ("Expression", "language"): (
         "extensible",
-        frozenset({"text/cql-identifier", "text/cql.identifier", "text/cql-expression"}),
+        frozenset({*CQL_IDENTIFIER_LANGUAGES, "text/cql-expression"}),
     ),
 }
 
@@ -80,34 +78,6 @@ SCHEMA_GAPS: dict[tuple[str, str], frozenset[str]] = {
     ("RequestGroup", "priority"): _REQUEST_PRIORITY,
     ("RequestGroup_Action", "priority"): _REQUEST_PRIORITY,
 }
-
-# R4 resource types without an R4B model in fhir.resources (R4B removed or redesigned them):
-# the model layer skips them and the R4 schema alone judges their structure.
-NO_R4B_MODEL = frozenset(
-    {
-        "EffectEvidenceSynthesis",
-        "MedicinalProduct",
-        "MedicinalProductAuthorization",
-        "MedicinalProductContraindication",
-        "MedicinalProductIndication",
-        "MedicinalProductIngredient",
-        "MedicinalProductInteraction",
-        "MedicinalProductManufactured",
-        "MedicinalProductPackaged",
-        "MedicinalProductPharmaceutical",
-        "MedicinalProductUndesirableEffect",
-        "RiskEvidenceSynthesis",
-        "SubstanceNucleicAcid",
-        "SubstancePolymer",
-        "SubstanceProtein",
-        "SubstanceReferenceInformation",
-        "SubstanceSourceMaterial",
-        "SubstanceSpecification",
-        # R4B rewrote these two; their R4 shape fails the R4B model by design.
-        "Evidence",
-        "EvidenceVariable",
-    }
-)
 
 # Types that exist in R4B/R5 but not in R4: a common slip when copying from newer IGs.
 NEWER_THAN_R4 = frozenset(
@@ -221,14 +191,6 @@ def schema() -> _Schema:
     return _Schema()
 
 
-def fhirpath(prefix: str, parts: Sequence[PathPart]) -> str:
-    """A FHIRPath-like location: prefix + .name / [index] segments."""
-    out = prefix
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
 def _nested(resource: dict[str, Any]) -> Iterator[tuple[list[PathPart], dict[str, Any]]]:
     """Resources nested inside a resource (contained, Parameters.parameter[.part].resource)."""
     contained = resource.get("contained")
@@ -247,7 +209,8 @@ def _nested(resource: dict[str, Any]) -> Iterator[tuple[list[PathPart], dict[str
                     stack.append(([*base, i, "part"], p.get("part")))
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def short_value(value: Any, limit: int = 60) -> str:
+    """A value as a message shows it: a quoted string or compact JSON, cut to `limit` characters."""
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else f"'{value}'"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -258,7 +221,7 @@ def resource_type_problem(rt: Any) -> str | None:
     if isinstance(rt, str) and rt in sch.resource_types:
         return None
     if not isinstance(rt, str):
-        return f"resourceType must be a string naming an R4 resource type, not {_short(rt)}"
+        return f"resourceType must be a string naming an R4 resource type, not {short_value(rt)}"
     if rt in NEWER_THAN_R4:
         hint = (
             "; cite the source in relatedArtifact (type citation) instead"
@@ -272,7 +235,18 @@ def resource_type_problem(rt: Any) -> str | None:
 
 
 def schema_findings(resource: dict[str, Any], file: str, prefix: str) -> list[Finding]:
-    """Layer 2: the official R4 JSON schema, with exact element paths and actionable messages."""
+    """Layer 2: the official R4 JSON schema, with exact element paths and actionable messages.
+
+    Enforces FHIR R4 (4.0.1) as its published JSON schema (fhir.schema.json) states it: the
+    resource types (resourceType, contained and nested resources each against their own type),
+    element names, cardinality as JSON shape (a 0..* element is an array, a 0..1 one is not) and
+    minimum cardinalities the schema marks required (§2.6 Resource Formats, JSON representation
+    in json.html), primitive formats (§2.24 Data Types, "Primitive Types": date, id, uri...), and
+    codes of required bindings (Terminologies, "Binding Strength": terminologies.html#strength).
+    The schema over-reaches and under-reaches in two places, both explicit and small: an
+    extensible binding it encodes as an enum is a warning (TOLERATED_ENUMS), and required
+    bindings it leaves as a plain code are checked here (SCHEMA_GAPS).
+    """
     out: list[Finding] = []
     _schema_check(resource, file, prefix, out)
     return out
@@ -312,7 +286,8 @@ def _gaps(node: Any, definition: str, path: list[PathPart], file: str, prefix: s
                     "error",
                     file,
                     fhirpath(prefix, [*path, key]),
-                    f"{_short(value)} is not allowed here (required binding); use one of: {' | '.join(sorted(codes))}",
+                    f"{short_value(value)} is not allowed here (required binding); use one of: "
+                    f"{' | '.join(sorted(codes))}",
                     SCHEMA_LAYER,
                 )
             )
@@ -325,78 +300,15 @@ def _gaps(node: Any, definition: str, path: list[PathPart], file: str, prefix: s
 
 
 def _translate(err: jsonschema.ValidationError, rt: str, file: str, prefix: str) -> list[Finding]:
-    sch = schema()
+    """One schema error as findings, at the element it concerns, saying what to write instead."""
     path: list[PathPart] = list(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        return _unknown_elements(err.instance, rt, path, file, prefix)
+    owner = schema().element(rt, path)
     loc = fhirpath(prefix, path)
-    kind = err.validator
-    where = fhirpath(rt, [p for p in path if isinstance(p, str)])
-    if kind == "additionalProperties" and isinstance(err.instance, dict):
-        owner = sch.element(rt, path)
-        definition = owner[2] if owner else rt
-        known = sch.properties(definition or rt)
-        out = []
-        for key in err.instance:
-            if key in known:
-                continue
-            close = difflib.get_close_matches(key, [k for k in known if not k.startswith("_")], n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            out.append(
-                Finding(
-                    "error",
-                    file,
-                    fhirpath(prefix, [*path, key]),
-                    f"unknown element '{key}': R4 {where} has no such element; {hint}"
-                    "remove it or fix the spelling (extensions go in 'extension')",
-                    SCHEMA_LAYER,
-                )
-            )
-        return out
-    owner = sch.element(rt, path)
-    etype = owner[2] if owner else None
-    value = _short(err.instance)
-    if kind == "enum" and owner is not None:
-        tolerated = TOLERATED_ENUMS.get((owner[0], owner[1]))
-        codes = err.validator_value if isinstance(err.validator_value, list) else []
-        allowed = " | ".join(str(x) for x in codes)
-        if tolerated is not None:
-            strength, accepted = tolerated
-            if isinstance(err.instance, str) and err.instance in accepted:
-                return []
-            return [
-                Finding(
-                    "warning",
-                    file,
-                    loc,
-                    f"{value} is not one of the codes of the {strength} binding ({allowed}); "
-                    "use one of them unless none fits",
-                    SCHEMA_LAYER,
-                )
-            ]
-        return [
-            Finding(
-                "error",
-                file,
-                loc,
-                f"{value} is not allowed here (required binding); use one of: {allowed}",
-                SCHEMA_LAYER,
-            )
-        ]
-    if kind == "pattern":
-        t = etype or "string"
-        hint = _PRIMITIVE_HINTS.get(t, "see the FHIR datatype definition")
-        return [Finding("error", file, loc, f"{value} is not a valid FHIR {t}: expected {hint}", SCHEMA_LAYER)]
-    if kind == "type":
-        expected = err.validator_value
-        want = _JSON_KIND.get(expected, str(expected)) if isinstance(expected, str) else str(expected)
-        if expected == "array":
-            msg = f"{where} repeats (0..*): it must be a JSON array; wrap the value in [ ]"
-        elif isinstance(err.instance, list):
-            msg = f"{where} has at most one value (0..1), but got a JSON array; give a single value"
-        else:
-            t = f" (FHIR {etype})" if etype else ""
-            msg = f"{value} must be {want}{t}"
-        return [Finding("error", file, loc, msg, SCHEMA_LAYER)]
-    if kind == "required":
+    if err.validator == "enum" and owner is not None:
+        return _enum_findings(err, owner, file, loc)
+    if err.validator == "required":
         missing = re.match(r"'([^']+)'", err.message)
         name = missing.group(1) if missing else "?"
         return [
@@ -409,93 +321,85 @@ def _translate(err: jsonschema.ValidationError, rt: str, file: str, prefix: str)
                 SCHEMA_LAYER,
             )
         ]
-    if kind == "const":
-        return [Finding("error", file, loc, f"{value} must be {_short(err.validator_value)}", SCHEMA_LAYER)]
-    return [Finding("error", file, loc, f"{err.message} (R4 schema: {kind})", SCHEMA_LAYER)]
+    return [Finding("error", file, loc, _message(err, rt, path, owner[2] if owner else None), SCHEMA_LAYER)]
 
 
-# ---------------------------------------------------------------- layer 3: fhir.resources R4B models
+def _unknown_elements(instance: dict[str, Any], rt: str, path: list[PathPart], file: str, prefix: str) -> list[Finding]:
+    """additionalProperties: one finding per element the R4 definition does not have."""
+    sch = schema()
+    owner = sch.element(rt, path)
+    definition = owner[2] if owner else rt
+    known = sch.properties(definition or rt)
+    where = fhirpath(rt, [p for p in path if isinstance(p, str)])
+    out = []
+    for key in instance:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, [k for k in known if not k.startswith("_")], n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        out.append(
+            Finding(
+                "error",
+                file,
+                fhirpath(prefix, [*path, key]),
+                f"unknown element '{key}': R4 {where} has no such element; {hint}"
+                "remove it or fix the spelling (extensions go in 'extension')",
+                SCHEMA_LAYER,
+            )
+        )
+    return out
 
 
-@functools.cache
-def _model_class(resource_type: str) -> Any:
-    from fhir.resources.R4B import get_fhir_model_class
-
-    try:
-        return get_fhir_model_class(resource_type)
-    except (KeyError, ValueError, ImportError, AttributeError):
-        return None
-
-
-def model_findings(resource: dict[str, Any], file: str, prefix: str, seen: Sequence[str]) -> list[Finding]:
-    """Layer 3: parse with the fhir.resources R4B model; report only what the schema did not.
-
-    Tolerated R4/R4B differences (the R4 schema is authoritative for structure):
-    - types in NO_R4B_MODEL are skipped;
-    - 'extra_forbidden' (an element R4B does not know) where the R4 schema accepted the element;
-    - anything at a location the schema already reported (no double findings).
-    What this layer adds: minimum cardinalities (status, type, language...), real calendar dates,
-    and choice-type rules the JSON schema cannot express.
-    """
-    rt = resource.get("resourceType")
-    if not isinstance(rt, str) or rt in NO_R4B_MODEL or resource_type_problem(rt):
-        return []  # not an R4 type (the schema layer said so) or no R4B model to compare with
-    cls = _model_class(rt)
-    if cls is None:
-        return []
-    import pydantic
-
-    try:
-        cls.model_validate(copy.deepcopy(resource))
-    except pydantic.ValidationError as e:
-        errors = e.errors()
-    except Exception as e:  # noqa: BLE001 - a third-party parser on arbitrary input: any failure is a finding
-        if seen:
-            return []  # the schema already explained what is wrong with this resource
+def _enum_findings(
+    err: jsonschema.ValidationError, owner: tuple[str, str, str | None], file: str, loc: str
+) -> list[Finding]:
+    """A code outside the schema's enum: an error for a required binding, a warning for a tolerated one."""
+    value = short_value(err.instance)
+    tolerated = TOLERATED_ENUMS.get((owner[0], owner[1]))
+    codes = err.validator_value if isinstance(err.validator_value, list) else []
+    allowed = " | ".join(str(x) for x in codes)
+    if tolerated is None:
         return [
             Finding(
                 "error",
                 file,
-                prefix,
-                f"the R4B model cannot parse this resource ({type(e).__name__}: {e}); fix its structure",
-                MODEL_LAYER,
+                loc,
+                f"{value} is not allowed here (required binding); use one of: {allowed}",
+                SCHEMA_LAYER,
             )
         ]
-    else:
+    strength, accepted = tolerated
+    if isinstance(err.instance, str) and err.instance in accepted:
         return []
-    out = []
-    for err in errors:
-        parts: list[PathPart] = [p if isinstance(p, int) else _json_name(str(p)) for p in err.get("loc", ())]
-        loc = fhirpath(prefix, parts)
-        if any(
-            loc == s
-            or loc.startswith(s + ".")
-            or loc.startswith(s + "[")
-            or s.startswith(loc + ".")
-            or s.startswith(loc + "[")
-            for s in seen
-        ):
-            continue
-        etype = err.get("type", "")
-        if etype == "extra_forbidden":
-            continue
-        where = fhirpath(rt, [p for p in parts if isinstance(p, str)])
-        text = str(err.get("msg", ""))
-        if etype == "missing" or _REQUIRED.search(text):
-            msg = f"{where} is required (minimum cardinality 1); add it"
-        else:
-            text = text.removeprefix("Value error, ")
-            msg = f"{where}: {text} (value {_short(err.get('input'))}); fix the value"
-        out.append(Finding("error", file, loc, msg, MODEL_LAYER))
-    return out
+    return [
+        Finding(
+            "warning",
+            file,
+            loc,
+            f"{value} is not one of the codes of the {strength} binding ({allowed}); use one of them unless none fits",
+            SCHEMA_LAYER,
+        )
+    ]
 
 
-_REQUIRED = re.compile(r"^Value for the field '[^']+' is required")
-
-
-def _json_name(py_name: str) -> str:
-    # fhir.resources names Python-reserved elements with a suffix (class_fhir, import_fhir) and
-    # primitive extensions as name__ext; report the JSON element names.
-    if py_name.endswith("__ext"):
-        return "_" + py_name[: -len("__ext")]
-    return py_name.removesuffix("_fhir")
+def _message(err: jsonschema.ValidationError, rt: str, path: list[PathPart], etype: str | None) -> str:
+    """What is wrong with a value (pattern, JSON type, const, anything else) and what it must be."""
+    kind = err.validator
+    value = short_value(err.instance)
+    where = fhirpath(rt, [p for p in path if isinstance(p, str)])
+    if kind == "pattern":
+        t = etype or "string"
+        return (
+            f"{value} is not a valid FHIR {t}: expected {_PRIMITIVE_HINTS.get(t, 'see the FHIR datatype definition')}"
+        )
+    if kind == "type":
+        expected = err.validator_value
+        if expected == "array":
+            return f"{where} repeats (0..*): it must be a JSON array; wrap the value in [ ]"
+        if isinstance(err.instance, list):
+            return f"{where} has at most one value (0..1), but got a JSON array; give a single value"
+        want = _JSON_KIND.get(expected, str(expected)) if isinstance(expected, str) else str(expected)
+        return f"{value} must be {want}{f' (FHIR {etype})' if etype else ''}"
+    if kind == "const":
+        return f"{value} must be {short_value(err.validator_value)}"
+    return f"{err.message} (R4 schema: {kind})"

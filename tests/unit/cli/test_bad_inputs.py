@@ -187,6 +187,27 @@ def _second_ad(root: Path, _e: Engine) -> None:
     )
 
 
+PATHWAY = {
+    "resourceType": "PlanDefinition",
+    "id": "FxPathway",
+    "name": "FxPathway",
+    "title": "Fx Pathway",
+    "description": "A pathway whose recommendation leads back to it.",
+    "type": {
+        "coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/plan-definition-type", "code": "clinical-protocol"}
+        ]
+    },
+    "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/cqf-knowledgeCapability", "valueCode": "shareable"}],
+    "action": [{"title": "Diet", "definitionCanonical": "PlanDefinition/FxRec01"}],
+}
+
+
+def _back_to_pathway(a: dict[str, Any]) -> None:
+    """A sub-action of the recommendation that leads back to the pathway (a cycle through two plans)."""
+    a["action"] = [{"title": "Back", "definitionCanonical": "PlanDefinition/FxPathway"}]
+
+
 EXTRA_LIBRARY = {
     "resourceType": "Library",
     "id": "FxExtra",
@@ -439,6 +460,22 @@ CASES = [
         PD,
         "PlanDefinition.action[0].definitionCanonical",
         "'#nope' names no contained resource",
+    ),
+    Case(
+        "action-cycle-self",
+        _action(lambda a: _set(a, "definitionCanonical", "PlanDefinition/FxRec01")),
+        PD,
+        "PlanDefinition.action[0].definitionCanonical",
+        "reaches PlanDefinition/FxRec01 again (PlanDefinition/FxRec01 -> PlanDefinition/FxRec01)",
+    ),
+    Case(
+        "action-cycle-pathway-recommendation",
+        _both(
+            _new_file("fhir_resources/plandefinition/plandefinition-FxPathway.json", PATHWAY), _action(_back_to_pathway)
+        ),
+        PD,
+        "PlanDefinition.action[0].action[0].definitionCanonical",
+        "(PlanDefinition/FxPathway -> PlanDefinition/FxRec01 -> PlanDefinition/FxPathway)",
     ),
     Case(
         "url-not-type-id",

@@ -20,10 +20,10 @@ from guideline.core.config import load_config
 from guideline.core.errors import ExitCode, ServerUnreachableError, ToolchainError
 from guideline.remote.http import Client, RetryPolicy, Timeouts
 from guideline.remote.server_validation import server_check
-from guideline.validation import rules, schema
+from guideline.validation import model, references, schema
 from guideline.validation.report import ValidationReport
-from guideline.validation.rules import Item
 from guideline.validation.run import validate
+from guideline.validation.subject import Item
 from tests.support.validate_fixtures import (
     AD,
     CQL_REC,
@@ -100,14 +100,14 @@ def test_r4b_only_element_is_rejected_by_the_r4_schema() -> None:
     plan = {"resourceType": "PlanDefinition", "status": "draft", "subjectCanonical": "http://x.org/a"}
     found = schema.schema_findings(plan, "f", "PlanDefinition")
     assert [f.location for f in found] == ["PlanDefinition.subjectCanonical"]
-    assert schema.model_findings(plan, "f", "PlanDefinition", []) == []
+    assert model.model_findings(plan, "f", "PlanDefinition", []) == []
 
 
 def test_r4_types_without_r4b_model_skip_the_model_layer() -> None:
     """Verify that an R4-only resource type is judged by the schema alone, not failed by the R4B model."""
     res = {"resourceType": "EffectEvidenceSynthesis", "status": "draft"}
     assert schema.schema_findings(res, "f", "EffectEvidenceSynthesis")  # its R4 required elements
-    assert schema.model_findings(res, "f", "EffectEvidenceSynthesis", []) == []
+    assert model.model_findings(res, "f", "EffectEvidenceSynthesis", []) == []
 
 
 def test_dist_folder_bundle_and_package_validate_clean(project: Path, engine: Engine) -> None:
@@ -217,7 +217,7 @@ def test_json_output_is_one_valid_operation_outcome(project: Path, engine: Engin
     edit_json(project, AD, lambda d: d.update(kind="Nope"))
     oo = run(project, engine).operation_outcome()
     assert schema.schema_findings(oo, "oo", "OperationOutcome") == []
-    assert schema.model_findings(oo, "oo", "OperationOutcome", []) == []
+    assert model.model_findings(oo, "oo", "OperationOutcome", []) == []
     by_file = {i["location"][0]: i for i in oo["issue"]}
     cql_issue = by_file[CQL_REC]
     assert cql_issue["location"][1] == f"{CQL_REC}:17:3"
@@ -268,7 +268,7 @@ def test_internal_error_becomes_a_finding(project: Path, engine: Engine, monkeyp
     def boom(_s: Any) -> Any:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(rules, "references", boom)
+    monkeypatch.setattr(references, "reference_findings", boom)
     report = run(project, engine)
     assert [(f.layer, f.severity) for f in report.findings] == [("internal", "error")]
     assert "ZeroDivisionError" in report.findings[0].message
@@ -407,3 +407,13 @@ def test_known_server_limits_are_information(text: str) -> None:
     assert "not counted" in f.message
     other = {"issue": [{"severity": "error", "code": "x", "diagnostics": "Unknown code 'http://x#y'"}]}
     assert outcome_findings(other, item)[0].severity == "error"
+
+
+def test_plan_with_two_libraries_names_no_primary_library(project: Path, engine: Engine) -> None:
+    """Verify that CQL identifiers in a plan with two libraries are an error: there is no one primary library."""
+    edit_json(project, PD, lambda d: d.update(library=["Library/FxRec01", "Library/FxCommon"]))
+    report = run(project, engine)
+    assert [(f.file, f.location, f.layer) for f in report.errors] == [(PD, "PlanDefinition.library", "cql")], describe(
+        report.findings
+    )
+    assert "has 2 libraries" in report.errors[0].message

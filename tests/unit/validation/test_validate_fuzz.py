@@ -15,8 +15,8 @@ from guideline.content.cql import Engine
 from guideline.core.config import load_config
 from guideline.core.errors import Finding
 from guideline.validation.loading import load_subject
-from guideline.validation.rules import Item, Subject
 from guideline.validation.run import check_subject, validate
+from guideline.validation.subject import Item, Subject
 from tests.support.validate_fixtures import FIXTURE, build_dist, copy_fixture
 
 SEVERITIES = {"error", "warning", "information"}
