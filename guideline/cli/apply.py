@@ -7,12 +7,13 @@ import json
 import sys
 
 from guideline.cli import common
-from guideline.cli.common import parse_at
 from guideline.core.config import load_config
 from guideline.remote.apply import apply_patient
+from guideline.remote.capability import APPLY, check_server
 
 
 def define_parser(parser: argparse.ArgumentParser) -> None:
+    """Add this subcommand's flags to `parser`: --server flags, --patient, --pathway, --at, --json."""
     common.add_server_args(parser, required=True)
     parser.add_argument("--patient", required=True, metavar="ID", help="Patient id on the server")
     parser.add_argument(
@@ -21,21 +22,16 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="pathway PlanDefinition id (default: the package's, from guideline.toml)",
     )
-    parser.add_argument(
-        "--at",
-        type=parse_at,
-        default=None,
-        metavar="DATETIME",
-        help="evaluate as of this moment (2026-06-01, or a date-time with offset such as "
-        '2026-06-01T12:00:00Z), passed as the CQL parameter "Evaluation Time"; default: the '
-        "server's clock",
-    )
+    common.add_at_flag(parser, default="the server's clock")
     common.add_json_flag(parser)
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run $apply on the server for one patient and print the recommendations."""
     pathway = args.pathway or load_config().package.pathway
     with common.client_from_args(args) as client:
+        # Once per run, so a server without $apply fails with what it lacks, not a bare HTTP 404.
+        check_server(client, APPLY)
         doc = apply_patient(client, pathway, args.patient, at=args.at)
     if args.json:
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

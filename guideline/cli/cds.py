@@ -7,10 +7,12 @@ import json
 from typing import Any
 
 from guideline.cli import common
+from guideline.remote.capability import CDS_PREFETCH, check_server
 from guideline.remote.cds import DEFAULT_USER, call, discover, fhir_base_for
 
 
 def render_card(card: dict[str, Any]) -> str:
+    """One CDS Hooks card as text: indicator and summary, then indented detail, source, suggestions and links."""
     lines = [f"[{card.get('indicator', '?')}] {card.get('summary', '')}"]
     if card.get("detail"):
         lines.append(f"    {card['detail']}")
@@ -25,22 +27,26 @@ def render_card(card: dict[str, Any]) -> str:
 
 
 def define_parser(parser: argparse.ArgumentParser) -> None:
+    """Add this subcommand's flags to `parser`: `services` and `call`, each with the server flags and --json."""
     sub = parser.add_subparsers(dest="cds_command", metavar="ACTION", required=True)
     services = sub.add_parser("services", help="list the CDS services (discovery)")
     common.add_server_args(services, required=True)
     common.add_json_flag(services)
     c = sub.add_parser("call", help="call one service (or every service for the hook) for a patient")
     common.add_server_args(c, required=True)
-    c.add_argument("--service", default=None, help="service id (default: every service for the hook)")
-    c.add_argument("--hook", default="patient-view")
+    c.add_argument("--service", default=None, metavar="ID", help="service id (default: every service for the hook)")
+    c.add_argument("--hook", default="patient-view", metavar="HOOK", help="the hook to call (default patient-view)")
     c.add_argument("--patient", required=True, metavar="ID", help="Patient id on the FHIR server")
-    c.add_argument("--user", default=DEFAULT_USER)
+    c.add_argument(
+        "--user", default=DEFAULT_USER, metavar="REF", help=f"the hook's userId context (default {DEFAULT_USER})"
+    )
     c.add_argument("--prefetch", action="store_true", help="send the prefetch each service asks for")
     c.add_argument("--only-cards", action="store_true", help="list only services that returned cards")
     common.add_json_flag(c)
 
 
 def main(args: argparse.Namespace) -> int:
+    """List the CDS services, or call them for a patient and print their cards."""
     with common.client_from_args(args, fhir_base_for(args.server)) as client:
         if args.cds_command == "services":
             services = discover(client)
@@ -50,6 +56,9 @@ def main(args: argparse.Namespace) -> int:
                 for s in services:
                     print(f"{s['id']:<28} {s['hook']:<14} {s.get('title', '')}")
             return 0
+        if args.prefetch:
+            # Prefetch is read from the FHIR server as an EHR would: check it once for the whole run.
+            check_server(client, CDS_PREFETCH)
         ids = [args.service] if args.service else [s["id"] for s in discover(client) if s["hook"] == args.hook]
         results = {
             sid: call(client, sid, hook=args.hook, patient=args.patient, user=args.user, prefetch=args.prefetch)

@@ -11,11 +11,13 @@ from guideline.remote.publish import load_resources, publish_resources
 
 
 def define_parser(parser: argparse.ArgumentParser) -> None:
+    """Add this subcommand's flags to `parser`: the optional bundle, the server flags, --dry-run, --force, --json."""
     parser.add_argument(
         "bundle",
         nargs="?",
         type=Path,
         default=None,
+        metavar="BUNDLE",
         help="a built dist/bundle.json (default: build and validate the sources now)",
     )
     common.add_server_args(parser, required=True)
@@ -29,6 +31,7 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Publish the package (or a built bundle) and print what happened to each resource."""
     resources = load_resources(args.bundle)
     with common.client_from_args(args) as client:
         result = publish_resources(client, resources, dry_run=args.dry_run, force=args.force)

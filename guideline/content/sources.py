@@ -20,6 +20,8 @@ _CQL_HEADER = re.compile(r"^\s*library\s+(\"[^\"]+\"|[A-Za-z_][A-Za-z0-9_]*)(?:\
 
 @dataclass
 class CqlSource:
+    """One `cql/*.cql` file: the library name and version its header declares, and its text."""
+
     name: str
     version: str | None
     path: Path
@@ -28,12 +30,15 @@ class CqlSource:
 
 @dataclass
 class Sources:
+    """The hand-authored sources as read: resources (with their files), CQL by library name, problems."""
+
     resources: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
     cql: dict[str, CqlSource] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
 
 
 def rel(cfg_root: Path, path: Path) -> str:
+    """`path` relative to the project root, for messages (as given if it lies outside)."""
     try:
         return str(path.resolve().relative_to(cfg_root))
     except ValueError:
@@ -85,15 +90,47 @@ def parse_json_bytes(raw: bytes, shown: str) -> tuple[Any, list[Finding]]:
         col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
         return err(f"{line}:{col}", f"byte 0x{raw[e.start]:02x} is not valid UTF-8; FHIR JSON must be UTF-8")
     try:
-        return json.loads(text), []
+        return json.loads(text, parse_constant=_reject_constant), []
     except json.JSONDecodeError as e:
         return err(f"{e.lineno}:{e.colno}", f"invalid JSON: {e.msg}")
+    except _NonJsonConstant as e:
+        return err(
+            _locate(text, e.token), f"{e.token} is not JSON (Python's json reads it, FHIR servers do not); use a number"
+        )
     except RecursionError:
         return err("", "JSON nested too deeply to be a FHIR resource")
 
 
+class _NonJsonConstant(ValueError):
+    """NaN, Infinity or -Infinity: Python's json accepts them, RFC 8259 (and so FHIR JSON) does not."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.token = token
+
+
+def _reject_constant(token: str) -> Any:
+    raise _NonJsonConstant(token)
+
+
+def _locate(text: str, token: str) -> str:
+    """line:col of the first bare `token` (outside strings, roughly: not inside quotes)."""
+    m = re.search(rf'(?<![\w"]){re.escape(token)}(?![\w"])', text)
+    if m is None:
+        return ""
+    line = text.count("\n", 0, m.start()) + 1
+    return f"{line}:{m.start() - (text.rfind(chr(10), 0, m.start()) + 1) + 1}"
+
+
 def load_sources(cfg: Config) -> Sources:
+    """Read every resource under fhir_resources/ and every cql/*.cql; problems become findings, never exceptions."""
     out = Sources()
+    _load_resources(cfg, out)
+    _load_cql(cfg, out)
+    return out
+
+
+def _load_resources(cfg: Config, out: Sources) -> None:
     rdir = cfg.resources_dir
     for path in sorted(rdir.rglob("*.json")) if rdir.is_dir() else []:
         shown = rel(cfg.root, path)
@@ -117,6 +154,9 @@ def load_sources(cfg: Config) -> Sources:
                 )
             )
         out.resources.append((path, data))
+
+
+def _load_cql(cfg: Config, out: Sources) -> None:
     cdir = cfg.cql_dir
     for path in sorted(cdir.glob("*.cql")) if cdir.is_dir() else []:
         shown = rel(cfg.root, path)
@@ -150,4 +190,3 @@ def load_sources(cfg: Config) -> Sources:
                 )
             )
         out.cql[name] = CqlSource(name, m.group(2), path, text)
-    return out

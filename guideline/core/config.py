@@ -15,6 +15,8 @@ CONFIG_FILE = "guideline.toml"
 
 @dataclass(frozen=True)
 class PackageConfig:
+    """The [package] table of guideline.toml: identity and release metadata stamped on every artifact."""
+
     id: str
     name: str
     title: str
@@ -32,6 +34,8 @@ class PackageConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The project: its root folder, package metadata, translator options and the FHIR/FHIRHelpers versions."""
+
     root: Path
     package: PackageConfig
     cql_options: dict[str, Any]
@@ -51,6 +55,7 @@ class Config:
         return self.root / "tests" / "cases"
 
     def canonical_for(self, resource_type: str, rid: str) -> str:
+        """The canonical URL of one of the package's own resources: `{base}/{Type}/{id}`."""
         return f"{self.package.canonical}/{resource_type}/{rid}"
 
 
@@ -68,11 +73,15 @@ def find_root(start: Path | None = None) -> Path:
 
 
 def load_config(root: Path | None = None) -> Config:
+    """Read guideline.toml (and the translator options it names) from the project at or above `root`.
+
+    Every problem is a BadInputError naming the file and what to fix (see README "Configuration").
+    """
     root = find_root(root)
     path = root / CONFIG_FILE
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise BadInputError(f"{path}: cannot read project config: {e}") from None
     try:
         pkg = PackageConfig(**data["package"])
@@ -82,7 +91,7 @@ def load_config(root: Path | None = None) -> Config:
         raise BadInputError(f"{path}: missing or unexpected key {e}; see README 'Configuration'") from None
     try:
         options = json.loads(opts_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadInputError(f"{opts_path}: cannot read translator options: {e}") from None
     return Config(
         root=root,

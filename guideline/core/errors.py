@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class ExitCode:
@@ -30,6 +31,7 @@ class Finding:
     layer: str = ""
 
     def render(self) -> str:
+        """One line: `severity: file:location: message`."""
         where = f"{self.file}:{self.location}" if self.location else self.file
         return f"{self.severity}: {where}: {self.message}"
 
@@ -46,18 +48,26 @@ class GuidelineError(Exception):
 
 
 class UsageError(GuidelineError):
+    """The command line is wrong (a flag, a value, a combination)."""
+
     exit_code = ExitCode.USAGE
 
 
 class ToolchainError(GuidelineError):
+    """A prerequisite (node, java, the translator, a schema) is missing or broken."""
+
     exit_code = ExitCode.TOOLCHAIN
 
 
 class BadInputError(GuidelineError):
+    """An input file (patient bundle, population, config, token file) cannot be read or understood."""
+
     exit_code = ExitCode.BAD_INPUT
 
 
 class EngineError(GuidelineError):
+    """The CQL engine (ours or the server's) failed while evaluating."""
+
     exit_code = ExitCode.ENGINE_ERROR
 
 
@@ -72,12 +82,47 @@ class ContentError(GuidelineError):
 
 
 class ServerUnreachableError(GuidelineError):
+    """The server could not be reached, or kept failing until the retries ran out."""
+
     exit_code = ExitCode.SERVER_UNREACHABLE
 
 
 class ServerRejectedError(GuidelineError):
+    """The server answered, and the answer is a refusal or unusable; keeps the HTTP status and OperationOutcome.
+
+    `status` is the HTTP status when the refusal was an HTTP answer (None when the body was wrong, not
+    the status); `outcome` is the server's OperationOutcome when it sent one, for callers that want
+    more than the message (which already carries its text).
+    """
+
     exit_code = ExitCode.SERVER_REJECTED
+
+    def __init__(
+        self,
+        message: str,
+        details: list[str] | None = None,
+        *,
+        status: int | None = None,
+        outcome: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details)
+        self.status = status
+        self.outcome = outcome
+
+
+class NotFoundError(ServerRejectedError):
+    """HTTP 404 or 410: the server has no such resource or endpoint (or it was deleted)."""
+
+
+class ForbiddenError(ServerRejectedError):
+    """HTTP 401 or 403: the server wants credentials, or the ones sent may not do this."""
+
+
+class PreconditionFailedError(ServerRejectedError):
+    """HTTP 412: a conditional request's precondition (If-Match, a conditional update's search) failed."""
 
 
 class VersionConflictError(GuidelineError):
+    """Publishing would overwrite a released url|version with different content."""
+
     exit_code = ExitCode.VERSION_CONFLICT

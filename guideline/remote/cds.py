@@ -25,6 +25,7 @@ def cds_base_for(server: str) -> str:
 
 
 def fhir_base_for(server: str) -> str:
+    """The FHIR base for a server URL: '.../cds-services' maps to '.../fhir' (HAPI layout), '.../fhir' stays."""
     s = server.rstrip("/")
     if s.endswith("/cds-services"):
         s = s[: -len("/cds-services")]
@@ -44,7 +45,10 @@ def discover(client: Client) -> list[dict[str, Any]]:
 
 
 def resolve_prefetch(client: Client, templates: dict[str, str], context: dict[str, str]) -> dict[str, Any]:
-    """Fill {{context.X}} tokens and read each query from the FHIR server, as an EHR would."""
+    """Fill {{context.X}} tokens and read each query from the FHIR server, as an EHR would.
+
+    A template naming another server is refused: the session's bearer token would go with it.
+    """
     out: dict[str, Any] = {}
     for key, template in sorted(templates.items()):
 
@@ -55,6 +59,11 @@ def resolve_prefetch(client: Client, templates: dict[str, str], context: dict[st
             return context[name]
 
         query = _TOKEN.sub(fill, template)
+        if not client.same_origin(query):
+            raise ServerRejectedError(
+                f"prefetch '{key}' of the CDS service points to another server ({query}); not read. "
+                "Prefetch templates are FHIR queries relative to the FHIR server"
+            )
         # A "Patient/123" read returns the resource; a search returns a Bundle: both are valid prefetch.
         out[key] = client.get_json(query)
     return out
@@ -70,7 +79,11 @@ def call(
     prefetch: bool = False,
     fhir_server: str | None = None,
 ) -> dict[str, Any]:
-    """POST a hook call; returns the parsed CDS response (cards checked for shape)."""
+    """POST a hook call; returns the parsed CDS response (cards checked for shape).
+
+    With `prefetch`, the service's prefetch templates are read from the FHIR server (the client's
+    base) and sent along; callers check that server once first (capability.CDS_PREFETCH).
+    """
     context = {"userId": user, "patientId": patient}
     body: dict[str, Any] = {
         "hook": hook,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import os
 import random
 import time
@@ -11,10 +12,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
-from guideline.core.errors import BadInputError, ServerRejectedError, ServerUnreachableError, UsageError
+from guideline.core.errors import (
+    BadInputError,
+    ForbiddenError,
+    NotFoundError,
+    PreconditionFailedError,
+    ServerRejectedError,
+    ServerUnreachableError,
+    UsageError,
+)
 
 FHIR_JSON = "application/fhir+json"
 # Retried statuses: request timeout, rate limiting and server-side failures are transient by
@@ -22,9 +32,13 @@ FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 TOKEN_ENV = "GUIDELINE_TOKEN"  # noqa: S105 - the name of the variable, not a secret
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How often and how long `Client.request` retries a transient failure."""
+
     attempts: int = 5
     base_delay_s: float = 0.5
     max_delay_s: float = 10.0
@@ -34,6 +48,8 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Timeouts:
+    """Per-request timeouts: connecting, and waiting for each read of the answer."""
+
     connect_s: float = 5.0
     # $apply on a cold server compiles CQL and can take tens of seconds the first time.
     read_s: float = 120.0
@@ -66,17 +82,31 @@ def operation_outcome_text(body: Any) -> str:
 
 
 def read_token(token_file: Path | None) -> str | None:
-    """Bearer token from a file (first line) or GUIDELINE_TOKEN; never echoed anywhere."""
+    """Bearer token from a file (its first line) or GUIDELINE_TOKEN, else None; never echoed anywhere.
+
+    A file named but unreadable, empty, or a token with spaces or control characters inside is a
+    BadInputError that names the file or variable, never the token.
+    """
     if token_file is not None:
         try:
-            token = token_file.read_text(encoding="utf-8").strip()
+            text = token_file.read_text(encoding="utf-8")
         except OSError as e:
             raise BadInputError(f"cannot read token file {token_file}: {e.strerror}") from None
-        if not token:
-            raise BadInputError(f"token file {token_file} is empty")
-        return token
+        except UnicodeDecodeError:
+            raise BadInputError(f"token file {token_file} is not UTF-8 text; put the bare token in it") from None
+        lines = text.strip().splitlines()
+        if not lines:
+            raise BadInputError(f"token file {token_file} is empty; put the bearer token on its first line")
+        return _checked_token(lines[0].strip(), f"token file {token_file}")
     env = os.environ.get(TOKEN_ENV, "").strip()
-    return env or None
+    return _checked_token(env, TOKEN_ENV) if env else None
+
+
+def _checked_token(token: str, where: str) -> str:
+    # requests refuses such a header with an error that quotes its value: the token would be printed.
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise BadInputError(f"the token in {where} contains spaces or control characters; put only the bare token")
+    return token
 
 
 class _RedactedAuth(requests.auth.AuthBase):
@@ -94,7 +124,11 @@ class _RedactedAuth(requests.auth.AuthBase):
 
 
 class Client:
-    """A FHIR/CDS client bound to one base URL and one requests.Session."""
+    """A FHIR/CDS client bound to one base URL and one requests.Session (one per run).
+
+    Every request goes through `request`: one retry function, explicit timeouts, the bearer token
+    added at send time and never shown, typed errors for every failure.
+    """
 
     def __init__(
         self,
@@ -121,6 +155,10 @@ class Client:
             self.session.auth = _RedactedAuth(token)
         self.requests_sent = 0
 
+    def __repr__(self) -> str:
+        auth = ", bearer token" if self.session.auth is not None else ""
+        return f"<Client {self.base_url}{auth}>"
+
     def __enter__(self) -> Client:
         return self
 
@@ -129,18 +167,12 @@ class Client:
 
     def same_origin(self, url: str) -> bool:
         """True when an absolute `url` has this server's scheme, host and port (relative URLs are)."""
-        from urllib.parse import urlsplit
-
         if not url.startswith(("http://", "https://")):
             return True
-
-        def origin(u: str) -> tuple[str, str | None, int | None]:
-            parts = urlsplit(u)
-            return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-
-        return origin(url) == origin(self.base_url)
+        return _origin(url) == _origin(self.base_url)
 
     def url(self, path: str) -> str:
+        """The absolute URL for `path`: relative paths are under the base URL, absolute ones kept."""
         if path.startswith(("http://", "https://")):
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -158,6 +190,9 @@ class Client:
     ) -> requests.Response:
         """Send with retries (transport errors, 408/429/5xx, Retry-After); raise typed errors.
 
+        A status in `ok` is returned; any other status that is not retried raises ServerRejectedError
+        (or a subclass: NotFoundError, ForbiddenError, PreconditionFailedError) at once; when the
+        attempts or the time budget run out, ServerUnreachableError names the last failure.
         `cached` drops the session's Cache-Control: no-cache for this request, for content that
         does not change with our writes (the CapabilityStatement: HAPI rebuilds it on no-cache).
         """
@@ -167,42 +202,17 @@ class Client:
             headers["Cache-Control"] = None  # requests: None removes a session header
         data = json.dumps(json_body).encode("utf-8") if json_body is not None else None
         start = time.monotonic()
-        last = ""
+        attempt, last = 0, ""
         for attempt in range(1, self.retry.attempts + 1):
-            wait: float | None = None
-            try:
-                self.requests_sent += 1
-                resp = self.session.request(
-                    method,
-                    url,
-                    data=data,
-                    params=params,
-                    headers=headers,
-                    timeout=(self.timeouts.connect_s, self.timeouts.read_s),
-                )
-            except requests.exceptions.SSLError as e:
-                raise ServerUnreachableError(
-                    f"TLS verification failed for {url}: {type(e).__name__}; fix the certificate or pass "
-                    "--insecure if you really mean to skip verification"
-                ) from None
-            except (requests.ConnectionError, requests.Timeout) as e:
-                last = f"{type(e).__name__} contacting {method} {url}"
-            else:
-                if resp.status_code in ok:
-                    return resp
-                if resp.status_code in RETRY_STATUSES:
-                    last = f"HTTP {resp.status_code} from {method} {url}{self._outcome_suffix(resp)}"
-                    wait = parse_retry_after(resp.headers.get("Retry-After"))
-                else:
-                    raise self._rejected(method, url, resp)
+            resp, last, wait = self._send_once(method, url, data=data, params=params, headers=headers, ok=ok)
+            if resp is not None:
+                return resp
             if attempt == self.retry.attempts:
                 break
-            delay = (
-                wait if wait is not None else min(self.retry.max_delay_s, self.retry.base_delay_s * 2 ** (attempt - 1))
-            )
-            delay = delay if wait is not None else delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter
+            delay = self._delay(attempt, wait)
             if time.monotonic() - start + delay > self.retry.total_budget_s:
                 break
+            log.info("%s; retrying in %.1f s (attempt %d of %d)", last, delay, attempt + 1, self.retry.attempts)
             self._sleep(delay)
         elapsed = time.monotonic() - start
         raise ServerUnreachableError(
@@ -210,26 +220,60 @@ class Client:
             "check that the server is running and the URL is right"
         )
 
-    @staticmethod
-    def _outcome_suffix(resp: requests.Response) -> str:
-        try:
-            text = operation_outcome_text(resp.json())
-        except ValueError:
-            text = ""
-        return f": {text}" if text else ""
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: bytes | None,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str | None],
+        ok: tuple[int, ...],
+    ) -> tuple[requests.Response | None, str, float | None]:
+        """One attempt: (the response, "", None) when it is ok, else (None, what failed, Retry-After).
 
-    def _rejected(self, method: str, url: str, resp: requests.Response) -> ServerRejectedError:
-        hint = {
-            401: "the server wants credentials: pass --token-file or set GUIDELINE_TOKEN",
-            403: "the token is not allowed to do this",
-            404: "not found: check the server base URL",
-        }.get(resp.status_code, "")
-        msg = f"{method} {url} failed with HTTP {resp.status_code}{self._outcome_suffix(resp)}"
-        if hint:
-            msg += f" ({hint})"
-        err = ServerRejectedError(msg)
-        err.status = resp.status_code  # type: ignore[attr-defined]
-        return err
+        Failures worth retrying come back; the others (TLS, a non-retried status) raise.
+        """
+        self.requests_sent += 1
+        try:
+            resp = self.session.request(
+                method,
+                url,
+                data=data,
+                params=params,
+                headers=headers,
+                timeout=(self.timeouts.connect_s, self.timeouts.read_s),
+            )
+        except requests.exceptions.SSLError as e:
+            # A certificate problem does not heal by retrying; say how to fix it.
+            raise ServerUnreachableError(
+                f"TLS verification failed for {url}: {type(e).__name__}; fix the certificate or pass "
+                "--insecure if you really mean to skip verification"
+            ) from None
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            # Refused, reset, timed out or cut off mid-answer: transient, so retried.
+            log.debug("%s %s: %s", method, url, type(e).__name__)
+            return None, f"{type(e).__name__} contacting {method} {url}", None
+        except requests.exceptions.InvalidURL:
+            raise UsageError(f"'{url}' is not a valid URL; check --server") from None
+        except requests.RequestException as e:
+            # Anything else (a redirect loop, an answer requests cannot decode) will not heal by retrying.
+            raise ServerRejectedError(f"{method} {url} failed: {type(e).__name__}") from None
+        log.debug("%s %s: HTTP %d", method, url, resp.status_code)
+        if resp.status_code in ok:
+            return resp, "", None
+        if resp.status_code in RETRY_STATUSES:
+            failure = f"HTTP {resp.status_code} from {method} {url}{_outcome_suffix(_outcome(resp))}"
+            return None, failure, parse_retry_after(resp.headers.get("Retry-After"))
+        raise _rejected(method, url, resp)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before the next attempt: the server's Retry-After, else backoff with jitter."""
+        if retry_after is not None:
+            return retry_after
+        backoff = min(self.retry.max_delay_s, self.retry.base_delay_s * 2.0 ** (attempt - 1))
+        # Jitter (50-100 %) keeps clients that failed together from retrying in lockstep.
+        return backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not cryptography
 
     def get_json(
         self,
@@ -239,11 +283,13 @@ class Client:
         *,
         cached: bool = False,
     ) -> Any:
+        """GET `path` (see `request`) and return its parsed JSON body."""
         return self._json(self.request("GET", path, params=params, ok=ok, cached=cached), path)
 
     def post_json(
         self, path: str, body: Any, *, content_type: str = FHIR_JSON, ok: tuple[int, ...] = (200, 201)
     ) -> Any:
+        """POST `body` as JSON to `path` (see `request`) and return the parsed JSON answer."""
         return self._json(self.request("POST", path, json_body=body, content_type=content_type, ok=ok), path)
 
     def _json(self, resp: requests.Response, path: str) -> Any:
@@ -253,5 +299,47 @@ class Client:
             snippet = resp.text[:200].replace("\n", " ")
             raise ServerRejectedError(
                 f"{self.url(path)} answered HTTP {resp.status_code} with non-JSON content "
-                f"({resp.headers.get('Content-Type', 'no content type')}): {snippet!r}"
+                f"({resp.headers.get('Content-Type', 'no content type')}): {snippet!r}",
+                status=resp.status_code,
             ) from None
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    """(scheme, host, port) of an absolute URL, with the scheme's default port made explicit."""
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+def _outcome(resp: requests.Response) -> dict[str, Any] | None:
+    """The OperationOutcome a response carries, or None (no body, not JSON, another resource)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome" else None
+
+
+def _outcome_suffix(outcome: dict[str, Any] | None) -> str:
+    text = operation_outcome_text(outcome)
+    return f": {text}" if text else ""
+
+
+# Typed errors and hints for the refusals that have a FHIR meaning of their own; any other status
+# is a plain ServerRejectedError. All of them exit 5.
+_REFUSALS: dict[int, tuple[type[ServerRejectedError], str]] = {
+    401: (ForbiddenError, "the server wants credentials: pass --token-file or set GUIDELINE_TOKEN"),
+    403: (ForbiddenError, "the token is not allowed to do this"),
+    404: (NotFoundError, "not found: check the server base URL"),
+    410: (NotFoundError, ""),
+    412: (PreconditionFailedError, ""),
+}
+
+
+def _rejected(method: str, url: str, resp: requests.Response) -> ServerRejectedError:
+    """The typed error for a non-retried, unexpected status, with the server's OperationOutcome."""
+    outcome = _outcome(resp)
+    cls, hint = _REFUSALS.get(resp.status_code, (ServerRejectedError, ""))
+    msg = f"{method} {url} failed with HTTP {resp.status_code}{_outcome_suffix(outcome)}"
+    if hint:
+        msg += f" ({hint})"
+    return cls(msg, status=resp.status_code, outcome=outcome)

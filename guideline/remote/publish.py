@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from guideline.content.package import build_package
 from guideline.core.errors import ContentError, ServerRejectedError, VersionConflictError
-from guideline.remote.capability import check_server
+from guideline.remote.capability import PUBLISH, check_server
 from guideline.remote.http import Client
+from guideline.validation.loading import load_subject
 from guideline.validation.run import validate
 
 # Elements the server owns or rewrites; never part of "same content".
@@ -19,6 +20,7 @@ _SERVER_OWNED = ("meta",)
 
 
 def strip_server_fields(resource: dict[str, Any]) -> dict[str, Any]:
+    """A shallow copy without the elements the server owns (meta: versionId, lastUpdated, tags)."""
     return {k: v for k, v in resource.items() if k not in _SERVER_OWNED}
 
 
@@ -44,6 +46,8 @@ def _canon(v: Any) -> Any:
 
 @dataclass
 class ResourceOutcome:
+    """What publishing does (or would do) with one resource, and why."""
+
     key: str  # "Type/id"
     url: str | None
     version: str | None
@@ -53,6 +57,8 @@ class ResourceOutcome:
 
 @dataclass
 class PublishResult:
+    """The outcome of one publish: each resource's outcome, the writes made and the requests sent."""
+
     server: str
     dry_run: bool
     outcomes: list[ResourceOutcome] = field(default_factory=list)
@@ -60,12 +66,14 @@ class PublishResult:
     requests: int = 0
 
     def counts(self) -> dict[str, int]:
+        """How many resources got each action (created, updated, unchanged, conflict, forced)."""
         out: dict[str, int] = {}
         for o in self.outcomes:
             out[o.action] = out.get(o.action, 0) + 1
         return out
 
     def to_json(self) -> dict[str, Any]:
+        """The `publish --json` report."""
         return {
             "server": self.server,
             "dryRun": self.dry_run,
@@ -81,8 +89,6 @@ _LOOKUP_COUNT = 500
 
 def _search_value(s: str) -> str:
     """A search value with FHIR's escapes (backslash, comma, dollar sign), then percent-encoded."""
-    from urllib.parse import quote
-
     return quote(s.replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$"), safe="")
 
 
@@ -149,7 +155,12 @@ def _search_results(client: Client, entry: dict[str, Any], what: str) -> list[di
     if not status.startswith("200") or page.get("resourceType") != "Bundle":
         outcome = (entry.get("response") or {}).get("outcome") or page
         text = "; ".join(i.get("diagnostics", "") for i in outcome.get("issue", []) if i.get("diagnostics"))
-        raise ServerRejectedError(f"the server could not look up {what} (HTTP {status or '?'}): {text or 'no detail'}")
+        code = status.split(" ", 1)[0]
+        raise ServerRejectedError(
+            f"the server could not look up {what} (HTTP {status or '?'}): {text or 'no detail'}",
+            status=int(code) if code.isdigit() else None,
+            outcome=outcome if outcome.get("resourceType") == "OperationOutcome" else None,
+        )
     found: list[dict[str, Any]] = []
     while True:
         found += [e["resource"] for e in page.get("entry", []) if isinstance(e.get("resource"), dict)]
@@ -210,8 +221,12 @@ def plan_publish(client: Client, resources: list[dict[str, Any]], force: bool) -
 def publish_resources(
     client: Client, resources: list[dict[str, Any]], *, dry_run: bool = False, force: bool = False
 ) -> PublishResult:
-    """Compare with the server and write what changed in ONE transaction (all-or-nothing)."""
-    check_server(client)
+    """Compare with the server and write what changed in ONE transaction (all-or-nothing).
+
+    Checks the server first (FHIR R4 with transactions); a no-op publish is that check and one
+    lookup batch. Conflicts (same url|version, other content) raise VersionConflictError unless `force`.
+    """
+    check_server(client, PUBLISH)
     before = client.requests_sent
     outcomes = plan_publish(client, resources, force)
     conflicts = [o for o in outcomes if o.action == "conflict"]
@@ -245,7 +260,13 @@ def publish_resources(
 
 
 def load_resources(path: Path | None) -> list[dict[str, Any]]:
-    """Resources to publish: a built bundle.json, or (default) a fresh validated in-memory build."""
+    """Resources to publish: what `validate PATH` accepts (dist/, a bundle .json, a package .tgz, a
+    project folder), or (default) a fresh validated in-memory build.
+
+    Reads PATH with validation's own reader, so publish refuses exactly what validate refuses:
+    UsageError (exit 2) for a missing or unusable path, ContentError (exit 1) for validation errors
+    or nothing to publish. Nothing here touches a server.
+    """
     if path is None:
         report = validate()
         if report.errors:
@@ -256,6 +277,13 @@ def load_resources(path: Path | None) -> list[dict[str, Any]]:
         return build_package().resources
     report = validate(path)
     if report.errors:
-        raise ContentError(f"{path} has validation errors; fix them before publishing", report.errors)
-    bundle = json.loads(path.read_text(encoding="utf-8"))
-    return [e["resource"] for e in bundle.get("entry", [])]
+        raise ContentError(
+            f"{path}: not published: it has validation errors ({len(report.errors)}, listed below); fix them "
+            f"(`guideline validate {path}` shows them all)",
+            report.errors,
+        )
+    # Loading again is cheap (milliseconds) next to validating, and keeps validate() the one verdict.
+    resources = [it.resource for it in load_subject(path).subject.items]
+    if not resources:
+        raise ContentError(f"{path}: holds no FHIR resources to publish; give the dist/ folder of a build", [])
+    return resources
