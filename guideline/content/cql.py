@@ -41,6 +41,7 @@ class CqlMessage:
         return f"{self.line}:{self.col}" if self.line is not None else ""
 
     def render(self, file: str | None = None) -> str:
+        """The message as one `file:line:col: severity: message (library L)` line."""
         where = file or f"{self.library}.cql"
         pos = f":{self.location}" if self.location else ""
         return f"{where}{pos}: {self.severity}: {self.message} (library {self.library})"
@@ -48,6 +49,8 @@ class CqlMessage:
 
 @dataclass
 class CompileResult:
+    """The outcome of compiling one library: its ELM (None if it failed) and the translator's messages."""
+
     library: str
     elm: dict[str, Any] | None
     messages: list[CqlMessage] = field(default_factory=list)
@@ -144,6 +147,7 @@ class Worker:
         return msg.get("result")
 
     def close(self) -> None:
+        """End the Node process: close its input and wait, killing it if it does not exit in 5 s."""
         if self._proc.poll() is None:
             try:
                 if self._proc.stdin:
@@ -184,9 +188,11 @@ class Engine:
         self.close()
 
     def close(self) -> None:
+        """Stop the worker."""
         self._worker.close()
 
     def versions(self) -> dict[str, str]:
+        """The versions of the toolchain the worker runs (CQL translator, engine, ...)."""
         result: dict[str, str] = self._worker.call("ping")
         return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import html
 import json
 import re
@@ -16,12 +17,7 @@ from guideline.content.sources import Sources, load_sources, rel
 from guideline.core import toolchain
 from guideline.core.config import Config, load_config
 from guideline.core.errors import ContentError, Finding
-
-FHIRHELPERS_URL = "http://hl7.org/fhir/Library/FHIRHelpers"
-FHIR_MODELINFO_URL = "http://fhir.org/guides/cqf/common/Library/FHIR-ModelInfo"
-KNOWLEDGE_CAPABILITY = "http://hl7.org/fhir/StructureDefinition/cqf-knowledgeCapability"
-CQL_OPTIONS_EXT = "http://hl7.org/fhir/StructureDefinition/cqf-cqlOptions"
-LIBRARY_TYPE = "http://terminology.hl7.org/CodeSystem/library-type"
+from guideline.core.fhir import CQL_OPTIONS_EXT, FHIR_MODELINFO_URL, FHIRHELPERS_URL, LIBRARY_TYPE_SYSTEM
 
 # Resource types whose instances are canonical knowledge artifacts stamped from guideline.toml.
 CANONICAL_TYPES = (
@@ -93,8 +89,6 @@ class Package:
     @property
     def key(self) -> str:
         """Cache key for the engine: changes whenever elm or value_sets is replaced (not edited in place)."""
-        import hashlib
-
         cached = self._key_cache
         if cached is not None and cached[0] is self.elm and cached[1] is self.value_sets:
             return cached[2]
@@ -347,16 +341,8 @@ def _closure(name: str, elms: dict[str, dict[str, Any]]) -> list[str]:
     return seen
 
 
-def library_content(
-    name: str,
-    cql_text: str,
-    elm: dict[str, Any],
-    elms: dict[str, dict[str, Any]],
-    cfg: Config,
-    translator: dict[str, str],
-) -> dict[str, Any]:
-    """The generated parts of a Library: content, parameters, depends-on, data requirements."""
-    lib = elm["library"]
+def _library_parameters(lib: dict[str, Any]) -> list[dict[str, Any]]:
+    """Library.parameter: the CQL parameters (in) and every define but Patient and functions (out)."""
     params: list[dict[str, Any]] = []
     for p in (lib.get("parameters") or {}).get("def", []):
         t, mx = _result_type(p)
@@ -366,6 +352,12 @@ def library_content(
             continue
         t, mx = _result_type(s)
         params.append({"name": s["name"], "use": "out", "min": 0, "max": mx, "type": t})
+    return params
+
+
+def _depends_on(elm: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
+    """Library.relatedArtifact: the model info, included libraries, value sets and code systems it uses."""
+    lib = elm["library"]
     related: list[dict[str, Any]] = [
         {
             "type": "depends-on",
@@ -386,8 +378,13 @@ def library_content(
         )
     for cs in (lib.get("codeSystems") or {}).get("def", []):
         related.append({"type": "depends-on", "display": f"Code system {cs['name']}", "resource": cs["id"]})
+    return related
+
+
+def _options_parameters(cfg: Config, translator: dict[str, str]) -> dict[str, Any]:
+    """The contained Parameters the cqf-cqlOptions extension points to: translator version and options."""
     options = cfg.cql_options
-    contained_opts = {
+    return {
         "resourceType": "Parameters",
         "id": "options",
         "parameter": [
@@ -397,13 +394,24 @@ def library_content(
             {"name": "compatibilityLevel", "valueString": options.get("compatibilityLevel", "")},
         ],
     }
+
+
+def library_content(
+    name: str,
+    cql_text: str,
+    elm: dict[str, Any],
+    elms: dict[str, dict[str, Any]],
+    cfg: Config,
+    translator: dict[str, str],
+) -> dict[str, Any]:
+    """The generated parts of a Library: content, parameters, depends-on, data requirements."""
     elm_bytes = json.dumps(elm, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return {
-        "contained": [contained_opts],
+        "contained": [_options_parameters(cfg, translator)],
         "extension_cqlOptions": {"url": CQL_OPTIONS_EXT, "valueReference": {"reference": "#options"}},
-        "type": {"coding": [{"system": LIBRARY_TYPE, "code": "logic-library"}]},
-        "parameter": params,
-        "relatedArtifact": related,
+        "type": {"coding": [{"system": LIBRARY_TYPE_SYSTEM, "code": "logic-library"}]},
+        "parameter": _library_parameters(elm["library"]),
+        "relatedArtifact": _depends_on(elm, cfg),
         "dataRequirement": data_requirements(_closure(name, elms), elms),
         "content": [
             {"contentType": "text/cql", "data": _b64(cql_text.encode("utf-8"))},
@@ -469,6 +477,7 @@ def _value_sets(resources: list[dict[str, Any]]) -> dict[str, dict[str, list[dic
 
 
 def fhirhelpers_library(elm: dict[str, Any], translator: dict[str, str]) -> dict[str, Any]:
+    """The FHIRHelpers Library resource: the toolchain's CQL text and its ELM, as the engine needs them."""
     text = toolchain.fhirhelpers_text()
     elm_bytes = json.dumps(elm, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return {
@@ -480,7 +489,7 @@ def fhirhelpers_library(elm: dict[str, Any], translator: dict[str, str]) -> dict
         "title": "FHIR Helpers",
         "status": "active",
         "experimental": False,
-        "type": {"coding": [{"system": LIBRARY_TYPE, "code": "logic-library"}]},
+        "type": {"coding": [{"system": LIBRARY_TYPE_SYSTEM, "code": "logic-library"}]},
         "publisher": "HL7 International / Clinical Quality Information (from the cqframework 'quick' artifact)",
         "description": "Conversion functions between FHIR 4.0.1 types and CQL system types, as published "
         f"by cqframework; ELM compiled by translator {translator.get('translator', '')}.",
@@ -498,6 +507,47 @@ def fhirhelpers_library(elm: dict[str, Any], translator: dict[str, str]) -> dict
     }
 
 
+def _with_generated_content(res: dict[str, Any], gen: dict[str, Any]) -> None:
+    """Put a Library's generated parts (see `library_content`) into the source resource, in place."""
+    res["content"] = gen["content"]
+    res["contained"] = [*_list(res.get("contained")), *gen["contained"]]
+    res["extension"] = [*_list(res.get("extension")), gen["extension_cqlOptions"]]
+    res.setdefault("type", gen["type"])
+    res["parameter"] = gen["parameter"]
+    res["relatedArtifact"] = [*_list(res.get("relatedArtifact")), *gen["relatedArtifact"]]
+    res["dataRequirement"] = gen["dataRequirement"]
+
+
+def _add_resource(pkg: Package, sources: Sources, path: Path, data: dict[str, Any]) -> None:
+    """Generate, stamp and add one source resource; a problem with it becomes a finding instead."""
+    cfg, elms = pkg.config, pkg.elm
+    rt, rid = data.get("resourceType"), data.get("id")
+    shown = rel(cfg.root, path)
+    if not isinstance(rid, str):
+        pkg.findings.append(
+            Finding("error", shown, "id", "resource has no string 'id'; give it a stable id", "references")
+        )
+        return
+    res = copy.deepcopy(data)
+    if rt == "Library" and rid in sources.cql and rid in elms:
+        if "content" in res:
+            message = (
+                f"hand-written content is ignored: build generates it from cql/{rid}.cql; delete it from the source"
+            )
+            pkg.findings.append(Finding("warning", shown, "content", message, "conventions"))
+        _with_generated_content(res, library_content(rid, sources.cql[rid].text, elms[rid], elms, cfg, pkg.translator))
+    res = _stamp(expand_canonicals(res, cfg), cfg)
+    res["text"] = _narrative(res)
+    res = _reorder(res)
+    key = f"{rt}/{rid}"
+    if key in pkg.source_of:
+        message = f"duplicate resource {key}: also in {rel(cfg.root, pkg.source_of[key])}; ids must be unique per type"
+        pkg.findings.append(Finding("error", shown, "id", message, "references"))
+        return
+    pkg.source_of[key] = path
+    pkg.resources.append(res)
+
+
 def build_package(cfg: Config | None = None, engine: Engine | None = None, *, strict: bool = True) -> Package:
     """Compile and assemble the package in memory. With `strict`, errors raise ContentError."""
     cfg = cfg or load_config()
@@ -509,57 +559,7 @@ def build_package(cfg: Config | None = None, engine: Engine | None = None, *, st
     pkg.findings.extend(cql_findings)
     pkg.elm = elms
     for path, data in sources.resources:
-        rt, rid = data.get("resourceType"), data.get("id")
-        if not isinstance(rid, str):
-            pkg.findings.append(
-                Finding(
-                    "error",
-                    rel(cfg.root, path),
-                    "id",
-                    "resource has no string 'id'; give it a stable id",
-                    "references",
-                )
-            )
-            continue
-        res = copy.deepcopy(data)
-        if rt == "Library" and rid in sources.cql and rid in elms:
-            gen = library_content(rid, sources.cql[rid].text, elms[rid], elms, cfg, pkg.translator)
-            if "content" in res:
-                pkg.findings.append(
-                    Finding(
-                        "warning",
-                        rel(cfg.root, path),
-                        "content",
-                        "hand-written content is ignored: build generates it from "
-                        f"cql/{rid}.cql; delete it from the source",
-                        "conventions",
-                    )
-                )
-            res["content"] = gen["content"]
-            res["contained"] = [*_list(res.get("contained")), *gen["contained"]]
-            res["extension"] = [*_list(res.get("extension")), gen["extension_cqlOptions"]]
-            res.setdefault("type", gen["type"])
-            res["parameter"] = gen["parameter"]
-            res["relatedArtifact"] = [*_list(res.get("relatedArtifact")), *gen["relatedArtifact"]]
-            res["dataRequirement"] = gen["dataRequirement"]
-        res = _stamp(expand_canonicals(res, cfg), cfg)
-        res["text"] = _narrative(res)
-        res = _reorder(res)
-        key = f"{rt}/{rid}"
-        if key in pkg.source_of:
-            pkg.findings.append(
-                Finding(
-                    "error",
-                    rel(cfg.root, path),
-                    "id",
-                    f"duplicate resource {key}: also in {rel(cfg.root, pkg.source_of[key])}; "
-                    "ids must be unique per type",
-                    "references",
-                )
-            )
-            continue
-        pkg.source_of[key] = path
-        pkg.resources.append(res)
+        _add_resource(pkg, sources, path, data)
     if "FHIRHelpers" in elms:
         fh = fhirhelpers_library(elms["FHIRHelpers"], pkg.translator)
         fh["text"] = _narrative(fh)
@@ -571,9 +571,3 @@ def build_package(cfg: Config | None = None, engine: Engine | None = None, *, st
     if strict and errors:
         raise ContentError(f"build failed with {len(errors)} error(s)", errors)
     return pkg
-
-
-# ---------------------------------------------------------------- outputs
-
-
-# ---------------------------------------------------------------- CLI

@@ -34,27 +34,36 @@ CQL_IDENTIFIER_LANGUAGES = frozenset({"text/cql-identifier", "text/cql.identifie
 # ---------------------------------------------------------------- codings and plans
 
 
-def codings(concept: Any) -> list[str]:
-    """The `system|code` strings of a CodeableConcept's codings (codings lacking either are skipped)."""
+def coding_entries(concept: Any) -> list[dict[str, Any]]:
+    """The codings of a CodeableConcept that carry a string system and code, as they are (display kept).
+
+    Anything else (a concept that is not an object, a coding without system or code) is skipped:
+    validation reports malformed codings with their location, every other reader just ignores them.
+    """
     if not isinstance(concept, dict):
         return []
+    entries = concept.get("coding")
+    if not isinstance(entries, list):
+        return []
     return [
-        f"{c['system']}|{c['code']}"
-        for c in concept.get("coding", [])
+        c
+        for c in entries
         if isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
     ]
+
+
+def codings(concept: Any) -> list[str]:
+    """The `system|code` strings of a CodeableConcept's codings (codings lacking either are skipped)."""
+    return [f"{c['system']}|{c['code']}" for c in coding_entries(concept)]
 
 
 def plan_types(plan: dict[str, Any]) -> set[str]:
     """The plan-definition-type codes of a PlanDefinition (e.g. `eca-rule`, `clinical-protocol`)."""
     concept = plan.get("type")
-    if not isinstance(concept, dict):
-        return set()
-    return {
-        str(c.get("code"))
-        for c in concept.get("coding", [])
-        if isinstance(c, dict) and c.get("system") == PLAN_TYPE_SYSTEM
-    }
+    entries = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(entries, list):
+        return set()  # malformed content is validation's to report, not a reason to crash here
+    return {str(c.get("code")) for c in entries if isinstance(c, dict) and c.get("system") == PLAN_TYPE_SYSTEM}
 
 
 def is_pathway(plan: dict[str, Any]) -> bool:
@@ -86,12 +95,23 @@ class ActionStep:
     action: dict[str, Any]
     depth: int  # how many definitionCanonical hops from the first plan
 
+    @property
+    def top(self) -> bool:
+        """Whether the action is one of its plan's own actions (`action[i]`), not a sub-action."""
+        return "." not in self.path
+
 
 Resolve = Callable[[str], dict[str, Any] | None]
 
 
 def _key(plan: dict[str, Any]) -> str:
-    return f"{plan.get('resourceType', 'PlanDefinition')}/{plan.get('id', '?')}"
+    rtype = plan.get("resourceType", "PlanDefinition")
+    pid = plan.get("id")
+    if isinstance(pid, str) and pid:
+        return f"{rtype}/{pid}"
+    # Without an id, two different plans must not look like one plan reaching itself: the object
+    # identity tells them apart (a resolved plan is the same object each time it is resolved).
+    return f"{rtype} without id (#{id(plan):x})"
 
 
 def action_cycle_error(plan: dict[str, Any], path: str, chain: list[str]) -> ContentError:

@@ -17,13 +17,8 @@ from guideline.evaluation.walk import walk_pathways
 _loaded: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
 
 
-# ---------------------------------------------------------------- input
-
-
-# ---------------------------------------------------------------- evaluation
-
-
 def ensure_loaded(pkg: Package, engine: Engine) -> None:
+    """Load the package's ELM and value sets into the engine's worker, unless it holds them already."""
     keys = _loaded.setdefault(engine, set())
     if pkg.key not in keys:
         engine.load(pkg.key, pkg.elm, pkg.value_sets)
@@ -31,7 +26,11 @@ def ensure_loaded(pkg: Package, engine: Engine) -> None:
 
 
 def evaluate(pkg: Package, bundle: dict[str, Any], at: str, engine: Engine) -> list[Recommendation]:
-    """The recommendations that fire for the one patient in `bundle` at `at`, in pathway order."""
+    """The recommendations that fire for the one patient in `bundle` at `at`, in pathway order.
+
+    A pathway that reaches itself through its actions raises ContentError at the reference that
+    closes the loop (as soon as the walk gets there).
+    """
     ensure_loaded(pkg, engine)
     key = pkg.key
 
@@ -47,6 +46,3 @@ def recommend(pkg: Package, bundle: dict[str, Any], at: str, engine: Engine) -> 
     """The `guideline recommend --json` document for the one Patient in `bundle` at `at`."""
     pid = patient_id(bundle)
     return document(pid, at, evaluate(pkg, bundle, at, engine))
-
-
-# ---------------------------------------------------------------- CLI

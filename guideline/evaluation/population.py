@@ -18,22 +18,17 @@ from guideline.content.cql import Engine
 from guideline.content.package import Package
 from guideline.core.errors import BadInputError, UsageError
 from guideline.core.evaltime import time_parameters
+from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, iter_actions, primary_library
 from guideline.evaluation.model import document
 from guideline.evaluation.patient import ensure_loaded
 from guideline.evaluation.records import PatientRecord, _compact
-from guideline.evaluation.walk import CQL_IDENTIFIER, pathways, walk_pathways
+from guideline.evaluation.walk import pathways, walk_pathways
 
 # A batch closes at this many records or this much bundle JSON, whichever comes first: large
 # enough that the per-request cost (~1 ms) vanishes, small enough that memory stays flat and
 # every worker gets work early (in flight at once: 2 batches per worker).
 BATCH_RECORDS = 64
 BATCH_BYTES = 4 * 1024 * 1024
-
-
-# ---------------------------------------------------------------- input
-
-
-# ---------------------------------------------------------------- evaluation
 
 
 @dataclass
@@ -54,10 +49,24 @@ class _Missing(Exception):
 
 
 def _primary_library(pkg: Package, plan: dict[str, Any]) -> str | None:
-    libs = plan.get("library") or []
-    lib = pkg.resolve(libs[0]) if len(libs) == 1 and isinstance(libs[0], str) else None
+    """The name of the plan's compiled primary library, or None (the walk reports why, if it gets there)."""
+    canonical = primary_library(plan)
+    lib = pkg.resolve(canonical) if canonical is not None else None
     name = lib.get("name") if lib is not None else None
     return name if isinstance(name, str) and name in pkg.elm else None
+
+
+def _cql_identifiers(action: dict[str, Any]) -> list[str]:
+    """The CQL defines an action's applicability conditions and dynamic values name."""
+    exprs = [c.get("expression") for c in action.get("condition", []) if c.get("kind") == "applicability"]
+    exprs += [dv.get("expression") for dv in action.get("dynamicValue", [])]
+    return [
+        e["expression"]
+        for e in exprs
+        if isinstance(e, dict)
+        and e.get("language") in CQL_IDENTIFIER_LANGUAGES
+        and isinstance(e.get("expression"), str)
+    ]
 
 
 @dataclass
@@ -75,42 +84,33 @@ class EvaluationPlan:
 
     @classmethod
     def of(cls, pkg: Package) -> EvaluationPlan:
+        """The plan for a package: every action of every pathway and of every plan they reach.
+
+        Libraries are listed in the order the walk first meets their plans. A plan that reaches
+        itself through its actions is a ContentError (see `iter_actions`).
+        """
         gate: list[str] = []
         reachable: list[str] = []
         expressions: dict[str, set[str]] = {}
-        seen: set[str] = set()
 
-        def visit_actions(name: str | None, actions: list[dict[str, Any]]) -> None:
-            for action in actions:
-                if not isinstance(action, dict):
-                    continue
-                exprs = [c.get("expression") for c in action.get("condition", []) if c.get("kind") == "applicability"]
-                exprs += [dv.get("expression") for dv in action.get("dynamicValue", [])]
-                for e in exprs:
-                    if name and isinstance(e, dict) and e.get("language") in CQL_IDENTIFIER:
-                        if isinstance(e.get("expression"), str):
-                            expressions.setdefault(name, set()).add(e["expression"])
-                ref = action.get("definitionCanonical")
-                target = pkg.resolve(ref) if isinstance(ref, str) else None
-                if target is not None and target.get("resourceType") == "PlanDefinition":
-                    visit_plan(target)
-                visit_actions(name, action.get("action", []))
-
-        def visit_plan(plan: dict[str, Any]) -> None:
-            pid = str(plan.get("id"))
-            if pid in seen:
-                return
-            seen.add(pid)
+        def meet(plan: dict[str, Any]) -> None:
             name = _primary_library(pkg, plan)
             if name is not None and name not in reachable:
                 reachable.append(name)
-            visit_actions(name, plan.get("action", []))
 
         for pathway in pathways(pkg):
             name = _primary_library(pkg, pathway)
             if name is not None and name not in gate:
                 gate.append(name)
-            visit_plan(pathway)
+            meet(pathway)
+            for step in iter_actions(pathway, pkg.resolve):
+                name = _primary_library(pkg, step.plan)
+                if name is not None:
+                    expressions.setdefault(name, set()).update(_cql_identifiers(step.action))
+                ref = step.action.get("definitionCanonical")
+                target = pkg.resolve(ref) if isinstance(ref, str) else None
+                if target is not None and target.get("resourceType") == "PlanDefinition":
+                    meet(target)  # before its actions, as the walk meets it
         return cls(gate, reachable, {k: sorted(v) for k, v in expressions.items()})
 
 
@@ -125,6 +125,7 @@ class Evaluator:
         self.plan = EvaluationPlan.of(pkg)
 
     def evaluate(self, engine: Engine, records: list[PatientRecord]) -> list[PatientResult]:
+        """One result per record, in order: each walk asks for the libraries it reaches, in rounds."""
         out = [PatientResult(r, error=r.error) for r in records]
         have: list[dict[str, dict[str, Any]]] = [{} for _ in records]
         want: dict[int, list[str]] = {i: list(self.plan.gate) for i, r in enumerate(records) if r.error is None}
@@ -229,15 +230,18 @@ class EnginePool:
         self.close()
 
     def close(self) -> None:
+        """Stop every worker."""
         for eng in self.engines:
             eng.close()
 
     def load(self, pkg: Package) -> None:
+        """Give every worker the package (once per worker and package)."""
         for eng in self.engines:
             ensure_loaded(pkg, eng)
 
     @contextmanager
     def engine(self) -> Iterator[Engine]:
+        """A free worker for the duration of the block (waits until one is free)."""
         eng = self._free.get()
         try:
             yield eng
@@ -245,6 +249,7 @@ class EnginePool:
             self._free.put(eng)
 
     def stats(self) -> list[dict[str, int]]:
+        """Each worker's memory (current and peak resident set size, KiB), for benchmarks."""
         return [eng.stats() for eng in self.engines]
 
 
@@ -345,6 +350,7 @@ class Summary:
     fired: dict[str, int] = field(default_factory=dict)
 
     def add(self, result: PatientResult) -> None:
+        """Count one result: evaluated (and what fired) or skipped."""
         self.records += 1
         if result.document is None:
             self.skipped += 1

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from guideline.content.package import Package
 from guideline.core.errors import ContentError, Finding
-from guideline.evaluation.model import Activity, Recommendation, activity_codes
-
-PLAN_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
-
-# HAPI (clinical-reasoning) also accepts the older opioid spelling with a dot.
-CQL_IDENTIFIER = frozenset({"text/cql-identifier", "text/cql.identifier"})
+from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, ActionStep, Resolve, is_pathway, iter_actions, primary_library
+from guideline.evaluation.model import Activity, Recommendation
 
 
 def _content_error(resource: dict[str, Any], location: str, message: str) -> ContentError:
@@ -33,12 +29,13 @@ class _Evaluator:
         self.results: dict[str, dict[str, Any]] = {}
 
     def library_results(self, plan: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        libs = plan.get("library") or []
-        if len(libs) != 1 or not isinstance(libs[0], str):
+        """The name of the plan's primary library and its define values (fetched on first use)."""
+        canonical = primary_library(plan)
+        if canonical is None:
             raise _content_error(plan, "library", "needs exactly one primary library to evaluate its conditions")
-        lib = self.pkg.resolve(libs[0])
+        lib = self.pkg.resolve(canonical)
         if lib is None:
-            raise _content_error(plan, "library[0]", f"library {libs[0]} is not in the package")
+            raise _content_error(plan, "library[0]", f"library {canonical} is not in the package")
         name = lib.get("name")
         if not isinstance(name, str) or name not in self.pkg.elm:
             raise _content_error(lib, "name", f"no compiled CQL library named {name!r} (name must equal the CQL name)")
@@ -46,24 +43,25 @@ class _Evaluator:
             self.results[name] = self.fetch(name)
         return name, self.results[name]
 
-    def conditions_met(self, plan: dict[str, Any], action: dict[str, Any], path: str) -> bool:
-        conditions = [c for c in action.get("condition", []) if c.get("kind") == "applicability"]
+    def applies(self, step: ActionStep) -> bool:
+        """Whether every applicability condition of the step's action is true for the patient."""
+        conditions = [c for c in step.action.get("condition", []) if c.get("kind") == "applicability"]
         if not conditions:
             return True
-        name, values = self.library_results(plan)
+        name, values = self.library_results(step.plan)
         for i, c in enumerate(conditions):
             expr = c.get("expression") or {}
-            if expr.get("language") not in CQL_IDENTIFIER:
+            if expr.get("language") not in CQL_IDENTIFIER_LANGUAGES:
                 raise _content_error(
-                    plan,
-                    f"{path}.condition[{i}].expression.language",
+                    step.plan,
+                    f"{step.path}.condition[{i}].expression.language",
                     f"language {expr.get('language')!r} is not evaluated locally; use text/cql-identifier",
                 )
             ident = expr.get("expression")
             if ident not in values:
                 raise _content_error(
-                    plan,
-                    f"{path}.condition[{i}].expression.expression",
+                    step.plan,
+                    f"{step.path}.condition[{i}].expression.expression",
                     f"no define {ident!r} in library {name}",
                 )
             # As in HAPI: only a true Boolean meets a condition; null or anything else does not.
@@ -71,78 +69,87 @@ class _Evaluator:
                 return False
         return True
 
+    def applicable(self, plan: dict[str, Any], resolve: Resolve | None = None) -> Iterator[ActionStep]:
+        """The actions of `plan` that apply, depth-first; nothing below an action that does not apply.
+
+        `iter_actions` yields a step before asking `enter` whether to descend below it, so the
+        verdict for the step just yielded is what `enter` answers.
+        """
+        verdict = False
+
+        def enter(_: ActionStep) -> bool:
+            return verdict
+
+        for step in iter_actions(plan, resolve, enter=enter):
+            verdict = self.applies(step)
+            if verdict:
+                yield step
+
     def dynamic_text(self, plan: dict[str, Any], action: dict[str, Any], target: str) -> str | None:
+        """The patient's value of the action's dynamicValue for `target` (a CQL define), if it is text."""
         for dv in action.get("dynamicValue", []):
             expr = dv.get("expression") or {}
-            if dv.get("path") == target and expr.get("language") in CQL_IDENTIFIER:
+            if dv.get("path") == target and expr.get("language") in CQL_IDENTIFIER_LANGUAGES:
                 _, values = self.library_results(plan)
                 value = values.get(str(expr.get("expression")))
                 if isinstance(value, str):
                     return value
         return None
 
-    def activities(self, plan: dict[str, Any], action: dict[str, Any], path: str) -> list[Activity]:
-        """Activities of an applicable action and of its applicable sub-actions, in order."""
-        out: list[Activity] = []
-        ref = action.get("definitionCanonical")
-        if isinstance(ref, str):
-            ad = self.pkg.resolve(ref)
-            if ad is None or ad.get("resourceType") != "ActivityDefinition":
-                raise _content_error(
-                    plan, f"{path}.definitionCanonical", f"{ref} is not an ActivityDefinition in the package"
-                )
-            out.append(Activity(str(ad.get("kind")), sorted(activity_codes(ad)), str(ad.get("id"))))
-        for i, sub in enumerate(action.get("action", [])):
-            if self.conditions_met(plan, sub, f"{path}.action[{i}]"):
-                out.extend(self.activities(plan, sub, f"{path}.action[{i}]"))
-        return out
+    def activity(self, step: ActionStep) -> Activity | None:
+        """What an applicable action of a recommendation proposes (None for an action with no definition)."""
+        ref = step.action.get("definitionCanonical")
+        if not isinstance(ref, str):
+            return None
+        ad = self.pkg.resolve(ref)
+        if ad is None or ad.get("resourceType") != "ActivityDefinition":
+            raise _content_error(
+                step.plan, f"{step.path}.definitionCanonical", f"{ref} is not an ActivityDefinition in the package"
+            )
+        return Activity.of_definition(ad)
 
     def recommendation(self, plan: dict[str, Any]) -> Recommendation | None:
+        """The recommendation `plan` makes for the patient, or None if none of its actions applies.
+
+        The first applicable action gives the card; every applicable action, sub-actions
+        included, adds what it proposes, in document order.
+        """
         fired: Recommendation | None = None
-        for i, action in enumerate(plan.get("action", [])):
-            path = f"action[{i}]"
-            if not self.conditions_met(plan, action, path):
-                continue
-            docs = action.get("documentation") or []
-            source = docs[0].get("citation", "") if docs and isinstance(docs[0], dict) else ""
-            detail = self.dynamic_text(plan, action, "action.description") or action.get("description", "")
-            if fired is None:
-                fired = Recommendation(
-                    str(plan["id"]),
-                    str(action.get("title") or plan.get("title", "")),
-                    str(source),
-                    str(detail),
-                )
-            fired.activities.extend(self.activities(plan, action, path))
+        for step in self.applicable(plan):
+            if step.top:
+                detail = self.dynamic_text(plan, step.action, "action.description")
+                if fired is None:
+                    fired = Recommendation.from_action(plan, step.action, detail)
+            activity = self.activity(step)
+            if activity is not None and fired is not None:
+                fired.activities.append(activity)
         return fired
 
-    def walk(self, plan: dict[str, Any], actions: list[dict[str, Any]], path: str, out: list[Recommendation]) -> None:
-        """Follow a pathway's actions to the recommendation PlanDefinitions they reach."""
-        for i, action in enumerate(actions):
-            here = f"{path}[{i}]"
-            if not self.conditions_met(plan, action, here):
+    def pathway_target(self, ref: str) -> dict[str, Any] | None:
+        """The pathway a definitionCanonical names, if it names one: the walk follows only those."""
+        target = self.pkg.resolve(ref)
+        return target if target is not None and is_pathway(target) else None
+
+    def walk(self, pathway: dict[str, Any]) -> list[Recommendation]:
+        """The recommendations a pathway reaches through its applicable actions (nested pathways followed)."""
+        out: list[Recommendation] = []
+        for step in self.applicable(pathway, self.pathway_target):
+            ref = step.action.get("definitionCanonical")
+            if not isinstance(ref, str):
                 continue
-            ref = action.get("definitionCanonical")
-            target = self.pkg.resolve(ref) if isinstance(ref, str) else None
-            if isinstance(ref, str) and target is None:
-                raise _content_error(plan, f"{here}.definitionCanonical", f"{ref} is not in the package")
-            if target is not None and target.get("resourceType") == "PlanDefinition":
-                if _is_pathway(target):
-                    self.walk(target, target.get("action", []), "action", out)
-                else:
-                    rec = self.recommendation(target)
-                    if rec is not None:
-                        out.append(rec)
-            self.walk(plan, action.get("action", []), f"{here}.action", out)
-
-
-def _is_pathway(plan: dict[str, Any]) -> bool:
-    codes = {c.get("code") for c in (plan.get("type") or {}).get("coding", []) if c.get("system") == PLAN_TYPE_SYSTEM}
-    return "clinical-protocol" in codes
+            target = self.pkg.resolve(ref)
+            if target is None:
+                raise _content_error(step.plan, f"{step.path}.definitionCanonical", f"{ref} is not in the package")
+            if target.get("resourceType") == "PlanDefinition" and not is_pathway(target):
+                rec = self.recommendation(target)
+                if rec is not None:
+                    out.append(rec)
+        return out
 
 
 def pathways(pkg: Package) -> list[dict[str, Any]]:
-    found = [r for r in pkg.resources if r.get("resourceType") == "PlanDefinition" and _is_pathway(r)]
+    """The package's pathways (PlanDefinitions of type clinical-protocol), by id; ContentError if none."""
+    found = [r for r in pkg.resources if r.get("resourceType") == "PlanDefinition" and is_pathway(r)]
     if not found:
         raise ContentError(
             "the package has no pathway (PlanDefinition of type clinical-protocol)",
@@ -164,11 +171,13 @@ def walk_pathways(pkg: Package, fetch: LibraryResults) -> list[Recommendation]:
 
     `fetch` is called at most once per library, and only for libraries the walk reaches; it may
     raise to stop the walk (population mode does, to batch the evaluation of many patients).
+    A pathway that reaches itself through its actions is a ContentError located at the
+    definitionCanonical that closes the loop.
     """
     ev = _Evaluator(pkg, fetch)
     out: list[Recommendation] = []
     for pathway in pathways(pkg):
-        ev.walk(pathway, pathway.get("action", []), "action", out)
+        out.extend(ev.walk(pathway))
     # A recommendation reached twice (two pathways) is reported once.
     unique: dict[str, Recommendation] = {}
     for r in out:

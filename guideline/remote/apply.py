@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 from guideline.core.errors import EngineError, ServerRejectedError
 from guideline.core.evaltime import EVALUATION_TIME_PARAMETER, format_datetime
-from guideline.evaluation.model import ORDER_TYPES
-from guideline.evaluation.walk import PLAN_TYPE_SYSTEM
+from guideline.core.fhir import CQF_MESSAGES_EXT, is_pathway, iter_actions
+from guideline.evaluation.model import Activity, Recommendation, document
 from guideline.remote.http import Client
 
-CQF_MESSAGES = "http://hl7.org/fhir/StructureDefinition/cqf-messages"
+# What $apply may generate from an ActivityDefinition (R4 request resources and Task).
 REQUEST_TYPES = (
     "ServiceRequest",
     "MedicationRequest",
@@ -28,51 +30,40 @@ def _search_one(client: Client, rtype: str, params: dict[str, str]) -> dict[str,
 
 
 def recommendation_plans(client: Client, pathway_id: str) -> list[dict[str, Any]]:
-    """The recommendation PlanDefinitions the server's pathway reaches, in pathway order."""
+    """The recommendation PlanDefinitions the server's pathway reaches, in pathway order.
+
+    Nested pathways are followed; a pathway that reaches itself raises ContentError at the
+    definitionCanonical that closes the loop. A referenced plan the server lacks is a
+    ServerRejectedError.
+    """
     pathway = client.get_json(f"PlanDefinition/{pathway_id}", ok=(200,))
+    found: dict[str, dict[str, Any]] = {}  # one search per canonical, though the walk asks twice
+
+    def plan_for(ref: str) -> dict[str, Any]:
+        if ref not in found:
+            url, _, version = ref.partition("|")
+            params = {"url": url, **({"version": version} if version else {})}
+            plan = _search_one(client, "PlanDefinition", params)
+            if plan is None:
+                raise ServerRejectedError(
+                    f"the server's pathway {pathway_id} references {ref}, which the "
+                    "server does not hold; publish the whole package"
+                )
+            found[ref] = plan
+        return found[ref]
+
+    def nested_pathway(ref: str) -> dict[str, Any] | None:
+        if "/PlanDefinition/" not in ref:
+            return None
+        plan = plan_for(ref)
+        return plan if is_pathway(plan) else None
+
     out: list[dict[str, Any]] = []
-
-    def walk(actions: list[dict[str, Any]]) -> None:
-        for action in actions:
-            ref = action.get("definitionCanonical")
-            if isinstance(ref, str) and "/PlanDefinition/" in ref:
-                url, _, version = ref.partition("|")
-                params = {"url": url, **({"version": version} if version else {})}
-                plan = _search_one(client, "PlanDefinition", params)
-                if plan is None:
-                    raise ServerRejectedError(
-                        f"the server's pathway {pathway_id} references {ref}, which the "
-                        "server does not hold; publish the whole package"
-                    )
-                types = {
-                    c.get("code")
-                    for c in (plan.get("type") or {}).get("coding", [])
-                    if c.get("system") == PLAN_TYPE_SYSTEM
-                }
-                if "clinical-protocol" in types:
-                    walk(plan.get("action", []))
-                else:
-                    out.append(plan)
-            walk(action.get("action", []))
-
-    walk(pathway.get("action", []))
+    for step in iter_actions(pathway, nested_pathway):
+        ref = step.action.get("definitionCanonical")
+        if isinstance(ref, str) and "/PlanDefinition/" in ref and not is_pathway(plan_for(ref)):
+            out.append(plan_for(ref))
     return out
-
-
-def _codings(concept: Any) -> list[str]:
-    if not isinstance(concept, dict):
-        return []
-    return [f"{c['system']}|{c['code']}" for c in concept.get("coding", []) if "system" in c and "code" in c]
-
-
-def request_codes(resource: dict[str, Any]) -> list[str]:
-    """The clinical codes of a generated request (mirrors recommend.activity_codes)."""
-    rt = resource.get("resourceType")
-    if rt == "MedicationRequest":
-        return _codings(resource.get("medicationCodeableConcept"))
-    if rt == "CommunicationRequest":
-        return []
-    return _codings(resource.get("code"))
 
 
 def engine_errors(careplan: dict[str, Any]) -> list[str]:
@@ -81,48 +72,46 @@ def engine_errors(careplan: dict[str, Any]) -> list[str]:
     refs = [
         e.get("valueReference", {}).get("reference", "").lstrip("#")
         for e in careplan.get("extension", [])
-        if e.get("url") == CQF_MESSAGES
+        if e.get("url") == CQF_MESSAGES_EXT
     ]
     outcomes = [contained[r] for r in refs if r in contained]
     outcomes += [c for c in contained.values() if c.get("resourceType") == "OperationOutcome" and c not in outcomes]
     return [i.get("diagnostics", "") for o in outcomes for i in o.get("issue", [])]
 
 
-def careplan_recommendation(plan: dict[str, Any], careplan: dict[str, Any]) -> dict[str, Any] | None:
-    """The recommendation entry for one $apply result, or None if no action applied."""
+def _request_group(careplan: dict[str, Any], contained: dict[Any, dict[str, Any]]) -> dict[str, Any] | None:
+    """The RequestGroup (R4) or RequestOrchestration (R5) the CarePlan's activities point to."""
+    for activity in careplan.get("activity", []):
+        group = contained.get(activity.get("reference", {}).get("reference", "").lstrip("#"))
+        if group and group.get("resourceType") in ("RequestGroup", "RequestOrchestration"):
+            return group
+    return None
+
+
+def careplan_recommendation(plan: dict[str, Any], careplan: dict[str, Any]) -> Recommendation | None:
+    """The recommendation one $apply result makes, or None if no action applied.
+
+    The card is the plan's, as `recommend` reports it, with the title of the action the server
+    applied; the activities are the requests it generated, in the order of its actions.
+    """
     errors = engine_errors(careplan)
     if errors:
         raise EngineError(
             f"the server's engine reported errors applying PlanDefinition/{plan.get('id')}: " + "; ".join(errors)
         )
     contained = {c.get("id"): c for c in careplan.get("contained", [])}
-    groups = [
-        contained.get(a.get("reference", {}).get("reference", "").lstrip("#")) for a in careplan.get("activity", [])
-    ]
-    group = next((g for g in groups if g and g.get("resourceType") in ("RequestGroup", "RequestOrchestration")), None)
+    group = _request_group(careplan, contained)
     if group is None or not group.get("action"):
         return None
+    activities: list[Activity] = []
+    for step in iter_actions(group):
+        ref = (step.action.get("resource") or {}).get("reference", "")
+        res = contained.get(ref.lstrip("#")) if ref.startswith("#") else None
+        if res is not None and res.get("resourceType") in REQUEST_TYPES:
+            activities.append(Activity.of_request(res))
     top = group["action"][0]
-    activities: list[dict[str, Any]] = []
-
-    def collect(actions: list[dict[str, Any]]) -> None:
-        for a in actions:
-            ref = (a.get("resource") or {}).get("reference", "")
-            res = contained.get(ref.lstrip("#")) if ref.startswith("#") else None
-            if res is not None and res.get("resourceType") in REQUEST_TYPES:
-                activities.append({"resourceType": res["resourceType"], "codes": sorted(request_codes(res))})
-            collect(a.get("action", []))
-
-    collect(group["action"])
-    plan_action = (plan.get("action") or [{}])[0]
-    docs = plan_action.get("documentation") or []
-    return {
-        "id": plan.get("id"),
-        "title": top.get("title") or plan_action.get("title") or plan.get("title", ""),
-        "informational": not any(a["resourceType"] in ORDER_TYPES for a in activities),
-        "source": docs[0].get("citation", "") if docs else "",
-        "activities": activities,
-    }
+    card = Recommendation.from_action(plan, (plan.get("action") or [{}])[0], str(top.get("description") or ""))
+    return replace(card, title=str(top.get("title") or card.title), activities=activities)
 
 
 def apply_parameters(patient: str, at: str | None) -> dict[str, Any]:
@@ -144,18 +133,16 @@ def apply_patient(
     plans: list[dict[str, Any]] | None = None,
     at: str | None = None,
 ) -> dict[str, Any]:
-    """$apply every recommendation of the pathway for one patient; the `recommend --json` shape.
+    """$apply every recommendation of the pathway for one patient; the `recommend --json` document.
 
     Without `at` the server evaluates on its own clock (reported as evaluatedAt, read here, so
     seconds may differ); with `at` (ISO date-time with offset) the evaluation is as of that moment
     through the CQL parameter "Evaluation Time", whatever the server's clock says.
     """
-    import datetime as dt
-
     plans = plans if plans is not None else recommendation_plans(client, pathway_id)
     when = at if at is not None else format_datetime(dt.datetime.now(dt.UTC).replace(microsecond=0))
     body = apply_parameters(patient, at)
-    recs = []
+    recs: list[Recommendation] = []
     for plan in plans:
         cp = client.post_json(f"PlanDefinition/{plan['id']}/$apply", body)
         if not isinstance(cp, dict) or cp.get("resourceType") != "CarePlan":
@@ -163,4 +150,4 @@ def apply_patient(
         rec = careplan_recommendation(plan, cp)
         if rec is not None:
             recs.append(rec)
-    return {"patient": patient, "evaluatedAt": when, "recommendations": recs}
+    return document(patient, when, recs)

@@ -48,6 +48,8 @@ class ActivityNode:
 
 @dataclass(frozen=True)
 class RecommendationNode:
+    """One recommendation in the diagram: its condition, the define deciding it, and its activities."""
+
     key: str
     title: str
     condition: str  # plain-language applicability, one line
@@ -60,6 +62,8 @@ class RecommendationNode:
 
 @dataclass(frozen=True)
 class DiagramSpec:
+    """What the diagram shows, independent of where things go: trigger, population, recommendations."""
+
     title: str
     description: str
     triggers: tuple[str, ...]
@@ -71,12 +75,16 @@ class DiagramSpec:
 
 @dataclass(frozen=True)
 class Line:
+    """One line of text in a box, in one of the text styles (badge, title, body, code)."""
+
     text: str
     style: str  # badge | title | body | code
 
 
 @dataclass(frozen=True)
 class Box:
+    """A placed box: its role (which sets its look), position, size, text and link."""
+
     key: str
     role: str
     x: float
@@ -100,11 +108,14 @@ class Box:
         return self.y + self.h / 2
 
     def overlaps(self, other: Box) -> bool:
+        """Whether the two boxes share any area (touching edges do not count)."""
         return self.x < other.right and other.x < self.right and self.y < other.bottom and other.y < self.bottom
 
 
 @dataclass(frozen=True)
 class Edge:
+    """A connector: a polyline from one box to another, in a line style."""
+
     points: tuple[tuple[float, float], ...]
     style: str  # solid | dashed | dotted
     source: str
@@ -113,6 +124,8 @@ class Edge:
 
 @dataclass
 class Layout:
+    """The placed diagram: its size, boxes in drawing order, connectors, and the spec it shows."""
+
     width: float
     height: float
     boxes: list[Box] = field(default_factory=list)
@@ -120,6 +133,7 @@ class Layout:
     spec: DiagramSpec | None = None
 
     def box(self, key: str) -> Box:
+        """The box with this key (StopIteration if there is none)."""
         return next(b for b in self.boxes if b.key == key)
 
 
@@ -141,6 +155,7 @@ def _lines(width: float, *parts: tuple[str, str]) -> tuple[Line, ...]:
 
 
 def text_height(lines: tuple[Line, ...]) -> float:
+    """The height the lines take, at each style's line height."""
     return sum(LINE_PX[line.style] for line in lines)
 
 
@@ -182,72 +197,71 @@ def _activity_box(a: ActivityNode, x: float) -> Box:
     )
 
 
-def layout(spec: DiagramSpec) -> Layout:
-    """Place every box and connector; columns left to right, one horizontal band per recommendation."""
-    x_trigger = MARGIN
-    x_population = x_trigger + TRIGGER_W + GAP_X
-    x_rec = x_population + POPULATION_W + GAP_X
-    x_act = x_rec + RECOMMENDATION_W + GAP_X
-    width = x_act + ACTIVITY_W + MARGIN
-    out = Layout(width=width, height=0.0, spec=spec)
-
-    # Legend row across the top.
+def _legend(width: float) -> list[Box]:
+    """The legend row across the top: one box per kind of box, placed at the top margin."""
     legend_w = (width - 2 * MARGIN - 3 * 16) / 4
     legend = [
         _box(key, role, MARGIN + i * (legend_w + 16), legend_w, _lines(legend_w, (badge, "badge"), (text, "body")))
         for i, (key, role, badge, text) in enumerate(LEGEND)
     ]
-    legend_h = max(b.h for b in legend)
-    out.boxes.extend(_at(b, MARGIN) for b in legend)
-    top = MARGIN + legend_h + 28
+    return [_at(b, MARGIN) for b in legend]
 
-    # One band per recommendation: its box beside its stacked activities, both centred in the band.
-    y = top
-    rec_boxes: list[Box] = []
-    for rec in spec.recommendations:
-        role = "recommendation-info" if rec.informational else "recommendation"
-        rbox = _box(
-            f"rec-{rec.key}",
-            role,
-            x_rec,
+
+def _recommendation_box(rec: RecommendationNode, x: float) -> Box:
+    role = "recommendation-info" if rec.informational else "recommendation"
+    return _box(
+        f"rec-{rec.key}",
+        role,
+        x,
+        RECOMMENDATION_W,
+        _lines(
             RECOMMENDATION_W,
-            _lines(
-                RECOMMENDATION_W,
-                ("RECOMMENDATION" + (" · INFORMATION ONLY" if rec.informational else ""), "badge"),
-                (rec.title, "title"),
-                (f"when {rec.condition}", "body"),
-                (rec.define, "code"),
-                (rec.rating, "body"),
-            ),
-            rec.href,
-            rec.title,
-        )
-        acts = [_activity_box(a, x_act) for a in rec.activities]
-        stack_h = sum(b.h for b in acts) + GAP_Y * max(0, len(acts) - 1)
-        band_h = max(rbox.h, stack_h)
-        rbox = _at(rbox, y + (band_h - rbox.h) / 2)
-        out.boxes.append(rbox)
-        rec_boxes.append(rbox)
-        ay = y + (band_h - stack_h) / 2
-        bus = rbox.right + GAP_X / 2
-        for a, abox in zip(rec.activities, acts, strict=True):
-            abox = _at(abox, ay)
-            out.boxes.append(abox)
-            style = "dotted" if a.kind == INFO else "dashed" if a.kind == MESSAGE else "solid"
-            out.edges.append(
-                Edge(
-                    ((rbox.right, rbox.cy), (bus, rbox.cy), (bus, abox.cy), (abox.x, abox.cy)),
-                    style,
-                    rbox.key,
-                    abox.key,
-                )
-            )
-            ay += abox.h + GAP_Y
-        y += band_h + BAND_GAP
-    bottom = y - BAND_GAP if spec.recommendations else top
+            ("RECOMMENDATION" + (" · INFORMATION ONLY" if rec.informational else ""), "badge"),
+            (rec.title, "title"),
+            (f"when {rec.condition}", "body"),
+            (rec.define, "code"),
+            (rec.rating, "body"),
+        ),
+        rec.href,
+        rec.title,
+    )
 
-    # Trigger and population, centred on the recommendation bands.
-    mid = (top + bottom) / 2
+
+def _band(out: Layout, rec: RecommendationNode, y: float, x_rec: float, x_act: float) -> tuple[Box, float]:
+    """Place one recommendation's band at `y`: its box beside its stacked activities, both centred.
+
+    Adds the boxes and the recommendation-to-activity connectors to `out`; returns the
+    recommendation's box and the band's height.
+    """
+    rbox = _recommendation_box(rec, x_rec)
+    acts = [_activity_box(a, x_act) for a in rec.activities]
+    stack_h = sum(b.h for b in acts) + GAP_Y * max(0, len(acts) - 1)
+    band_h = max(rbox.h, stack_h)
+    rbox = _at(rbox, y + (band_h - rbox.h) / 2)
+    out.boxes.append(rbox)
+    ay = y + (band_h - stack_h) / 2
+    bus = rbox.right + GAP_X / 2
+    for a, abox in zip(rec.activities, acts, strict=True):
+        abox = _at(abox, ay)
+        out.boxes.append(abox)
+        style = "dotted" if a.kind == INFO else "dashed" if a.kind == MESSAGE else "solid"
+        out.edges.append(
+            Edge(
+                ((rbox.right, rbox.cy), (bus, rbox.cy), (bus, abox.cy), (abox.x, abox.cy)),
+                style,
+                rbox.key,
+                abox.key,
+            )
+        )
+        ay += abox.h + GAP_Y
+    return rbox, band_h
+
+
+def _entry_boxes(spec: DiagramSpec, x_trigger: float, x_population: float, top: float, mid: float) -> tuple[Box, Box]:
+    """The trigger and population boxes, centred on `mid` but never above the bands' `top`.
+
+    (A short pathway would otherwise push them into the legend.)
+    """
     tbox = _box(
         "trigger",
         "trigger",
@@ -256,8 +270,6 @@ def layout(spec: DiagramSpec) -> Layout:
         _lines(TRIGGER_W, ("TRIGGER", "badge"), (", ".join(spec.triggers) or "(none)", "title"), ("CDS Hooks", "body")),
         tooltip="Trigger",
     )
-    # Never above the bands' top (a short pathway would push them into the legend).
-    tbox = _at(tbox, max(top, mid - tbox.h / 2))
     pbox = _box(
         "population",
         "population",
@@ -272,7 +284,31 @@ def layout(spec: DiagramSpec) -> Layout:
         spec.population_href,
         "Population",
     )
-    pbox = _at(pbox, max(top, mid - pbox.h / 2))
+    return _at(tbox, max(top, mid - tbox.h / 2)), _at(pbox, max(top, mid - pbox.h / 2))
+
+
+def layout(spec: DiagramSpec) -> Layout:
+    """Place every box and connector; columns left to right, one horizontal band per recommendation."""
+    x_trigger = MARGIN
+    x_population = x_trigger + TRIGGER_W + GAP_X
+    x_rec = x_population + POPULATION_W + GAP_X
+    x_act = x_rec + RECOMMENDATION_W + GAP_X
+    width = x_act + ACTIVITY_W + MARGIN
+    out = Layout(width=width, height=0.0, spec=spec)
+    legend = _legend(width)
+    out.boxes.extend(legend)
+    top = MARGIN + max(b.h for b in legend) + 28
+
+    y = top
+    rec_boxes: list[Box] = []
+    for rec in spec.recommendations:
+        rbox, band_h = _band(out, rec, y, x_rec, x_act)
+        rec_boxes.append(rbox)
+        y += band_h + BAND_GAP
+    bottom = y - BAND_GAP if spec.recommendations else top
+
+    # Trigger and population, centred on the recommendation bands; drawn right after the legend.
+    tbox, pbox = _entry_boxes(spec, x_trigger, x_population, top, (top + bottom) / 2)
     out.boxes[len(legend) : len(legend)] = [tbox, pbox]
     out.edges.insert(0, Edge(((tbox.right, tbox.cy), (pbox.x, pbox.cy)), "solid", tbox.key, pbox.key))
     bus = pbox.right + GAP_X / 2

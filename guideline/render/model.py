@@ -1,23 +1,35 @@
-"""The page model of the rendered site: recommendations, conditions in plain language, CQL, value sets, cases."""
+"""The page model of the rendered site: recommendations, conditions in plain language, CQL, value sets, cases.
+
+A page's recommendation and activities hold the evaluation model's (`guideline.evaluation.model`)
+for what they share with `recommend` (id, card, what each activity proposes, informational), and
+add only what the pages show besides.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from guideline.content.package import Package
 from guideline.core.errors import BadInputError, ContentError, Finding
-from guideline.evaluation.model import ORDER_TYPES, activity_codes
-from guideline.evaluation.walk import CQL_IDENTIFIER, pathways
+from guideline.core.fhir import (
+    CQL_IDENTIFIER_LANGUAGES,
+    QUALITY_EXT,
+    STRENGTH_EXT,
+    ActionStep,
+    coding_entries,
+    is_pathway,
+    iter_actions,
+    primary_library,
+)
+from guideline.evaluation import model as evaluation
+from guideline.evaluation.walk import pathways
 
-STRENGTH_EXT = "http://hl7.org/fhir/StructureDefinition/cqf-strengthOfRecommendation"
-QUALITY_EXT = "http://hl7.org/fhir/StructureDefinition/cqf-qualityOfEvidence"
-STRENGTH_SYSTEM = "http://terminology.hl7.org/CodeSystem/recommendation-strength"
-QUALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/evidence-quality"
 # The full scales of the two HL7 code systems (the GRADE categories), shown beside each rating
 # so a reader sees where "weak" and "very-low" sit.
 STRENGTH_SCALE = ("strong", "weak")
@@ -45,6 +57,8 @@ PLAIN_DEPTH = 4
 
 @dataclass(frozen=True)
 class Coding:
+    """A coding as the pages show it: system (with a short name), code and display."""
+
     system: str
     code: str
     display: str = ""
@@ -60,6 +74,8 @@ class Coding:
 
 @dataclass(frozen=True)
 class Rating:
+    """A strength-of-recommendation or quality-of-evidence rating from an action's extension."""
+
     code: str
     display: str
     text: str
@@ -69,6 +85,8 @@ class Rating:
 
 @dataclass(frozen=True)
 class Quote:
+    """A passage of the source, verbatim, and where it is from."""
+
     text: str
     cite: str
 
@@ -103,6 +121,8 @@ class Plain:
 
 @dataclass(frozen=True)
 class Condition:
+    """An applicability condition: the CQL define that decides it, in plain language and on one line."""
+
     definition: Definition
     plain: Plain
     summary: str  # one line, for the diagram
@@ -110,14 +130,14 @@ class Condition:
 
 @dataclass(frozen=True)
 class Activity:
-    definition_id: str
+    """An activity on a recommendation's page: what it proposes (the evaluation model) and what the page shows."""
+
+    proposal: evaluation.Activity  # the request $apply creates and its codes, as `recommend` reports them
     title: str
-    kind: str  # the request resource type $apply creates
-    order: bool
     action_title: str
     action_description: str
     description: str
-    codes: tuple[Coding, ...]  # the codes the generated request carries (recommend.activity_codes)
+    codes: tuple[Coding, ...]  # proposal.codes, with their displays
     codings: tuple[tuple[str, Coding], ...]  # every coding on the definition: (element, coding)
     text: str  # message text (CommunicationRequest) or dosage text
     intent: str
@@ -126,12 +146,26 @@ class Activity:
     json_href: str
 
     @property
+    def definition_id(self) -> str:
+        return self.proposal.definition
+
+    @property
+    def kind(self) -> str:
+        return self.proposal.resource_type
+
+    @property
+    def order(self) -> bool:
+        return self.proposal.order
+
+    @property
     def anchor(self) -> str:
         return anchor("act", self.definition_id)
 
 
 @dataclass(frozen=True)
 class ValueSet:
+    """A value set the logic uses, with its expansion."""
+
     id: str
     url: str
     title: str
@@ -146,6 +180,8 @@ class ValueSet:
 
 @dataclass(frozen=True)
 class CodeUse:
+    """A CQL code declaration the logic uses directly."""
+
     library: str
     name: str
     coding: Coding
@@ -153,17 +189,23 @@ class CodeUse:
 
 @dataclass(frozen=True)
 class DynamicText:
+    """A card element computed per patient by a CQL define (an action's dynamicValue)."""
+
     path: str
     definition: Definition
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    id: str
+    """A recommendation's page: its card as `recommend` reports it when every action applies, and what is behind it.
+
+    `card` is the evaluation model's recommendation (id, title and text of the card, source, and
+    every activity's proposal); the other fields are the evidence, logic and cases the page shows.
+    """
+
+    card: evaluation.Recommendation
     short_title: str  # the pathway's action title
     title: str  # the PlanDefinition title
-    card_title: str
-    card_description: str
     description: str
     usage: str
     quotes: tuple[Quote, ...]
@@ -171,7 +213,7 @@ class Recommendation:
     quality: Rating | None
     triggers: tuple[str, ...]
     conditions: tuple[Condition, ...]
-    activities: tuple[Activity, ...]
+    activities: tuple[Activity, ...]  # the page's view of card.activities, in the same order
     dynamic: tuple[DynamicText, ...]
     definitions: tuple[Definition, ...]
     value_sets: tuple[ValueSet, ...]
@@ -181,8 +223,12 @@ class Recommendation:
     silent_in: tuple[str, ...] = ()
 
     @property
+    def id(self) -> str:
+        return self.card.id
+
+    @property
     def informational(self) -> bool:
-        return not any(a.order for a in self.activities)
+        return self.card.informational
 
     @property
     def page(self) -> str:
@@ -191,6 +237,8 @@ class Recommendation:
 
 @dataclass(frozen=True)
 class Case:
+    """A test case: its scenario, evaluation time, expected recommendations and define values."""
+
     id: str
     description: str
     at: str
@@ -205,6 +253,8 @@ class Case:
 
 @dataclass(frozen=True)
 class TraceRow:
+    """A row of the traceability table: a source passage, what encodes it, and the cases where it fires."""
+
     quote: Quote
     artifact: str
     page: str
@@ -215,6 +265,8 @@ class TraceRow:
 
 @dataclass(frozen=True)
 class ResourceLink:
+    """A package resource in the raw-JSON listing."""
+
     resource_type: str
     id: str
     title: str
@@ -224,6 +276,8 @@ class ResourceLink:
 
 @dataclass(frozen=True)
 class Site:
+    """Everything the site shows: package metadata, the pathway, its recommendations, cases and traceability."""
+
     title: str
     name: str
     package_id: str
@@ -257,6 +311,7 @@ def anchor(prefix: str, *parts: str) -> str:
 
 
 def json_href(resource: dict[str, Any]) -> str:
+    """Where the site keeps a resource's raw JSON (relative to the site root)."""
     return f"json/{resource['resourceType']}-{resource['id']}.json"
 
 
@@ -479,21 +534,16 @@ def _error(resource: dict[str, Any], location: str, message: str) -> ContentErro
     return ContentError(f"{key}: {message}", [Finding("error", key, location, message, "render")])
 
 
-def _codings(concept: Any) -> tuple[Coding, ...]:
-    if not isinstance(concept, dict):
-        return ()
-    return tuple(
-        Coding(str(c["system"]), str(c["code"]), str(c.get("display", "")))
-        for c in concept.get("coding", [])
-        if isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
-    )
+def _coding_models(concept: Any) -> tuple[Coding, ...]:
+    """A CodeableConcept's codings as the pages show them (see core.fhir.coding_entries)."""
+    return tuple(Coding(str(c["system"]), str(c["code"]), str(c.get("display", ""))) for c in coding_entries(concept))
 
 
 def _rating(action: dict[str, Any], url: str) -> Rating | None:
     for ext in action.get("extension", []):
         if ext.get("url") == url:
             concept = ext.get("valueCodeableConcept") or {}
-            codes = _codings(concept)
+            codes = _coding_models(concept)
             if codes:
                 c = codes[0]
                 return Rating(c.code, c.display, str(concept.get("text", "")), c.system, url)
@@ -509,8 +559,8 @@ def _quotes(node: dict[str, Any], key: str = "documentation") -> tuple[Quote, ..
 
 
 def _library_name(pkg: Package, plan: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    libs = plan.get("library") or []
-    lib = pkg.resolve(libs[0]) if len(libs) == 1 and isinstance(libs[0], str) else None
+    canonical = primary_library(plan)
+    lib = pkg.resolve(canonical) if canonical is not None else None
     if lib is None or not isinstance(lib.get("name"), str) or lib["name"] not in pkg.elm:
         raise _error(plan, "library", "needs exactly one primary library in the package, compiled from cql/")
     return str(lib["name"]), lib
@@ -522,7 +572,7 @@ def _conditions(logic: _Logic, lib: str, plan: dict[str, Any], action: dict[str,
         if c.get("kind") != "applicability":
             continue
         expr = c.get("expression") or {}
-        if expr.get("language") not in CQL_IDENTIFIER or not isinstance(expr.get("expression"), str):
+        if expr.get("language") not in CQL_IDENTIFIER_LANGUAGES or not isinstance(expr.get("expression"), str):
             raise _error(plan, f"{path}.condition[{i}].expression", "only text/cql-identifier conditions are rendered")
         cond = logic.condition(lib, expr["expression"])
         if cond is None:
@@ -531,33 +581,32 @@ def _conditions(logic: _Logic, lib: str, plan: dict[str, Any], action: dict[str,
     return out
 
 
-def _activity(
-    pkg: Package, logic: _Logic, lib: str, plan: dict[str, Any], action: dict[str, Any], path: str
-) -> Activity | None:
+def _activity(pkg: Package, logic: _Logic, lib: str, step: ActionStep) -> Activity | None:
+    """What an action of a recommendation proposes, shown as if it applied (None without a definition).
+
+    A top-level action's conditions are the recommendation's own; a sub-action's condition is
+    shown on its activity ("only when").
+    """
+    plan, action, path = step.plan, step.action, step.path
     ref = action.get("definitionCanonical")
     if not isinstance(ref, str):
         return None
     ad = pkg.resolve(ref)
     if ad is None or ad.get("resourceType") != "ActivityDefinition":
         raise _error(plan, f"{path}.definitionCanonical", f"{ref} is not an ActivityDefinition in the package")
-    kind = str(ad.get("kind", ""))
-    codes = tuple(
-        Coding(code.partition("|")[0], code.partition("|")[2], _display(ad, code))
-        for code in sorted(activity_codes(ad))
+    proposal = evaluation.Activity.of_definition(ad)
+    codes = tuple(Coding(code.partition("|")[0], code.partition("|")[2], _display(ad, code)) for code in proposal.codes)
+    codings = tuple(("code", c) for c in _coding_models(ad.get("code"))) + tuple(
+        ("product", c) for c in _coding_models(ad.get("productCodeableConcept"))
     )
-    codings = tuple(("code", c) for c in _codings(ad.get("code"))) + tuple(
-        ("product", c) for c in _codings(ad.get("productCodeableConcept"))
-    )
-    if kind == "CommunicationRequest":
+    if proposal.resource_type == "CommunicationRequest":
         text = str((ad.get("code") or {}).get("text", ""))
     else:
         text = " ".join(str(d.get("text", "")) for d in ad.get("dosage", []) if isinstance(d, dict)).strip()
-    conds = _conditions(logic, lib, plan, action, path)
+    conds = [] if step.top else _conditions(logic, lib, plan, action, path)
     return Activity(
-        definition_id=str(ad["id"]),
+        proposal=proposal,
         title=str(ad.get("title") or ad.get("name") or ad["id"]),
-        kind=kind,
-        order=kind in ORDER_TYPES,
         action_title=str(action.get("title", "")),
         action_description=str(action.get("description", "")),
         description=str(ad.get("description", "")),
@@ -573,23 +622,10 @@ def _activity(
 
 def _display(ad: dict[str, Any], code: str) -> str:
     for concept in (ad.get("productCodeableConcept"), ad.get("code")):
-        for c in _codings(concept):
+        for c in _coding_models(concept):
             if f"{c.system}|{c.code}" == code:
                 return c.display
     return ""
-
-
-def _activities(
-    pkg: Package, logic: _Logic, lib: str, plan: dict[str, Any], action: dict[str, Any], path: str, top: bool
-) -> list[Activity]:
-    """The action's activity and its sub-actions', in order (what $apply would create if all applied)."""
-    out: list[Activity] = []
-    act = _activity(pkg, logic, lib, plan, {**action, "condition": [] if top else action.get("condition", [])}, path)
-    if act is not None:
-        out.append(act)
-    for i, sub in enumerate(action.get("action", [])):
-        out.extend(_activities(pkg, logic, lib, plan, sub, f"{path}.action[{i}]", False))
-    return out
 
 
 def _value_set(pkg: Package, url: str) -> ValueSet | None:
@@ -611,30 +647,53 @@ def _value_set(pkg: Package, url: str) -> ValueSet | None:
     )
 
 
-def _recommendation(pkg: Package, logic: _Logic, plan: dict[str, Any], short_title: str) -> Recommendation:
-    lib, lib_res = _library_name(pkg, plan)
-    actions = [a for a in plan.get("action", []) if isinstance(a, dict)]
-    if not actions:
-        raise _error(plan, "action", "a recommendation needs at least one action")
-    conditions: list[Condition] = []
-    activities: list[Activity] = []
-    quotes: list[Quote] = []
-    triggers: list[str] = []
-    dynamic: list[DynamicText] = []
-    for i, action in enumerate(actions):
-        conditions.extend(_conditions(logic, lib, plan, action, f"action[{i}]"))
-        activities.extend(_activities(pkg, logic, lib, plan, action, f"action[{i}]", True))
-        quotes.extend(_quotes(action))
-        triggers.extend(str(t.get("name")) for t in action.get("trigger", []) if t.get("name"))
+@dataclass
+class _Actions:
+    """What a recommendation's actions hold, gathered in one walk: conditions, activities, quotes, ..."""
+
+    conditions: list[Condition] = field(default_factory=list)
+    activities: list[Activity] = field(default_factory=list)
+    quotes: list[Quote] = field(default_factory=list)
+    triggers: list[str] = field(default_factory=list)
+    dynamic: list[DynamicText] = field(default_factory=list)
+
+
+def _actions(pkg: Package, logic: _Logic, lib: str, plan: dict[str, Any]) -> _Actions:
+    """Every action of the plan as if it applied: the top-level ones' conditions, quotes, triggers
+    and dynamic text, and every action's activity (sub-actions included), in document order."""
+    out = _Actions()
+    for step in iter_actions(plan):
+        action = step.action
+        if step.top:
+            out.conditions.extend(_conditions(logic, lib, plan, action, step.path))
+        activity = _activity(pkg, logic, lib, step)
+        if activity is not None:
+            out.activities.append(activity)
+        if not step.top:
+            continue
+        out.quotes.extend(_quotes(action))
+        out.triggers.extend(str(t.get("name")) for t in action.get("trigger", []) if t.get("name"))
         for dv in action.get("dynamicValue", []):
             expr = dv.get("expression") or {}
             d = logic.definition(lib, str(expr.get("expression")))
-            if expr.get("language") in CQL_IDENTIFIER and d is not None:
-                dynamic.append(DynamicText(str(dv.get("path", "")), d))
-    first = actions[0]
-    roots = [(c.definition.library, c.definition.name) for c in conditions]
-    roots += [(a.condition.definition.library, a.condition.definition.name) for a in activities if a.condition]
-    roots += [(d.definition.library, d.definition.name) for d in dynamic]
+            if expr.get("language") in CQL_IDENTIFIER_LANGUAGES and d is not None:
+                out.dynamic.append(DynamicText(str(dv.get("path", "")), d))
+    return out
+
+
+@dataclass
+class _Uses:
+    """What a recommendation's logic uses: CQL definitions (source order), value sets and codes."""
+
+    definitions: list[Definition]
+    value_sets: list[ValueSet]
+    codes: list[CodeUse]
+
+
+def _uses(pkg: Package, logic: _Logic, lib: str, actions: _Actions) -> _Uses:
+    roots = [(c.definition.library, c.definition.name) for c in actions.conditions]
+    roots += [(a.condition.definition.library, a.condition.definition.name) for a in actions.activities if a.condition]
+    roots += [(d.definition.library, d.definition.name) for d in actions.dynamic]
     closure = logic.closure(roots)
     # Definitions in source order within each library, the recommendation's own library first.
     definitions = sorted(
@@ -642,9 +701,20 @@ def _recommendation(pkg: Package, logic: _Logic, plan: dict[str, Any], short_tit
     )
     value_sets = [v for v in (_value_set(pkg, url) for url in closure.value_sets) if v is not None]
     codes = [CodeUse(lib_, name, c) for (lib_, name) in closure.codes if (c := logic.code(lib_, name)) is not None]
+    return _Uses(
+        definitions,
+        sorted(value_sets, key=lambda v: v.id),
+        sorted(codes, key=lambda c: (c.library, c.name)),
+    )
+
+
+def _json_links(
+    pkg: Package, plan: dict[str, Any], lib: str, lib_res: dict[str, Any], activities: Iterable[Activity], uses: _Uses
+) -> tuple[tuple[str, str], ...]:
+    """(label, href) of every resource behind a recommendation: plan, libraries, definitions, value sets."""
     links: list[tuple[str, str]] = [(f"PlanDefinition/{plan['id']}", json_href(plan))]
     links.append((f"Library/{lib_res['id']}", json_href(lib_res)))
-    for inc in sorted({d.library for d in definitions} - {lib}):
+    for inc in sorted({d.library for d in uses.definitions} - {lib}):
         res = next((r for r in pkg.resources if r["resourceType"] == "Library" and r.get("name") == inc), None)
         if res is not None:
             links.append((f"Library/{res['id']}", json_href(res)))
@@ -652,47 +722,60 @@ def _recommendation(pkg: Package, logic: _Logic, plan: dict[str, Any], short_tit
         key = f"ActivityDefinition/{a.definition_id}"
         if all(k != key for k, _ in links):
             links.append((key, a.json_href))
-    links.extend((f"ValueSet/{v.id}", v.json_href) for v in sorted(value_sets, key=lambda v: v.id))
+    links.extend((f"ValueSet/{v.id}", v.json_href) for v in uses.value_sets)
+    return tuple(links)
+
+
+def _recommendation(pkg: Package, logic: _Logic, plan: dict[str, Any], short_title: str) -> Recommendation:
+    lib, lib_res = _library_name(pkg, plan)
+    first = next((a for a in plan.get("action", []) if isinstance(a, dict)), None)
+    if first is None:
+        raise _error(plan, "action", "a recommendation needs at least one action")
+    actions = _actions(pkg, logic, lib, plan)
+    uses = _uses(pkg, logic, lib, actions)
+    card = evaluation.Recommendation.from_action(plan, first)
+    card.activities.extend(a.proposal for a in actions.activities)
     return Recommendation(
-        id=str(plan["id"]),
+        card=card,
         short_title=short_title or str(plan.get("title", plan["id"])),
         title=str(plan.get("title") or plan["id"]),
-        card_title=str(first.get("title", "")),
-        card_description=str(first.get("description", "")),
         description=str(plan.get("description", "")),
         usage=str(plan.get("usage", "")),
-        quotes=tuple(quotes),
+        quotes=tuple(actions.quotes),
         strength=_rating(first, STRENGTH_EXT),
         quality=_rating(first, QUALITY_EXT),
-        triggers=tuple(dict.fromkeys(triggers)),
-        conditions=tuple(conditions),
-        activities=tuple(activities),
-        dynamic=tuple(dynamic),
-        definitions=tuple(definitions),
-        value_sets=tuple(sorted(value_sets, key=lambda v: v.id)),
-        codes=tuple(sorted(codes, key=lambda c: (c.library, c.name))),
-        json_links=tuple(links),
+        triggers=tuple(dict.fromkeys(actions.triggers)),
+        conditions=tuple(actions.conditions),
+        activities=tuple(actions.activities),
+        dynamic=tuple(actions.dynamic),
+        definitions=tuple(uses.definitions),
+        value_sets=tuple(uses.value_sets),
+        codes=tuple(uses.codes),
+        json_links=_json_links(pkg, plan, lib, lib_res, actions.activities, uses),
     )
 
 
 def _recommendation_refs(pkg: Package, pathway: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
-    """(recommendation PlanDefinition, the pathway action's title) in pathway order, nested pathways followed."""
+    """(recommendation PlanDefinition, the pathway action's title) in pathway order, nested pathways followed.
+
+    A recommendation reached twice is listed once; a pathway that reaches itself is a ContentError.
+    """
+
+    def nested_pathway(ref: str) -> dict[str, Any] | None:
+        target = pkg.resolve(ref)
+        return target if target is not None and is_pathway(target) else None
+
     out: list[tuple[dict[str, Any], str]] = []
-
-    def walk(actions: list[dict[str, Any]]) -> None:
-        for a in actions:
-            ref = a.get("definitionCanonical")
-            target = pkg.resolve(ref) if isinstance(ref, str) else None
-            if isinstance(ref, str) and target is None:
-                raise _error(pathway, "action.definitionCanonical", f"{ref} is not in the package")
-            if target is not None and target.get("resourceType") == "PlanDefinition":
-                if target in pathways(pkg):
-                    walk(target.get("action", []))
-                elif all(t is not target for t, _ in out):
-                    out.append((target, str(a.get("title", ""))))
-            walk(a.get("action", []))
-
-    walk(pathway.get("action", []))
+    for step in iter_actions(pathway, nested_pathway):
+        ref = step.action.get("definitionCanonical")
+        if not isinstance(ref, str):
+            continue
+        target = pkg.resolve(ref)
+        if target is None:
+            raise _error(step.plan, f"{step.path}.definitionCanonical", f"{ref} is not in the package")
+        if target.get("resourceType") == "PlanDefinition" and not is_pathway(target):
+            if all(t is not target for t, _ in out):
+                out.append((target, str(step.action.get("title", ""))))
     return out
 
 
@@ -713,60 +796,53 @@ def load_cases(cases_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def site_model(pkg: Package, cases: list[dict[str, Any]]) -> Site:
-    """Everything the pages show, derived from the built package and the test cases' expectations."""
-    logic = _Logic(pkg)
-    cfg = pkg.config.package
-    found = pathways(pkg)
-    pathway = next((p for p in found if p.get("id") == cfg.pathway), found[0])
-    plib, _ = _library_name(pkg, pathway)
-    pop_conditions: list[Condition] = []
-    pathway_quotes: list[Quote] = []
-    for i, action in enumerate(pathway.get("action", [])):
-        pop_conditions.extend(_conditions(logic, plib, pathway, action, f"action[{i}]"))
-        pathway_quotes.extend(_quotes(action))
-    if not pop_conditions:
-        raise _error(pathway, "action[0].condition", "the pathway needs an applicability condition (its population)")
-    recs = [_recommendation(pkg, logic, plan, title) for plan, title in _recommendation_refs(pkg, pathway)]
+def _case_model(c: dict[str, Any]) -> Case:
+    defines = tuple(
+        (str(lib), str(name), json.dumps(value))
+        for lib, values in sorted((c.get("defines") or {}).items())
+        for name, value in values.items()
+    )
+    return Case(
+        id=str(c["id"]),
+        description=str(c.get("description", "")),
+        at=str(c.get("at", "")),
+        expected=tuple((str(k), tuple(str(x) for x in v)) for k, v in c["recommendations"].items()),
+        defines=defines,
+        patient_href=f"json/case-{c['id']}.json" if Path(c["_patient"]).is_file() else "",
+    )
 
-    case_models: list[Case] = []
+
+def _with_cases(recs: list[Recommendation], cases: list[Case]) -> list[Recommendation]:
+    """Each recommendation with the cases where it fires and those where it does not."""
     fires: dict[str, list[str]] = {r.id: [] for r in recs}
     for c in cases:
-        expected = c["recommendations"]
-        for rid in expected:
-            fires.setdefault(str(rid), []).append(str(c["id"]))
-        defines = tuple(
-            (str(lib), str(name), json.dumps(value))
-            for lib, values in sorted((c.get("defines") or {}).items())
-            for name, value in values.items()
-        )
-        case_models.append(
-            Case(
-                id=str(c["id"]),
-                description=str(c.get("description", "")),
-                at=str(c.get("at", "")),
-                expected=tuple((str(k), tuple(str(x) for x in v)) for k, v in expected.items()),
-                defines=defines,
-                patient_href=f"json/case-{c['id']}.json" if Path(c["_patient"]).is_file() else "",
-            )
-        )
-    all_ids = tuple(c.id for c in case_models)
-    recs = [
-        _with_cases(r, tuple(fires.get(r.id, [])), tuple(i for i in all_ids if i not in fires.get(r.id, [])))
+        for rid, _ in c.expected:
+            fires.setdefault(rid, []).append(c.id)
+    return [
+        replace(r, fires_in=tuple(fires[r.id]), silent_in=tuple(c.id for c in cases if c.id not in fires[r.id]))
         for r in recs
     ]
-    gl_cases = tuple(c.id for c in case_models if c.expected)
 
+
+def _trace(
+    pathway: dict[str, Any],
+    population: list[Condition],
+    quotes: list[Quote],
+    recs: list[Recommendation],
+    cases: list[Case],
+) -> tuple[TraceRow, ...]:
+    """The traceability rows: the pathway's passages (the population), then each recommendation's."""
+    gl_cases = tuple(c.id for c in cases if c.expected)
     trace: list[TraceRow] = [
         TraceRow(
             q,
             f"PlanDefinition/{pathway['id']}",
             "index.html",
-            tuple(pc.definition.qualified for pc in pop_conditions),
+            tuple(pc.definition.qualified for pc in population),
             gl_cases,
             "cases where any recommendation fires (the population)",
         )
-        for q in pathway_quotes
+        for q in quotes
     ]
     for r in recs:
         encoded = (
@@ -776,8 +852,11 @@ def site_model(pkg: Package, cases: list[dict[str, Any]]) -> Site:
         trace.extend(
             TraceRow(q, f"PlanDefinition/{r.id}", r.page, encoded, r.fires_in, "cases where it fires") for q in r.quotes
         )
+    return tuple(trace)
 
-    resources = tuple(
+
+def _resource_links(pkg: Package) -> tuple[ResourceLink, ...]:
+    return tuple(
         ResourceLink(
             str(res["resourceType"]),
             str(res["id"]),
@@ -787,7 +866,37 @@ def site_model(pkg: Package, cases: list[dict[str, Any]]) -> Site:
         )
         for res in pkg.resources
     )
-    pop_defs = logic.closure([(c.definition.library, c.definition.name) for c in pop_conditions])
+
+
+def _population(logic: _Logic, pkg: Package, pathway: dict[str, Any]) -> tuple[list[Condition], list[Quote]]:
+    """The pathway's own actions' conditions (its population) and quotes; ContentError without a condition."""
+    plib, _ = _library_name(pkg, pathway)
+    conditions: list[Condition] = []
+    quotes: list[Quote] = []
+    for step in iter_actions(pathway):
+        if step.top:
+            conditions.extend(_conditions(logic, plib, pathway, step.action, step.path))
+            quotes.extend(_quotes(step.action))
+    if not conditions:
+        raise _error(pathway, "action[0].condition", "the pathway needs an applicability condition (its population)")
+    return conditions, quotes
+
+
+def site_model(pkg: Package, cases: list[dict[str, Any]]) -> Site:
+    """Everything the pages show, derived from the built package and the test cases' expectations.
+
+    A pathway that reaches itself through its actions is a ContentError located at the
+    definitionCanonical that closes the loop.
+    """
+    logic = _Logic(pkg)
+    cfg = pkg.config.package
+    found = pathways(pkg)
+    pathway = next((p for p in found if p.get("id") == cfg.pathway), found[0])
+    population, pathway_quotes = _population(logic, pkg, pathway)
+    recs = [_recommendation(pkg, logic, plan, title) for plan, title in _recommendation_refs(pkg, pathway)]
+    case_models = [_case_model(c) for c in cases]
+    recs = _with_cases(recs, case_models)
+    pop_defs = logic.closure([(c.definition.library, c.definition.name) for c in population])
     return Site(
         title=cfg.title,
         name=cfg.name,
@@ -806,15 +915,11 @@ def site_model(pkg: Package, cases: list[dict[str, Any]]) -> Site:
         pathway_description=str(pathway.get("description", "")),
         pathway_usage=str(pathway.get("usage", "")),
         pathway_quotes=tuple(pathway_quotes),
-        population=pop_conditions[0],
+        population=population[0],
         triggers=tuple(dict.fromkeys(t for r in recs for t in r.triggers)),
         recommendations=tuple(recs),
         cases=tuple(case_models),
-        trace=tuple(trace),
-        resources=resources,
+        trace=_trace(pathway, population, pathway_quotes, recs, case_models),
+        resources=_resource_links(pkg),
         definitions=tuple(pop_defs.definitions.values()),
     )
-
-
-def _with_cases(r: Recommendation, fires: tuple[str, ...], silent: tuple[str, ...]) -> Recommendation:
-    return replace(r, fires_in=fires, silent_in=silent)

@@ -12,15 +12,12 @@ from typing import Any
 from guideline.content.cql import Engine
 from guideline.content.package import Package, build_package
 from guideline.core.config import Config, load_config
-from guideline.core.fsutil import write_tree
+from guideline.core.fhir import QUALITY_EXT, QUALITY_SYSTEM, STRENGTH_EXT, STRENGTH_SYSTEM
+from guideline.core.fsutil import check_out_dir, write_tree
 from guideline.render.diagram import INFO, MESSAGE, ORDER, ActivityNode, DiagramSpec, RecommendationNode, layout, to_svg
 from guideline.render.model import (
-    QUALITY_EXT,
     QUALITY_SCALE,
-    QUALITY_SYSTEM,
-    STRENGTH_EXT,
     STRENGTH_SCALE,
-    STRENGTH_SYSTEM,
     Activity,
     Coding,
     Condition,
@@ -284,7 +281,8 @@ def _definitions_html(defs: tuple[Definition, ...], level: int) -> str:
     return "".join(out)
 
 
-def _index_page(site: Site, svg: str) -> bytes:
+def _about_html(site: Site) -> str:
+    """The package metadata as a definition list."""
     meta = [
         ("Version", site.version),
         ("Status", site.status + (" (experimental)" if site.experimental else "")),
@@ -295,29 +293,36 @@ def _index_page(site: Site, svg: str) -> bytes:
         ("FHIR version", site.fhir_version),
         ("License", site.license),
     ]
-    dl = "".join(
+    return "".join(
         f"<dt>{_e(k)}</dt><dd>{f'<code>{_e(v)}</code>' if k in ('Canonical base', 'Package') else _e(v)}</dd>"
         for k, v in meta
     )
-    rows = []
-    for r in site.recommendations:
-        proposes = (
-            "<ul>"
-            + "".join(
-                f'<li><a href="{r.page}#{_e(a.anchor)}">{_e(a.title)}</a> '
-                f'<span class="tag{"" if a.order else " message"}">{"ORDER" if a.order else "MESSAGE"}</span></li>'
-                for a in r.activities
-            )
-            + "</ul>"
-            if r.activities
-            else '<span class="tag info">INFORMATION ONLY</span>'
+
+
+def _recommendation_row(r: Recommendation) -> str:
+    """A recommendation's row in the overview table: conditions, ratings, what it proposes, cases."""
+    proposes = (
+        "<ul>"
+        + "".join(
+            f'<li><a href="{r.page}#{_e(a.anchor)}">{_e(a.title)}</a> '
+            f'<span class="tag{"" if a.order else " message"}">{"ORDER" if a.order else "MESSAGE"}</span></li>'
+            for a in r.activities
         )
-        rows.append(
-            f'<tr><td><a href="{r.page}">{_e(r.title)}</a><br>{_e(r.short_title)}</td>'
-            f"<td>{_e(' AND '.join(c.summary for c in r.conditions))}</td>"
-            f"<td>{_e(r.strength.code if r.strength else '-')}</td><td>{_e(r.quality.code if r.quality else '-')}</td>"
-            f"<td>{proposes}</td><td>{len(r.fires_in)}</td></tr>"
-        )
+        + "</ul>"
+        if r.activities
+        else '<span class="tag info">INFORMATION ONLY</span>'
+    )
+    return (
+        f'<tr><td><a href="{r.page}">{_e(r.title)}</a><br>{_e(r.short_title)}</td>'
+        f"<td>{_e(' AND '.join(c.summary for c in r.conditions))}</td>"
+        f"<td>{_e(r.strength.code if r.strength else '-')}</td><td>{_e(r.quality.code if r.quality else '-')}</td>"
+        f"<td>{proposes}</td><td>{len(r.fires_in)}</td></tr>"
+    )
+
+
+def _index_page(site: Site, svg: str) -> bytes:
+    dl = _about_html(site)
+    rows = [_recommendation_row(r) for r in site.recommendations]
     citations = "".join(_quote_html(q) for q in site.citations) or "<p><i>no citation recorded</i></p>"
     source = site.citations[0].cite or site.citations[0].text if site.citations else "not recorded"
     facts = " · ".join(
@@ -398,12 +403,8 @@ def _activity_html(r: Recommendation, a: Activity) -> str:
 </section>"""
 
 
-def _recommendation_page(site: Site, r: Recommendation) -> bytes:
-    quotes = "".join(_quote_html(q) for q in r.quotes) or "<p><i>no quote recorded</i></p>"
-    conds = "".join(
-        f"<h3>Condition <code>{_e(c.definition.qualified)}</code></h3>{_condition_html(c, 'Applies when')}"
-        for c in r.conditions
-    )
+def _proposes_html(r: Recommendation) -> str:
+    """What a recommendation's page says it proposes: dynamic card text, then each activity."""
     dyn = "".join(
         f"<p>The card's <code>{_e(d.path)}</code> is computed per patient by "
         f'<a href="#{_e(d.definition.anchor)}"><code>{_e(d.definition.qualified)}</code></a>; '
@@ -417,6 +418,11 @@ def _recommendation_page(site: Site, r: Recommendation) -> bytes:
             '<p><span class="tag info">INFORMATION ONLY</span> This recommendation shows the card text above; '
             "nothing is ordered.</p>"
         )
+    return f"{dyn}\n{acts}"
+
+
+def _value_sets_html(r: Recommendation) -> str:
+    """Each value set the logic uses, with its expansion; then the codes it uses directly."""
     vsets = (
         "".join(
             f'<section id="{_e(v.anchor)}" aria-label="{_e(v.title)}"><h3>{_e(v.title)}</h3>'
@@ -439,6 +445,15 @@ def _recommendation_page(site: Site, r: Recommendation) -> bytes:
             '<thead><tr><th scope="col">CQL code</th><th scope="col">System</th><th scope="col">Code</th>'
             f'<th scope="col">Display</th></tr></thead><tbody>{body}</tbody></table>'
         )
+    return f"{vsets}\n{codes}"
+
+
+def _recommendation_page(site: Site, r: Recommendation) -> bytes:
+    quotes = "".join(_quote_html(q) for q in r.quotes) or "<p><i>no quote recorded</i></p>"
+    conds = "".join(
+        f"<h3>Condition <code>{_e(c.definition.qualified)}</code></h3>{_condition_html(c, 'Applies when')}"
+        for c in r.conditions
+    )
     links = "".join(f'<li><a href="{_e(h)}">{_e(k)}</a></li>' for k, h in r.json_links)
     usage = f'<h2>Usage notes</h2><p class="note">{_e(r.usage)}</p>' if r.usage else ""
     kind = (
@@ -466,13 +481,11 @@ ratings are the project's reading of it (its <code>docs/ratings.md</code> gives 
 <a href="index.html#population">pathway's population</a>.</p>
 {conds}
 <h2 id="proposes">What it proposes</h2>
-<p><strong>Card:</strong> {_e(r.card_title)}</p>
-<p class="note">{_e(r.card_description)}</p>
-{dyn}
-{acts}
+<p><strong>Card:</strong> {_e(r.card.title)}</p>
+<p class="note">{_e(r.card.detail)}</p>
+{_proposes_html(r)}
 <h2 id="value-sets">Value sets</h2>
-{vsets}
-{codes}
+{_value_sets_html(r)}
 <h2 id="cql">CQL definitions it runs</h2>
 <p>Every definition the conditions and card text use, from the Libraries' <code>text/cql</code>
 (FHIRHelpers omitted).</p>
@@ -627,6 +640,8 @@ def screenshot_digest(index_html: bytes) -> str:
 
 @dataclass
 class RenderResult:
+    """What `render` wrote: the site directory, its files, and the model they show."""
+
     out_dir: Path
     files: list[Path]
     site: Site
@@ -637,7 +652,11 @@ class RenderResult:
 
 
 def write_site(files: dict[str, bytes], out_dir: Path) -> list[Path]:
-    """Write the site atomically (see fsutil.write_tree)."""
+    """Write the site atomically (see fsutil.write_tree).
+
+    Raises UsageError (before writing anything) when `out_dir` is not a folder it may replace.
+    """
+    check_out_dir(out_dir, "index.html", "site")
     return write_tree(out_dir, files)
 
 

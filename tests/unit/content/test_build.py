@@ -15,9 +15,10 @@ from guideline.cli import main as cli
 from guideline.content import outputs as build_mod
 from guideline.content.cql import Engine
 from guideline.content.outputs import build
-from guideline.content.package import FHIRHELPERS_URL, Package, build_package
+from guideline.content.package import Package, build_package
 from guideline.core.config import Config, load_config
 from guideline.core.errors import ContentError, ExitCode
+from guideline.core.fhir import FHIRHELPERS_URL
 
 
 @pytest.fixture(scope="module")

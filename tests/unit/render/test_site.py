@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import struct
 import time
@@ -20,7 +22,8 @@ from guideline.cli import main as cli
 from guideline.content.cql import Engine
 from guideline.content.package import Package, build_package
 from guideline.core.config import Config
-from guideline.core.errors import BadInputError, EngineError, ToolchainError
+from guideline.core.errors import BadInputError, ContentError, EngineError, ToolchainError
+from guideline.evaluation import model as evaluation
 from guideline.evaluation.model import activity_codes
 from guideline.render import site as render_mod
 from guideline.render.diagram import (
@@ -154,6 +157,59 @@ def test_informational_recommendations_are_marked(site: Site) -> None:
         "GLR5CareTeam": False,
         "GLR6Prognosis": True,
     }
+
+
+def test_pages_hold_the_evaluation_model(package: Package, site: Site) -> None:
+    """Verify that each page's card is the evaluation model's recommendation, with every activity's proposal."""
+    for r in site.recommendations:
+        assert isinstance(r.card, evaluation.Recommendation)
+        assert r.card.id == r.id
+        assert r.card.activities == [a.proposal for a in r.activities]
+        assert r.informational == r.card.informational == (not any(a.order for a in r.activities))
+        first = _resource(package, "PlanDefinition", r.id)["action"][0]
+        assert (r.card.title, r.card.detail) == (first["title"], first["description"])
+        for a in r.activities:
+            ad = _resource(package, "ActivityDefinition", a.definition_id)
+            assert a.proposal == evaluation.Activity.of_definition(ad)
+            assert a.kind == ad["kind"]
+
+
+def _with_loop(pkg: Package, *, through_second: bool) -> Package:
+    """The package with its pathway also reaching the pathway again (directly or through a second pathway)."""
+    resources = copy.deepcopy(pkg.resources)
+    pathway = next(r for r in resources if r["resourceType"] == "PlanDefinition" and r["id"] == "GLPathway")
+    target = pathway["url"]
+    if through_second:
+        second = {
+            "resourceType": "PlanDefinition",
+            "id": "GLPathwayLoop",
+            "url": f"{pathway['url']}Loop",
+            "type": pathway["type"],
+            "action": [{"title": "back", "definitionCanonical": pathway["url"]}],
+        }
+        resources.append(second)
+        target = second["url"]
+    pathway["action"][0]["action"].append({"title": "loop", "definitionCanonical": target})
+    return dataclasses.replace(pkg, resources=resources)
+
+
+@pytest.mark.parametrize(
+    ("through_second", "where"),
+    [
+        (False, ("PlanDefinition/GLPathway", "action[0].action[6].definitionCanonical")),
+        (True, ("PlanDefinition/GLPathwayLoop", "action[0].definitionCanonical")),
+    ],
+    ids=["self", "second-plan"],
+)
+def test_a_pathway_that_reaches_itself_is_refused(
+    package: Package, cases: list[dict[str, Any]], through_second: bool, where: tuple[str, str]
+) -> None:
+    """Verify that the site model refuses a looping pathway with a ContentError at the looping reference."""
+    with pytest.raises(ContentError) as err:
+        site_model(_with_loop(package, through_second=through_second), cases)
+    (finding,) = err.value.findings
+    assert (finding.file, finding.location) == where
+    assert "reaches PlanDefinition/GLPathway again" in finding.message
 
 
 def test_value_sets_come_with_expansions(package: Package, site: Site) -> None:
