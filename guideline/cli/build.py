@@ -9,10 +9,14 @@ from guideline.content.outputs import build
 
 
 def define_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: dist/ in the project)")
+    """Add this subcommand's flags to `parser`: --out."""
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="output folder (default: dist/ in the project)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    """Build into --out (a new, empty or earlier build folder; checked before compiling) and list the outputs."""
     result = build(args.out)
     pkg = result.package
     for f in pkg.findings:

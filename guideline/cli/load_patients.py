@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 
 from guideline.cli import common
+from guideline.core.errors import UsageError
 from guideline.evaluation.bundles import load_patient_bundle
 from guideline.remote.patients import days_until, load_patient, roll_dates
 
 
 def define_parser(parser: argparse.ArgumentParser) -> None:
+    """Add this subcommand's flags to `parser`: the Bundle files, the server flags, --roll-from."""
     parser.add_argument(
         "bundles",
         nargs="+",
@@ -30,7 +32,12 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-
+    """Check every BUNDLE, then load each in one transaction; nothing is sent if any file is unusable."""
+    folders = [p for p in args.bundles if p.is_dir()]
+    if folders:
+        raise UsageError(
+            f"{folders[0]}: a folder; load-patients takes patient Bundle files, e.g. {folders[0] / '*.json'}"
+        )
     days = days_until(args.roll_from) if args.roll_from else 0
     loaded = [load_patient_bundle(p) for p in args.bundles]  # every file checked before any write
     with common.client_from_args(args) as client:

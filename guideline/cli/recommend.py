@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from guideline.cli import common
-from guideline.cli.common import parse_at
 from guideline.content.cql import shared_engine
 from guideline.content.package import build_package
 from guideline.core.config import load_config
@@ -37,6 +36,7 @@ def _positive_int(value: str) -> int:
 
 
 def define_parser(parser: argparse.ArgumentParser) -> None:
+    """Add this subcommand's flags to `parser`: --patient-bundle or --population (with its options), --at, --json."""
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--patient-bundle",
@@ -67,13 +67,7 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit 0 even if bad records were skipped (they are still reported)",
     )
-    parser.add_argument(
-        "--at",
-        type=parse_at,
-        default=None,
-        metavar="DATETIME",
-        help="evaluation time, ISO 8601 with offset (2026-06-01T12:00:00Z) or a date (= 00:00 UTC); default: now",
-    )
+    common.add_at_flag(parser, default="now (this machine's clock)")
     common.add_json_flag(parser)
 
 
@@ -91,12 +85,18 @@ def _render_text(doc: dict[str, Any], recs: list[Recommendation]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    """`recommend --patient-bundle`: one patient's recommendations as text or JSON on stdout."""
     if args.population is not None:
         return population_main(args)
     extra = [flag for flag, value in (("--workers", args.workers), ("--out", args.out)) if value is not None]
     extra += ["--keep-going"] if args.keep_going else []
     if extra:
         raise UsageError(f"{', '.join(extra)} only apply with --population")
+    if args.patient_bundle.is_dir():
+        raise UsageError(
+            f"{args.patient_bundle}: a folder; --patient-bundle takes one Bundle file "
+            "(for a folder of patient Bundles use --population)"
+        )
     bundle, pid = load_patient_bundle(args.patient_bundle)  # bad input fails before the slow build
     at = args.at or now_utc()
     pkg = build_package(load_config())
@@ -111,6 +111,8 @@ def main(args: argparse.Namespace) -> int:
 
 def population_main(args: argparse.Namespace) -> int:
     """`recommend --population`: results to --out (or stdout), reports and progress to stderr."""
+    if args.out is not None:
+        _check_results_file(args.out, args.population)
     population = open_population(args.population)  # bad input fails before the slow start
     at = args.at or now_utc()
     workers = args.workers or os.cpu_count() or 1
@@ -143,6 +145,26 @@ def population_main(args: argparse.Namespace) -> int:
         if tty:
             err.write("\r\x1b[K")
         worker_peaks = [st["maxRssKiB"] // 1024 for st in pool.stats()]
+    return _finish(args, summary, start, ready, workers, worker_peaks)
+
+
+def _check_results_file(out: Path, population: Path) -> None:
+    """--out must name a file to (re)write: not a folder or device, not the input, in an existing folder."""
+    if out.is_dir():
+        raise UsageError(f"{out}: a folder; --out takes the results file to write, e.g. {out / 'results.ndjson'}")
+    if out.exists() and not out.is_file():
+        raise UsageError(f"{out}: not a regular file; --out takes a results file (without --out, results go to stdout)")
+    if out.exists() and population.exists() and out.resolve() == population.resolve():
+        raise UsageError(f"{out}: this is the population itself; write the results to another file")
+    if not out.resolve().parent.is_dir():
+        raise UsageError(f"{out}: {out.resolve().parent} is not an existing folder; create it or choose another --out")
+
+
+def _finish(
+    args: argparse.Namespace, summary: popmod.Summary, start: float, ready: float, workers: int, peaks: list[int]
+) -> int:
+    """The run's summary on stderr; BAD_INPUT if records were skipped (unless --keep-going)."""
+    err = sys.stderr
     elapsed = time.monotonic() - ready
     rate = summary.evaluated / elapsed if elapsed > 0 else 0.0
     err.write(
@@ -152,11 +174,14 @@ def population_main(args: argparse.Namespace) -> int:
     )
     # ru_maxrss is in KiB on Linux.
     own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    err.write(f"memory: peak RSS {own_peak} MiB (this process), {'/'.join(map(str, worker_peaks))} MiB (workers)\n")
+    err.write(f"memory: peak RSS {own_peak} MiB (this process), {'/'.join(map(str, peaks))} MiB (workers)\n")
     if summary.fired:
         fired = "; ".join(f"{k} {v:,}" for k, v in sorted(summary.fired.items()))
         err.write(f"fired: {fired}\n")
     if summary.skipped and not args.keep_going:
-        err.write(f"error: {summary.skipped:,} bad record(s) skipped (listed above); fix them or pass --keep-going\n")
+        err.write(
+            f"error: {summary.skipped:,} bad record(s) in {args.population} skipped (listed above); "
+            "fix them or pass --keep-going\n"
+        )
         return ExitCode.BAD_INPUT
     return 0

@@ -15,6 +15,7 @@ from guideline.validation.run import validate
 
 
 def define_parser(parser: argparse.ArgumentParser) -> None:
+    """Add this subcommand's flags to `parser`: optional path, --json (hidden: --format), optional server flags."""
     parser.add_argument(
         "path",
         nargs="?",
@@ -24,16 +25,13 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         help="dist/ folder, bundle .json, package .tgz or project folder "
         "(default: the project's sources, built in memory)",
     )
-    parser.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="text (grouped by file) or json (one FHIR OperationOutcome)",
-    )
+    common.add_json_flag(parser, "print one FHIR OperationOutcome as JSON (default: text grouped by file)")
+    common.add_format_alias(parser)
     common.add_server_args(parser, required=False)
 
 
 def main(args: argparse.Namespace) -> int:
+    """Validate, print the report on stdout (text or JSON) and, if it failed, one `error:` line on stderr."""
     client: Client | None = None
     if args.server:
         client = common.client_from_args(args)
@@ -45,8 +43,16 @@ def main(args: argparse.Namespace) -> int:
     finally:
         if client is not None:
             client.session.close()
-    if args.format == "json":
+    if args.json:
         sys.stdout.write(json.dumps(report.operation_outcome(), indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(report.render_text() + "\n")
+    if report.errors:
+        # The verdict on stderr too: stdout may be JSON for a tool, or scrolled past on a terminal.
+        n = len(report.errors)
+        print(
+            f"error: {args.path or report.target}: {n} validation error{'s' if n != 1 else ''} (see the report); "
+            "fix them and validate again",
+            file=sys.stderr,
+        )
     return report.exit_code

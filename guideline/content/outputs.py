@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
 import json
@@ -13,7 +14,7 @@ from typing import Any
 from guideline.content.cql import Engine
 from guideline.content.package import Package, build_package
 from guideline.core.config import Config, load_config
-from guideline.core.fsutil import write_tree
+from guideline.core.fsutil import check_out_dir, write_tree
 
 
 def _dumps(obj: Any) -> bytes:
@@ -72,6 +73,7 @@ def _tar_bytes(files: list[tuple[str, bytes]], mtime: int) -> bytes:
 
 
 def npm_package(pkg: Package) -> bytes:
+    """The FHIR NPM package (`package.tgz`): package.json, .index.json and one file per resource, byte-reproducible."""
     files: list[tuple[str, bytes]] = [("package/package.json", _dumps(_npm_package_json(pkg)))]
     index = []
     for r in pkg.resources:
@@ -83,21 +85,26 @@ def npm_package(pkg: Package) -> bytes:
                 entry[k] = r[k]
         index.append(entry)
     files.insert(1, ("package/.index.json", _dumps({"index-version": 1, "files": index})))
-    import datetime as _dt
-
-    mtime = int(_dt.datetime.fromisoformat(pkg.config.package.date).replace(tzinfo=_dt.UTC).timestamp())
+    # The archive's timestamps are the release date, so two builds of one release are identical.
+    mtime = int(dt.datetime.fromisoformat(pkg.config.package.date).replace(tzinfo=dt.UTC).timestamp())
     return _tar_bytes(files, mtime)
 
 
 @dataclass
 class BuildResult:
+    """What `build` wrote: the package it built, the output folder and the files in it."""
+
     package: Package
     out_dir: Path
     files: list[Path]
 
 
 def write_outputs(pkg: Package, out_dir: Path) -> BuildResult:
-    """Write dist/ atomically (see fsutil.write_tree): an interrupted build never leaves it half-written."""
+    """Write dist/ atomically (see fsutil.write_tree): an interrupted build never leaves it half-written.
+
+    Raises UsageError (before writing anything) when `out_dir` is not a folder it may replace.
+    """
+    check_out_dir(out_dir, "bundle.json", "build")
     files = {"bundle.json": _dumps(transaction_bundle(pkg)), "package.tgz": npm_package(pkg)}
     for name, elm in sorted(pkg.elm.items()):
         files[f"elm/{name}.json"] = _dumps(elm)
@@ -108,5 +115,7 @@ def write_outputs(pkg: Package, out_dir: Path) -> BuildResult:
 def build(out_dir: Path | None = None, cfg: Config | None = None, engine: Engine | None = None) -> BuildResult:
     """Programmatic `guideline build`: compile, assemble, write dist/ atomically."""
     cfg = cfg or load_config()
+    out = out_dir or cfg.root / "dist"
+    check_out_dir(out, "bundle.json", "build")  # before the slow compile, not only before writing
     pkg = build_package(cfg, engine)
-    return write_outputs(pkg, out_dir or cfg.root / "dist")
+    return write_outputs(pkg, out)

@@ -10,18 +10,41 @@ from guideline.core.errors import BadInputError
 
 BUNDLE_TYPES = ("collection", "batch", "transaction")
 
+# Leading bytes of files people pass by mistake where FHIR JSON is expected (a built package, a
+# screenshot, a zipped export); naming the kind says more than "byte 0x8b is not UTF-8".
+_MAGIC = (
+    (b"\x1f\x8b", "a gzip archive (such as a FHIR package .tgz)"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"%PDF-", "a PDF document"),
+    (b"\xff\xfe", "UTF-16 text (save it as UTF-8)"),
+    (b"\xfe\xff", "UTF-16 text (save it as UTF-8)"),
+)
 
-def load_patient_bundle(path: Path) -> tuple[dict[str, Any], str]:
-    """Read a Bundle (collection, batch or transaction) holding exactly one Patient.
 
-    Returns a collection Bundle of the entries' resources (what the engine loads as one
-    patient's record) and the Patient's id. Every problem is a BadInputError naming the file.
-    """
-    shown = str(path)
+def binary_kind(head: bytes) -> str | None:
+    """What a file starting with `head` is, when it is plainly not JSON text (else None)."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    # JSON text never holds a NUL byte (control characters must be escaped), binary data nearly always does.
+    return "binary data" if b"\x00" in head else None
+
+
+def _read_json(path: Path, shown: str) -> Any:
+    """The file's JSON; a BadInputError naming the file when it is a folder, unreadable, empty or not JSON text."""
+    if path.is_dir():
+        raise BadInputError(f"{shown}: a folder, not a patient Bundle file; give the Bundle's .json file")
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise BadInputError(f"{shown}: cannot read the patient bundle: {e.strerror or e}") from None
+        raise BadInputError(f"{shown}: cannot read the patient bundle: {e.strerror or e}; check the path") from None
+    if not raw.strip():
+        raise BadInputError(f"{shown}: the file is empty (not valid JSON); it must hold one FHIR Bundle")
+    kind = binary_kind(raw[:4096])
+    if kind is not None:
+        raise BadInputError(f"{shown}: {kind}, not a FHIR Bundle; give a patient Bundle in JSON")
     try:
         # utf-8-sig: exports from Windows tools often start with a byte-order mark.
         text = raw.decode("utf-8-sig")
@@ -30,11 +53,21 @@ def load_patient_bundle(path: Path) -> tuple[dict[str, Any], str]:
             f"{shown}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); FHIR JSON must be UTF-8"
         ) from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise BadInputError(f"{shown}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
     except RecursionError:
         raise BadInputError(f"{shown}: JSON nested too deeply to be a FHIR Bundle") from None
+
+
+def load_patient_bundle(path: Path) -> tuple[dict[str, Any], str]:
+    """Read a Bundle (collection, batch or transaction) holding exactly one Patient.
+
+    Returns a collection Bundle of the entries' resources (what the engine loads as one
+    patient's record) and the Patient's id. Every problem is a BadInputError naming the file.
+    """
+    shown = str(path)
+    data = _read_json(path, shown)
     if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
         found = data.get("resourceType") if isinstance(data, dict) else type(data).__name__
         raise BadInputError(
@@ -82,6 +115,7 @@ def load_patient_bundle(path: Path) -> tuple[dict[str, Any], str]:
 
 
 def patient_id(bundle: dict[str, Any]) -> str:
+    """The id of the one Patient in an already-read Bundle; BadInputError unless exactly one has an id."""
     patients = [
         e["resource"]
         for e in bundle.get("entry", [])

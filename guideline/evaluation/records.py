@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from guideline.core.errors import BadInputError
-from guideline.evaluation.bundles import load_patient_bundle
+from guideline.evaluation.bundles import binary_kind, load_patient_bundle
 
 # Fields that tie a resource to its patient (Observation.subject, AllergyIntolerance.patient, ...).
 _PATIENT_LINKS = ("subject", "patient")
@@ -45,24 +46,83 @@ class Population:
         return _ndjson_records(self.path)
 
 
+# What --population takes, for messages about a PATH in which nothing is recognised as input.
+EXPECTED = "a folder of patient Bundles (*.json) or an NDJSON file of FHIR resources grouped by patient"
+
+# How much of an NDJSON file is looked at before starting: enough to tell text from an archive or image.
+_SNIFF_BYTES = 64 * 1024
+
+_BOM = b"\xef\xbb\xbf"  # accepted on line 1, as exports from Windows tools often carry one
+
+
 def open_population(path: Path) -> Population:
-    """A directory of `*.json` patient Bundles (in file-name order) or an NDJSON file of resources."""
+    """A directory of `*.json` patient Bundles (in file-name order) or an NDJSON file of resources.
+
+    Raises BadInputError when nothing in `path` can be input: missing, a folder with no `*.json`,
+    an empty NDJSON file, or a file that is not NDJSON text at all (an archive, an image, one
+    pretty-printed JSON document). Bad records inside usable input are reported later, one by one.
+    """
     if path.is_dir():
-        try:
-            files = sorted(
-                (p for p in path.iterdir() if p.suffix == ".json" and not p.name.startswith(".") and p.is_file()),
-                key=lambda p: p.name,
-            )
-        except OSError as e:
-            raise BadInputError(f"{path}: cannot list the population directory: {e.strerror or e}") from None
-        return Population(path, "directory", len(files), "files", files)
+        return _open_directory(path)
     try:
         size = path.stat().st_size
     except OSError as e:
-        raise BadInputError(f"{path}: cannot read the population: {e.strerror or e}") from None
+        raise BadInputError(f"{path}: cannot read the population: {e.strerror or e}; expected {EXPECTED}") from None
     if not path.is_file():
-        raise BadInputError(f"{path}: not a directory of patient Bundles nor an NDJSON file")
+        raise BadInputError(f"{path}: not a directory of patient Bundles nor an NDJSON file; expected {EXPECTED}")
+    _check_ndjson_start(path)
     return Population(path, "ndjson", size, "bytes")
+
+
+def _open_directory(path: Path) -> Population:
+    try:
+        entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+        files = sorted((p for p in entries if p.suffix == ".json" and p.is_file()), key=lambda p: p.name)
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot list the population directory: {e.strerror or e}") from None
+    if not files:
+        ndjson = sorted(p.name for p in entries if p.suffix == ".ndjson" and p.is_file())
+        hint = f" (it holds {ndjson[0]}: pass that file itself)" if ndjson else ""
+        raise BadInputError(f"{path}: no *.json file in this folder{hint}; expected {EXPECTED}")
+    return Population(path, "directory", len(files), "files", files)
+
+
+def _check_ndjson_start(path: Path) -> None:
+    """Fail fast on a file that holds no lines or is not NDJSON text (before the slow engine start)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(_SNIFF_BYTES).removeprefix(_BOM)
+            # Skip leading whitespace however long, so a file of blank lines is found empty.
+            while head and not head.strip():
+                head = f.read(_SNIFF_BYTES)
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot read the population: {e.strerror or e}") from None
+    if not head:
+        raise BadInputError(f"{path}: the file is empty (no NDJSON lines); expected {EXPECTED}")
+    kind = binary_kind(head)
+    if kind is not None:
+        raise BadInputError(f"{path}: {kind}, not NDJSON; expected {EXPECTED}")
+    first = head.lstrip().split(b"\n", 1)[0].strip()
+    if not first.startswith((b"{", b"[")) and not _is_json(first):
+        # Every NDJSON line is JSON; a first line that is not (plain text, CSV, XML) means another format.
+        # A broken object or array on line 1 stays a bad record, reported with the rest.
+        raise BadInputError(
+            f"{path}: not NDJSON: line 1 is not JSON ({first[:40].decode('utf-8', 'replace')!r}); expected {EXPECTED}"
+        )
+    if first in (b"{", b"["):
+        # An NDJSON line is a whole resource; a lone bracket is the start of one indented JSON document.
+        raise BadInputError(
+            f"{path}: an indented JSON document, not NDJSON (one resource per line); pass one patient's Bundle "
+            "with --patient-bundle, or a folder of Bundles with --population"
+        )
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return False
+    return True
 
 
 def _compact(data: Any) -> str:
@@ -116,6 +176,22 @@ class _Group:
         if self.error is None:  # the first problem is the one to fix first
             self.error = message
 
+    def record(self, shown: str, index: int, consumed: int) -> PatientRecord:
+        """The finished group as a record: its collection Bundle, or why it cannot be evaluated."""
+        where = f"{shown}:{self.first}" if self.first == self.last else f"{shown}:{self.first}-{self.last}"
+        rec = PatientRecord(index, where, self.key, progress=consumed)
+        if self.error is None and self.patient_line is None:
+            self.fail(f"no Patient resource for Patient/{self.key}; put the Patient line with its resources")
+        if self.error is not None:
+            rec.error = self.error
+        else:
+            rec.bundle_json = (
+                '{"resourceType":"Bundle","type":"collection","entry":['
+                + ",".join(f'{{"resource":{line}}}' for line in self.lines)
+                + "]}"
+            )
+        return rec
+
 
 def _parse_line(raw: bytes, lineno: int) -> tuple[str, dict[str, Any], str | None]:
     """The line's text and resource, or what is wrong with it."""
@@ -139,26 +215,12 @@ def _parse_line(raw: bytes, lineno: int) -> tuple[str, dict[str, Any], str | Non
 def _ndjson_records(path: Path) -> Iterator[PatientRecord]:
     """Group consecutive lines by patient (see the README, 'Population mode', for the rules)."""
     shown = str(path)
-    index = 0
+    counter = itertools.count()  # records in input order
     group: _Group | None = None
     consumed = 0
 
     def finish(g: _Group) -> PatientRecord:
-        nonlocal index
-        where = f"{shown}:{g.first}" if g.first == g.last else f"{shown}:{g.first}-{g.last}"
-        rec = PatientRecord(index, where, g.key, progress=consumed)
-        index += 1
-        if g.error is None and g.patient_line is None:
-            g.fail(f"no Patient resource for Patient/{g.key}; put the Patient line with its resources")
-        if g.error is not None:
-            rec.error = g.error
-        else:
-            rec.bundle_json = (
-                '{"resourceType":"Bundle","type":"collection","entry":['
-                + ",".join(f'{{"resource":{line}}}' for line in g.lines)
-                + "]}"
-            )
-        return rec
+        return g.record(shown, next(counter), consumed)
 
     try:
         f = path.open("rb")
@@ -167,7 +229,7 @@ def _ndjson_records(path: Path) -> Iterator[PatientRecord]:
     with f:
         for lineno, raw in enumerate(f, 1):
             consumed += len(raw)
-            if not raw.strip():
+            if not (raw.removeprefix(_BOM) if lineno == 1 else raw).strip():
                 continue  # blank lines separate nothing and carry nothing
             text, resource, problem = _parse_line(raw, lineno)
             if problem is not None:
