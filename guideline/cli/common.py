@@ -1,16 +1,23 @@
-"""Flags shared by the server-facing subcommands, defined once so they read the same everywhere."""
+"""Flags shared by several subcommands, defined once so they read and parse the same everywhere."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from guideline.core.evaltime import format_datetime
-from guideline.remote.http import Client, Timeouts, read_token
+from guideline.remote.http import TOKEN_ENV, Client, Timeouts, read_token
+
+# How --at is spelled; the same words in every command's help and in the error for a bad value.
+AT_FORMS = "a date (2026-06-01, meaning 00:00 UTC) or a date-time with UTC offset (2026-06-01T12:00:00Z, +02:00)"
 
 
 def add_server_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """Add --server, --token-file, --insecure and --timeout: how to reach a FHIR server."""
     parser.add_argument(
         "--server", required=required, metavar="URL", help="FHIR base URL, e.g. http://127.0.0.1:8080/fhir"
     )
@@ -19,7 +26,7 @@ def add_server_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help="file holding a bearer token (default: $GUIDELINE_TOKEN, if set)",
+        help=f"file holding a bearer token (default: ${TOKEN_ENV}, if set)",
     )
     parser.add_argument(
         "--insecure",
@@ -35,23 +42,47 @@ def add_server_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
     )
 
 
-def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+def add_json_flag(parser: argparse.ArgumentParser, what: str = "print machine-readable JSON") -> None:
+    """Add --json (sets args.json); `what` is its help, for a command whose JSON needs saying more."""
+    parser.add_argument("--json", action="store_true", help=what)
 
 
-def client_from_args(args: argparse.Namespace, base_url: str | None = None) -> Client:
-    return Client(
-        base_url or args.server,
-        token=read_token(args.token_file),
-        verify_tls=not args.insecure,
-        timeouts=Timeouts(read_s=args.timeout),
+class _FormatAlias(argparse.Action):
+    """`--format text|json`, the old spelling of --json: still works, says so once, hidden from help."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values == "json")
+        instead = "--json" if values == "json" else "nothing (text is the default)"
+        # The CLI is the one place that prints; a note on stderr keeps stdout clean for the JSON.
+        print(f"{parser.prog}: note: --format {values} is deprecated; use {instead}", file=sys.stderr)
+
+
+def add_format_alias(parser: argparse.ArgumentParser) -> None:
+    """Keep `--format text|json` working as a hidden, deprecated spelling of --json (sets args.json).
+
+    Call after add_json_flag, which sets the default. Any other value is still a usage error (exit 2).
+    """
+    parser.add_argument(
+        "--format",
+        dest="json",
+        choices=("text", "json"),
+        action=_FormatAlias,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
     )
 
 
 def parse_at(value: str) -> str:
     """The evaluation time as ISO 8601 with an offset; a plain date means 00:00 UTC that day.
 
-    The offset matters: it is the time zone CQL uses for Now(), Today() and ages.
+    The offset matters: it is the time zone CQL uses for Now(), Today() and ages. A value without
+    one, or not a date at all, is an ArgumentTypeError (argparse turns it into exit 2).
     """
     text = value.strip()
     try:
@@ -60,12 +91,35 @@ def parse_at(value: str) -> str:
             return f"{day.isoformat()}T00:00:00Z"
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a date (2026-06-01) or a date-time with offset (2026-06-01T12:00:00Z)"
-        ) from None
+        raise argparse.ArgumentTypeError(f"{value!r} is not {AT_FORMS}") from None
     if when.tzinfo is None or when.utcoffset() is None:
         raise argparse.ArgumentTypeError(
             f"{value!r} has no UTC offset; add one (e.g. 2026-06-01T12:00:00Z or +02:00) so ages and "
             "lookbacks do not depend on this machine's time zone"
         )
     return format_datetime(when)
+
+
+def add_at_flag(parser: argparse.ArgumentParser, *, default: str) -> None:
+    """Add --at DATETIME (sets args.at: normalised ISO 8601 with offset, or None).
+
+    `default` says what the evaluation time is without --at, e.g. "now" or "the server's clock".
+    """
+    parser.add_argument(
+        "--at",
+        type=parse_at,
+        default=None,
+        metavar="DATETIME",
+        help=f'evaluate as of this moment, {AT_FORMS}, passed as the CQL parameter "Evaluation Time"; '
+        f"default: {default}",
+    )
+
+
+def client_from_args(args: argparse.Namespace, base_url: str | None = None) -> Client:
+    """The one HTTP client of a run, from the server flags (`base_url` overrides --server)."""
+    return Client(
+        base_url or args.server,
+        token=read_token(args.token_file),
+        verify_tls=not args.insecure,
+        timeouts=Timeouts(read_s=args.timeout),
+    )

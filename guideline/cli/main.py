@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -17,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "load-patients": ("guideline.cli.load_patients", "load patient Bundles onto a server (optionally date-rolled)"),
     "apply": ("guideline.cli.apply", "run PlanDefinition/$apply on a server for a patient"),
     "cds": ("guideline.cli.cds", "CDS Hooks client: discovery and calls"),
-    "recommend": ("guideline.cli.recommend", "evaluate the pathway locally for the one patient in a bundle"),
+    "recommend": ("guideline.cli.recommend", "evaluate the pathway locally for one patient or a population"),
     "validate": ("guideline.cli.validate", "check sources, dist/, a bundle or a package (all layers)"),
     "render": (
         "guideline.cli.render",
@@ -25,13 +26,35 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
 }
 
+# A run stopped with Ctrl-C exits as shells report a process killed by SIGINT: 128 + 2.
+INTERRUPTED = 128 + signal.SIGINT.value
+
+
+def exit_codes() -> dict[int, str]:
+    """Every exit code the CLI uses, with its meaning: the ExitCode members, then Ctrl-C."""
+    codes = {
+        value: name.lower().replace("_", " ")
+        for name, value in vars(ExitCode).items()
+        if name.isupper() and isinstance(value, int)
+    }
+    codes[INTERRUPTED] = "interrupted (Ctrl-C)"
+    return dict(sorted(codes.items()))
+
+
+def _epilog() -> str:
+    # Built from ExitCode so that `guideline --help` cannot drift from the codes main() returns.
+    rows = [f"  {code:<4} {meaning}" for code, meaning in exit_codes().items()]
+    return "\n".join(["exit codes (README, 'Exit codes'):", *rows])
+
 
 def make_parser() -> argparse.ArgumentParser:
+    """The whole command line: every subcommand with its module's flags, exit codes in the epilog."""
     parser = argparse.ArgumentParser(
         prog="guideline",
         description="Build, validate, evaluate and publish the generalized lipodystrophy CPG module.",
-        epilog="Exit codes: 0 ok, 1 invalid content, 2 usage, 3 toolchain missing, 4 server unreachable, "
-        "5 server rejected, 6 version conflict, 7 bad input, 8 engine error.",
+        epilog=_epilog(),
+        # Keeps the epilog's one-code-per-line table; the description is one line anyway.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"guideline {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -43,6 +66,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` (default: sys.argv), run the subcommand and return its exit code; never raises.
+
+    Library errors become one `error:` line (plus indented details) on stderr and their fixed code.
+    """
     parser = make_parser()
     try:
         args = parser.parse_args(argv)
@@ -58,12 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:
         return ExitCode.OK
 
 
 def run() -> None:
+    """The `guideline` console script: main() on sys.argv, its result as the process exit status."""
     sys.exit(main())
 
 

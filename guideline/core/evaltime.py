@@ -7,12 +7,14 @@ from typing import Any
 
 
 def format_datetime(when: dt.datetime) -> str:
+    """ISO 8601 with its offset (`Z` for UTC), to the second unless there are microseconds."""
     spec = "microseconds" if when.microsecond else "seconds"
     out = when.isoformat(timespec=spec)
     return out[:-6] + "Z" if out.endswith("+00:00") else out
 
 
 def now_utc() -> str:
+    """This machine's clock now, in UTC, to the second (the default evaluation time)."""
     return format_datetime(dt.datetime.now(dt.UTC).replace(microsecond=0))
 
 
