@@ -168,7 +168,12 @@ def test_orphanet_codes_in_both_forms(package: Package) -> None:
         ("gl-adult-no-data", "GLR1InsulinAssessment", [], ["breast-feeding", "suspected"]),
         ("safety2-unconfirmed-no-data", "GLR5CareTeam", ["suspected"], []),
         ("safety8-endo-referral-active-11-months", "GLR5CareTeam", ["not proposed again"], []),
-        ("safety3-pregnant-hyperinsulinemia", "GLR6Prognosis", ["pregnancy and childbirth", "CONTEXT, NOT FROM THE SOURCE"], []),
+        (
+            "safety3-pregnant-hyperinsulinemia",
+            "GLR6Prognosis",
+            ["pregnancy and childbirth", "CONTEXT, NOT FROM THE SOURCE"],
+            [],
+        ),
         ("gl-adult-no-data", "GLR6Prognosis", ["national", "PMC6760298"], ["project note)"]),
     ],
 )
