@@ -99,17 +99,18 @@ def test_conditions_show_the_define_and_its_cql(site: Site) -> None:
         assert 'define "Applies":' in cond.definition.cql
         assert cond.summary.startswith("has generalized lipodystrophy"), cond.summary
     r2 = next(r for r in site.recommendations if r.id == "GLR2Bromocriptine")
+    # Issue 13 (project safety rules 1-3): confirmed GL, alive, and not pregnant or post-partum.
     assert r2.conditions[0].summary == (
-        "has generalized lipodystrophy AND (has hyperinsulinemia OR has prolactin excess features) "
-        "AND NOT on bromocriptine"
+        "has generalized lipodystrophy (Confirmed) and is alive AND (has hyperinsulinemia OR has prolactin "
+        "excess features) AND NOT on bromocriptine AND NOT is pregnant or postpartum"
     )
     plain = r2.conditions[0].plain
-    assert plain.op == "all" and [c.op for c in plain.children] == ["ref", "any", "not"]
+    assert plain.op == "all" and [c.op for c in plain.children] == ["ref", "any", "not", "not"]
     # Named definitions expand to their own logic, across libraries (GLR2 -> GLCommon).
     hyper = plain.children[1].children[0]
     assert hyper.text == "has hyperinsulinemia" and hyper.children[0].op == "any"
     assert site.population.definition.qualified == 'GLPathway."Applies"'
-    assert site.population.summary == "has generalized lipodystrophy"
+    assert site.population.summary == "has generalized lipodystrophy and is alive"
 
 
 def test_definitions_cover_the_logic_without_fhirhelpers(site: Site) -> None:
@@ -138,9 +139,13 @@ def test_activities_carry_the_codes_the_engine_proposes(package: Package, site: 
         for rid, codes in case.expected:
             assert set(codes) <= by_id[rid], f"{case.id}: {rid} expects codes the recommendation cannot propose"
     r5 = next(r for r in site.recommendations if r.id == "GLR5CareTeam")
-    paed = next(a for a in r5.activities if a.definition_id == "GLReferPaediatrician")
-    assert paed.condition is not None and paed.condition.definition.name == "Needs Paediatrician Referral"
-    assert all(a.condition is None for a in r5.activities if a is not paed)
+    # Issue 13 (project safety rule 8): each referral has its own condition (not proposed again).
+    conditions = {a.definition_id: a.condition.definition.name if a.condition else None for a in r5.activities}
+    assert conditions == {
+        "GLReferEndocrinologist": "Needs Endocrinology Referral",
+        "GLReferGeneticist": "Needs Genetics Referral",
+        "GLReferPaediatrician": "Needs Paediatrician Referral",
+    }
 
 
 def test_informational_recommendations_are_marked(site: Site) -> None:
@@ -163,7 +168,14 @@ def test_value_sets_come_with_expansions(package: Package, site: Site) -> None:
     assert {"gl-conditions", "gl-bromocriptine-medications", "gl-galactorrhoea-conditions"} <= ids
     assert "gl-levocarnitine-medications" not in ids
     r4 = next(r for r in site.recommendations if r.id == "GLR4Diet")
-    assert [v.id for v in r4.value_sets] == ["gl-conditions"]
+    # Issue 13: pregnancy/post-partum/breast-feeding (rule 3) and the triglyceride oil caution (rule 9).
+    assert sorted(v.id for v in r4.value_sets) == [
+        "gl-conditions",
+        "gl-delivery-procedures",
+        "gl-lactation-findings",
+        "gl-pregnancy-conditions",
+        "gl-triglycerides-tests",
+    ]
     for r in site.recommendations:
         for v in r.value_sets:
             vs = _resource(package, "ValueSet", v.id)
