@@ -221,6 +221,7 @@ class Recommendation:
     json_links: tuple[tuple[str, str], ...]  # (label, href)
     fires_in: tuple[str, ...] = ()
     silent_in: tuple[str, ...] = ()
+    safety_rules: tuple[SafetyRule, ...] = ()  # project safety rules that shape this recommendation
 
     @property
     def id(self) -> str:
@@ -249,6 +250,39 @@ class Case:
     @property
     def anchor(self) -> str:
         return anchor("case", self.id)
+
+
+@dataclass(frozen=True)
+class SafetyRule:
+    """A project safety rule (the project's addition, never the source's words) and its basis."""
+
+    number: int
+    text: str
+    basis: str
+
+    @property
+    def anchor(self) -> str:
+        return anchor("safety-rule", str(self.number))
+
+
+# Project safety rules are marked on the artifacts as relatedArtifact type `documentation` with this
+# label (docs/traceability.md section 5); the source itself is cited with type `citation`.
+_SAFETY_LABEL = re.compile(r"^project-safety-rule-(\d+)$")
+_SAFETY_PREFIX = re.compile(r"^Project safety rule \d+ \(not from the source\):\s*")
+
+
+def safety_rules(resource: dict[str, Any]) -> tuple[SafetyRule, ...]:
+    """The project safety rules a resource declares, in rule order (none when it declares none)."""
+    rules: dict[int, SafetyRule] = {}
+    for ra in resource.get("relatedArtifact") or []:
+        if not isinstance(ra, dict) or ra.get("type") != "documentation":
+            continue
+        m = _SAFETY_LABEL.match(str(ra.get("label", "")))
+        if m:
+            text = _SAFETY_PREFIX.sub("", str(ra.get("display", "")))
+            basis = str(ra.get("citation", "")).removeprefix("Basis: ")
+            rules.setdefault(int(m.group(1)), SafetyRule(int(m.group(1)), text, basis))
+    return tuple(rules[n] for n in sorted(rules))
 
 
 @dataclass(frozen=True)
@@ -302,6 +336,7 @@ class Site:
     trace: tuple[TraceRow, ...]
     resources: tuple[ResourceLink, ...]
     definitions: tuple[Definition, ...] = field(default=())  # the pathway's own CQL
+    safety_rules: tuple[SafetyRule, ...] = ()  # every project safety rule, as the pathway lists them
 
 
 def anchor(prefix: str, *parts: str) -> str:
@@ -752,6 +787,7 @@ def _recommendation(pkg: Package, logic: _Logic, plan: dict[str, Any], short_tit
         value_sets=tuple(uses.value_sets),
         codes=tuple(uses.codes),
         json_links=_json_links(pkg, plan, lib, lib_res, actions.activities, uses),
+        safety_rules=safety_rules(plan),
     )
 
 
@@ -922,4 +958,5 @@ def site_model(pkg: Package, cases: list[dict[str, Any]]) -> Site:
         trace=_trace(pathway, population, pathway_quotes, recs, case_models),
         resources=_resource_links(pkg),
         definitions=tuple(pop_defs.definitions.values()),
+        safety_rules=safety_rules(pathway),
     )

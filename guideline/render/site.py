@@ -25,6 +25,7 @@ from guideline.render.model import (
     Plain,
     Quote,
     Recommendation,
+    SafetyRule,
     Site,
     anchor,
     json_href,
@@ -359,6 +360,7 @@ details; <a href="#recommendations">the table below</a> has the same content.</f
 {citations}
 <p>Every recommendation quotes the source sentences it rests on (see each recommendation and the
 <a href="traceability.html">traceability table</a>).</p>
+{_safety_html(site.safety_rules, _RULES_INTRO)}
 <h2 id="population">Population</h2>
 <p>The pathway <code>PlanDefinition/{_e(site.pathway_id)}</code> runs for
 {_e(", ".join(site.triggers) or "no trigger")} (CDS Hooks) and applies to a patient when its condition is true.
@@ -448,6 +450,27 @@ def _value_sets_html(r: Recommendation) -> str:
     return f"{vsets}\n{codes}"
 
 
+def _safety_html(rules: tuple[SafetyRule, ...], intro: str) -> str:
+    """The project safety rules as their own section, apart from the source's quoted statements."""
+    if not rules:
+        return ""
+    items = "".join(
+        f'<li id="{_e(s.anchor)}"><b>Rule {s.number}.</b> {_e(s.text)}<br><small>Basis: {_e(s.basis)}</small></li>'
+        for s in rules
+    )
+    return (
+        '<h2 id="safety">Project safety rules (not from the source)</h2>'
+        f'<p class="note">{_e(intro)}</p><ul class="safety">{items}</ul>'
+    )
+
+
+_RULES_INTRO = (
+    "Added by the project's knowledge engineers so that no card reaches a patient it must not reach; they are "
+    "not statements of the source and do not change its ratings. See the traceability page, section "
+    '"Project safety rules".'
+)
+
+
 def _recommendation_page(site: Site, r: Recommendation) -> bytes:
     quotes = "".join(_quote_html(q) for q in r.quotes) or "<p><i>no quote recorded</i></p>"
     conds = "".join(
@@ -465,6 +488,7 @@ def _recommendation_page(site: Site, r: Recommendation) -> bytes:
 <p>{kind} {_e(r.short_title)}. {_e(r.description)}</p>
 <h2>Source</h2>
 {quotes}
+{_safety_html(r.safety_rules, _RULES_INTRO)}
 <h2>Rating</h2>
 <table>
 <caption>Ratings (extensions on the PlanDefinition action)</caption>
@@ -532,8 +556,33 @@ def _traceability_page(site: Site) -> bytes:
 {"".join(rows)}
 </tbody>
 </table>
+{_safety_trace_html(site)}
 """
     return _page(site, "traceability.html", "Traceability", body)
+
+
+def _safety_trace_html(site: Site) -> str:
+    """The project safety rules in a table of their own: rule, basis, and the recommendations they shape."""
+    if not site.safety_rules:
+        return ""
+    rows = []
+    for s in site.safety_rules:
+        shaped = [r for r in site.recommendations if any(x.number == s.number for x in r.safety_rules)]
+        recs = ", ".join(f'<a href="{_e(r.page)}">{_e(r.short_title)}</a>' for r in shaped) or "<i>none</i>"
+        rows.append(f"<tr><td>{s.number}</td><td>{_e(s.text)}</td><td>{_e(s.basis)}</td><td>{recs}</td></tr>")
+    return f"""<h2 id="safety">Project safety rules (the project's, not the source's)</h2>
+<p>These rules are not in the source. They decide who must not get a card (or which card text a clinician
+reads) and rest on the basis given; each is marked in the CQL, in the artifacts' <code>usage</code> and as a
+<code>relatedArtifact</code> of type <code>documentation</code> labelled <code>project-safety-rule-N</code>.</p>
+<table>
+<caption>Project safety rules ({len(site.safety_rules)})</caption>
+<thead><tr><th scope="col">#</th><th scope="col">Rule</th><th scope="col">Basis</th>
+<th scope="col">Shapes</th></tr></thead>
+<tbody>
+{"".join(rows)}
+</tbody>
+</table>
+"""
 
 
 def _code_html(code: str) -> str:

@@ -156,3 +156,56 @@ def test_orphanet_codes_in_both_forms(package: Package) -> None:
     codes = {(c["system"], c["code"]) for version in vs.values() for c in version}
     for code in ("528", "ORPHA:528", "79086", "ORPHA:79086"):
         assert ("http://www.orpha.net", code) in codes
+
+
+@pytest.mark.parametrize(
+    ("case", "library", "present", "absent"),
+    [
+        ("safety9-tg-1000-oil-caution", "GLR4Diet", ["medium-chain", "dietitian", "specialist review"], []),
+        ("safety9-tg-999-no-caution", "GLR4Diet", ["medium-chain", "dietitian"], ["specialist review"]),
+        ("r2-insulin-just-above", "GLR2Bromocriptine", ["uncontrolled hypertension", "ergot", "post-partum"], []),
+        ("safety3-breastfeeding-prolactin", "GLR1InsulinAssessment", ["breast-feeding"], []),
+        ("gl-adult-no-data", "GLR1InsulinAssessment", [], ["breast-feeding", "suspected"]),
+        ("safety2-unconfirmed-no-data", "GLR5CareTeam", ["suspected"], []),
+        ("safety8-endo-referral-active-11-months", "GLR5CareTeam", ["not proposed again"], []),
+        (
+            "safety3-pregnant-hyperinsulinemia",
+            "GLR6Prognosis",
+            ["pregnancy and childbirth", "CONTEXT, NOT FROM THE SOURCE"],
+            [],
+        ),
+        ("gl-adult-no-data", "GLR6Prognosis", ["national", "PMC6760298"], ["project note)"]),
+    ],
+)
+def test_card_detail_safety_texts(
+    case: str, library: str, present: list[str], absent: list[str], package: Package, engine: Engine
+) -> None:
+    """Verify that the card texts carry the project safety notes (issue 13, rules 3 and 9) exactly when they apply."""
+    bundle, pid = load_patient_bundle(CASES_DIR / case / "patient.json")
+    at = _expected(CASES_DIR / case)["at"]
+    detail = engine.evaluate(package.key, library, [bundle], at)[pid]["Card Detail"]
+    assert isinstance(detail, str)
+    for text in present:
+        assert text in detail, text
+    for text in absent:
+        assert text not in detail, text
+
+
+def test_project_safety_rules_are_marked_apart_from_the_source(package: Package) -> None:
+    """Verify that every project safety rule is a labelled documentation artifact, never a source citation or quote."""
+    labels: dict[str, set[str]] = {}
+    for r in package.resources:
+        if r["resourceType"] != "PlanDefinition":
+            continue
+        for a in r.get("relatedArtifact", []):
+            label = str(a.get("label", ""))
+            if label.startswith("project-safety-rule-"):
+                assert a["type"] == "documentation", (r["id"], label)
+                assert a["display"].startswith("Project safety rule ") and "(not from the source)" in a["display"]
+                assert a["citation"].startswith("Basis: ")
+                labels.setdefault(r["id"], set()).add(label)
+        assert "PROJECT SAFETY RULES" in r.get("usage", ""), r["id"]
+    assert labels["GLPathway"] == {f"project-safety-rule-{n}" for n in range(1, 10)}
+    # Every rule a recommendation carries is also listed on the pathway.
+    for rules in labels.values():
+        assert rules <= labels["GLPathway"]

@@ -102,17 +102,18 @@ def test_conditions_show_the_define_and_its_cql(site: Site) -> None:
         assert 'define "Applies":' in cond.definition.cql
         assert cond.summary.startswith("has generalized lipodystrophy"), cond.summary
     r2 = next(r for r in site.recommendations if r.id == "GLR2Bromocriptine")
+    # Issue 13 (project safety rules 1-3): confirmed GL, alive, and not pregnant or post-partum.
     assert r2.conditions[0].summary == (
-        "has generalized lipodystrophy AND (has hyperinsulinemia OR has prolactin excess features) "
-        "AND NOT on bromocriptine"
+        "has generalized lipodystrophy (Confirmed) and is alive AND (has hyperinsulinemia OR has prolactin "
+        "excess features) AND NOT on bromocriptine AND NOT is pregnant or postpartum"
     )
     plain = r2.conditions[0].plain
-    assert plain.op == "all" and [c.op for c in plain.children] == ["ref", "any", "not"]
+    assert plain.op == "all" and [c.op for c in plain.children] == ["ref", "any", "not", "not"]
     # Named definitions expand to their own logic, across libraries (GLR2 -> GLCommon).
     hyper = plain.children[1].children[0]
     assert hyper.text == "has hyperinsulinemia" and hyper.children[0].op == "any"
     assert site.population.definition.qualified == 'GLPathway."Applies"'
-    assert site.population.summary == "has generalized lipodystrophy"
+    assert site.population.summary == "has generalized lipodystrophy and is alive"
 
 
 def test_definitions_cover_the_logic_without_fhirhelpers(site: Site) -> None:
@@ -141,9 +142,13 @@ def test_activities_carry_the_codes_the_engine_proposes(package: Package, site: 
         for rid, codes in case.expected:
             assert set(codes) <= by_id[rid], f"{case.id}: {rid} expects codes the recommendation cannot propose"
     r5 = next(r for r in site.recommendations if r.id == "GLR5CareTeam")
-    paed = next(a for a in r5.activities if a.definition_id == "GLReferPaediatrician")
-    assert paed.condition is not None and paed.condition.definition.name == "Needs Paediatrician Referral"
-    assert all(a.condition is None for a in r5.activities if a is not paed)
+    # Issue 13 (project safety rule 8): each referral has its own condition (not proposed again).
+    conditions = {a.definition_id: a.condition.definition.name if a.condition else None for a in r5.activities}
+    assert conditions == {
+        "GLReferEndocrinologist": "Needs Endocrinology Referral",
+        "GLReferGeneticist": "Needs Genetics Referral",
+        "GLReferPaediatrician": "Needs Paediatrician Referral",
+    }
 
 
 def test_informational_recommendations_are_marked(site: Site) -> None:
@@ -219,7 +224,14 @@ def test_value_sets_come_with_expansions(package: Package, site: Site) -> None:
     assert {"gl-conditions", "gl-bromocriptine-medications", "gl-galactorrhoea-conditions"} <= ids
     assert "gl-levocarnitine-medications" not in ids
     r4 = next(r for r in site.recommendations if r.id == "GLR4Diet")
-    assert [v.id for v in r4.value_sets] == ["gl-conditions"]
+    # Issue 13: pregnancy/post-partum/breast-feeding (rule 3) and the triglyceride oil caution (rule 9).
+    assert sorted(v.id for v in r4.value_sets) == [
+        "gl-conditions",
+        "gl-delivery-procedures",
+        "gl-lactation-findings",
+        "gl-pregnancy-conditions",
+        "gl-triglycerides-tests",
+    ]
     for r in site.recommendations:
         for v in r.value_sets:
             vs = _resource(package, "ValueSet", v.id)
@@ -447,6 +459,35 @@ def test_recommendation_page_content(files: dict[str, bytes], site: Site) -> Non
     for _, href in r2.json_links:
         assert f'href="{href}"' in page and href in files
     assert json.loads(files["json/PlanDefinition-GLR2Bromocriptine.json"])["id"] == "GLR2Bromocriptine"
+
+
+def test_safety_rules_are_shown_apart_from_the_source(files: dict[str, bytes], site: Site, package: Package) -> None:
+    """Verify that the index, each recommendation page and the traceability page list the project safety
+    rules in a section of their own, after the source's quotes, never inside a quote."""
+    assert [s.number for s in site.safety_rules] == list(range(1, 10))
+    heading = "Project safety rules (not from the source)"
+    index = files["index.html"].decode("utf-8")
+    assert heading in index and index.index('<h2 id="source">') < index.index('<h2 id="safety">')
+    for n in range(1, 10):
+        assert f'id="safety-rule-{n}"' in index
+    for r in site.recommendations:
+        plan = next(p for p in package.resources if p.get("id") == r.id and p["resourceType"] == "PlanDefinition")
+        declared = {a["label"] for a in plan.get("relatedArtifact", []) if a.get("type") == "documentation"}
+        assert {f"project-safety-rule-{s.number}" for s in r.safety_rules} == declared
+        page = files[r.page].decode("utf-8")
+        if r.safety_rules:
+            section = page[page.index('<h2 id="safety">') : page.index("<h2>Rating</h2>")]
+            assert heading in section and "<blockquote" not in section
+            assert page.index("<h2>Source</h2>") < page.index('<h2 id="safety">')
+            for s in r.safety_rules:
+                assert f"<b>Rule {s.number}.</b>" in section and "Basis:" in section
+    trace = files["traceability.html"].decode("utf-8")
+    table = trace[trace.index('<h2 id="safety">') :]
+    assert "(the project's, not the source's)" in table and table.count("<tr><td>") == 9
+    # Rule 3 (pregnancy) shapes the drug and diet recommendations at least.
+    row3 = table[table.index("<tr><td>3</td>") :].split("</tr>")[0]
+    for rid in ("GLR2Bromocriptine", "GLR3Levocarnitine", "GLR4Diet"):
+        assert f"{rid}.html" in row3
 
 
 # ---------------------------------------------------------------- writing
