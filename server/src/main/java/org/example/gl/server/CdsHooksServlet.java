@@ -11,6 +11,7 @@ import jakarta.servlet.http.HttpServletRequest;
 import jakarta.servlet.http.HttpServletResponse;
 import java.io.IOException;
 import java.net.URI;
+import java.time.Duration;
 import java.util.Map;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -20,24 +21,25 @@ import org.slf4j.LoggerFactory;
  * HAPI's cds-hooks module provides the registry but no servlet for a plain JPA server, so this is it.
  * Errors are returned as JSON {@code {"error": ...}} with the HAPI status code (400 unknown service, bad request).
  *
- * <p>Prefetch: every prefetch key the request leaves out is filled with an empty Bundle, so the service reads the
- * patient's data straight from this server. Why: CR (4.4.0) evaluates with the prefetch as extra data <em>and</em>
- * the server's data, so a prefetched resource that is also stored here is seen twice ("Expected a list with at most
- * one element" for the Patient, double counts for lists), and the card silently disappears. Filling the keys also
- * stops HAPI from fetching them over HTTP from {@code fhirServer}. When the request's {@code fhirServer} is this
- * server itself, a prefetch the client did send is redundant (the same data is stored here) and is replaced the same
- * way, so an EHR-side client that honours the prefetch template gets the same cards as one that does not. Against
- * another {@code fhirServer}, given prefetch is passed through untouched.
+ * <p>Prefetch ({@link PrefetchResolver}): keys the client left out, sent as null or as an OperationOutcome are read
+ * from the request's {@code fhirServer} with its {@code fhirAuthorization}; without a {@code fhirServer} the call
+ * answers 412; a failing EHR server answers 502/504. When {@code fhirServer} is this server itself, every key is an
+ * empty Bundle and the engine reads the stored data: CR (4.4.0) evaluates with the prefetch as extra data <em>and</em>
+ * the server's data, so a resource in both would be seen twice ("Expected a list with at most one element" for the
+ * Patient) and a card would silently disappear. Discovery publishes the Patient template as a read
+ * ({@code Patient/{{context.patientId}}}), not CR's {@code Patient?_id=...} search.
  */
 public class CdsHooksServlet extends HttpServlet {
 	private static final Logger ourLog = LoggerFactory.getLogger(CdsHooksServlet.class);
 
 	private final transient ICdsServiceRegistry registry;
 	private final transient ObjectMapper mapper;
+	private final transient PrefetchResolver prefetch;
 
-	public CdsHooksServlet(ICdsServiceRegistry registry, ObjectMapper mapper) {
+	public CdsHooksServlet(ICdsServiceRegistry registry, ObjectMapper mapper, Duration fhirServerBudget) {
 		this.registry = registry;
 		this.mapper = mapper;
+		this.prefetch = new PrefetchResolver(mapper, fhirServerBudget);
 	}
 
 	@Override
@@ -49,6 +51,12 @@ public class CdsHooksServlet extends HttpServlet {
 		ObjectNode body = mapper.valueToTree(registry.getCdsServicesJson());
 		if (!body.has("services")) {
 			body.putArray("services"); // the encoder drops an empty list; discovery must still say "services": []
+		}
+		for (JsonNode service : body.get("services")) {
+			if (service.get("prefetch") instanceof ObjectNode templates) {
+				templates.properties().forEach(e -> e.setValue(
+						mapper.getNodeFactory().textNode(PrefetchResolver.normalizeTemplate(e.getValue().asText()))));
+			}
 		}
 		write(resp, 200, body);
 	}
@@ -69,10 +77,17 @@ public class CdsHooksServlet extends HttpServlet {
 		}
 		try {
 			JsonNode request = mapper.readTree(req.getInputStream());
-			if (request instanceof ObjectNode object) {
-				fillMissingPrefetch(service, object, pointsHere(req, object.get("fhirServer")));
+			if (!(request instanceof ObjectNode object)) {
+				write(resp, 400, Map.of("error", "the request body must be a JSON object (CDS Hooks request)"));
+				return;
 			}
+			prefetch.resolve(object, PrefetchResolver.templates(service.getPrefetch()), pointsHere(req, object.get("fhirServer")));
 			write(resp, 200, registry.callService(id, request));
+		} catch (CdsRequestError e) {
+			ourLog.warn("CDS service {} not evaluated: HTTP {} {}", id, e.status(), e.getMessage());
+			write(resp, e.status(), Map.of("error", e.getMessage()));
+		} catch (com.fasterxml.jackson.core.JacksonException e) {
+			write(resp, 400, Map.of("error", "the request body is not valid JSON"));
 		} catch (BaseServerResponseException e) {
 			ourLog.warn("CDS service {} failed: {}", id, e.getMessage());
 			write(resp, e.getStatusCode(), Map.of("error", String.valueOf(e.getMessage())));
@@ -97,19 +112,6 @@ public class CdsHooksServlet extends HttpServlet {
 			return local && port == req.getLocalPort() && path.equals("/fhir");
 		} catch (IllegalArgumentException e) {
 			return false;
-		}
-	}
-
-	private static void fillMissingPrefetch(CdsServiceJson service, ObjectNode request, boolean replaceGiven) {
-		if (service.getPrefetch() == null) {
-			return;
-		}
-		JsonNode given = request.get("prefetch");
-		ObjectNode prefetch = given instanceof ObjectNode o ? o : request.putObject("prefetch");
-		for (String key : service.getPrefetch().keySet()) {
-			if (replaceGiven || !prefetch.hasNonNull(key)) {
-				prefetch.putObject(key).put("resourceType", "Bundle").put("type", "searchset");
-			}
 		}
 	}
 

@@ -1,0 +1,188 @@
+"""Verify CDS Hooks as a real EHR calls it: every data channel gives the local engine's answer, failures are loud.
+
+The test EHR is a second server (scripts/server start --ehr) that answers 401 without its bearer token. Its copy
+of each scenario's patient has ids prefixed "ehr-", so nothing of it is stored on the CDS server (as with a real EHR).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from guideline.content.cql import Engine
+from guideline.evaluation.patient import recommend
+from guideline.remote.cds import CHANNELS, call, cds_base_for
+from guideline.remote.http import Client
+from guideline.remote.patients import days_until, load_patient, roll_dates
+from tests.integration.conftest import Ehr
+from tests.support import CASES_DIR
+from tests.support.casedata import CASES
+from tests.support.netutil import free_port
+
+pytestmark = pytest.mark.server
+
+CHANNEL_AGREEMENT: list[tuple[str, dict[str, str]]] = []  # printed by conftest at the end of the run
+EHR_PREFIX = "ehr-"
+
+
+def with_prefix(node: Any, prefix: str) -> Any:
+    """The bundle with every resource id and every relative reference's id prefixed (a different chart's ids)."""
+    if isinstance(node, list):
+        return [with_prefix(v, prefix) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: with_prefix(v, prefix) for k, v in node.items()}
+    if isinstance(node.get("resourceType"), str) and isinstance(node.get("id"), str):
+        out["id"] = prefix + node["id"]
+    ref = node.get("reference")
+    if isinstance(ref, str) and ref.count("/") == 1 and not ref.startswith("#"):
+        kind, rid = ref.split("/")
+        out["reference"] = f"{kind}/{prefix}{rid}"
+    return out
+
+
+def _cards(resp: dict[str, Any]) -> list[str]:
+    return sorted(c["summary"] for c in resp["cards"])
+
+
+def _call_all(client: Client, published: dict[str, Any], pid: str, channel: str, ehr: Ehr | None) -> dict[str, Any]:
+    fired: dict[str, Any] = {}
+    with Client(ehr.url, token=ehr.token) if ehr else Client(client.base_url) as data:
+        for plan in published["plans"]:
+            resp = call(
+                client,
+                plan["id"],
+                patient=pid,
+                channel=channel,
+                data=data,
+                data_token=ehr.token if ehr else None,
+                templates=published["templates"][plan["id"]],
+            )
+            if resp["cards"]:
+                fired[plan["id"]] = _cards(resp)
+    return fired
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_every_channel_agrees_with_local(
+    case: Path, published: dict[str, Any], server_url: str, ehr: Ehr, engine: Engine
+) -> None:
+    """Verify that channels (a) prefetch … (e) null on the test EHR and (f) our server give the local answer."""
+    expected = json.loads((case / "expected.json").read_text(encoding="utf-8"))
+    bundle = json.loads((case / "patient.json").read_text(encoding="utf-8"))
+    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    results: dict[str, dict[str, Any]] = {}
+    for _ in range(2):  # redo once if the UTC date changed mid-case (the roll is in whole days)
+        days = days_until(expected["at"])
+        rolled = roll_dates(bundle, days)
+        at = roll_dates({"at": expected["at"]}, days)["at"]
+        with Client(server_url) as client, Client(ehr.url, token=ehr.token) as data:
+            load_patient(client, rolled)
+            load_patient(data, with_prefix(rolled, EHR_PREFIX))
+            for channel in CHANNELS:
+                if channel == "server":
+                    results[channel] = _call_all(client, published, pid, channel, None)
+                else:
+                    results[channel] = _call_all(client, published, EHR_PREFIX + pid, channel, ehr)
+        if days_until(expected["at"]) == days:
+            break
+    local = {r["id"] for r in recommend(published["pkg"], rolled, at, engine)["recommendations"]}
+    reference = results["server"]
+    row = {ch: ("ok" if set(res) == local and res == reference else "DIFF") for ch, res in results.items()}
+    CHANNEL_AGREEMENT.append((case.name, row))
+    assert set(row.values()) == {"ok"}, json.dumps({"local": sorted(local), **results}, indent=1)
+
+
+def _first_case() -> tuple[dict[str, Any], str]:
+    bundle = json.loads((CASES_DIR / "r2-galactorrhoea" / "patient.json").read_text(encoding="utf-8"))
+    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    return with_prefix(bundle, "fail-"), "fail-" + pid
+
+
+def _post(server_url: str, service: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
+    t0 = time.monotonic()
+    resp = requests.post(f"{cds_base_for(server_url)}/{service}", json=body, timeout=60)
+    return resp.status_code, resp.json(), time.monotonic() - t0
+
+
+def _request(pid: str, **data: Any) -> dict[str, Any]:
+    return {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/example", "patientId": pid},
+        **data,
+    }
+
+
+@pytest.fixture(scope="module")
+def failing_patient(ehr: Ehr) -> str:
+    """A patient on the test EHR only, for the failure cases."""
+    bundle, pid = _first_case()
+    with Client(ehr.url, token=ehr.token) as data:
+        load_patient(data, bundle)
+    return pid
+
+
+def test_no_prefetch_and_no_fhir_server_is_412(published: dict[str, Any], server_url: str, failing_patient: str) -> None:
+    """Verify that data neither prefetched nor reachable answers 412 with a message, not an empty card list."""
+    service = published["plans"][0]["id"]
+    status, body, _ = _post(server_url, service, _request(failing_patient))
+    assert status == 412, body
+    assert "no fhirServer" in body["error"]
+    # A key sent as null (could not fetch) without a fhirServer to read it from: the same.
+    templates = published["templates"][service]
+    status, body, _ = _post(server_url, service, _request(failing_patient, prefetch=dict.fromkeys(templates)))
+    assert status == 412, body
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"], ids=["no-token", "wrong-token"])
+def test_ehr_refusing_the_token_is_an_error_naming_it(
+    published: dict[str, Any], server_url: str, ehr: Ehr, failing_patient: str, token: str | None
+) -> None:
+    """Verify that the EHR answering 401 gives a 502 naming the server and status, never {"cards": []}."""
+    service = published["plans"][0]["id"]
+    data: dict[str, Any] = {"fhirServer": ehr.url}
+    if token:
+        data["fhirAuthorization"] = {"access_token": token, "token_type": "Bearer", "expires_in": 300, "scope": "x"}
+    status, body, _ = _post(server_url, service, _request(failing_patient, **data))
+    assert status == 502, body
+    assert ehr.url in body["error"] and "401" in body["error"]
+    assert "wrong-token" not in json.dumps(body)
+
+
+def test_ehr_unknown_patient_is_412(published: dict[str, Any], server_url: str, ehr: Ehr) -> None:
+    """Verify that a patient the EHR does not have is a 412 (cannot evaluate), not a silent empty answer."""
+    auth = {"access_token": ehr.token, "token_type": "Bearer", "expires_in": 300, "scope": "x"}
+    service = published["plans"][0]["id"]
+    status, body, _ = _post(server_url, service, _request("nobody", fhirServer=ehr.url, fhirAuthorization=auth))
+    assert status == 412, body
+    assert ehr.token not in json.dumps(body)
+
+
+def test_unreachable_ehr_is_502(published: dict[str, Any], server_url: str, failing_patient: str) -> None:
+    """Verify that a fhirServer nothing listens on answers 502 quickly, naming it."""
+    url = f"http://127.0.0.1:{free_port()}/fhir"
+    status, body, elapsed = _post(server_url, published["plans"][0]["id"], _request(failing_patient, fhirServer=url))
+    assert status == 502, body
+    assert url in body["error"] and elapsed < 15
+
+
+def test_fhir_authorization_without_fhir_server_is_400(published: dict[str, Any], server_url: str) -> None:
+    """Verify that fhirAuthorization without fhirServer is refused (CDS Hooks: it implies fhirServer)."""
+    auth = {"access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "x"}
+    status, body, _ = _post(server_url, published["plans"][0]["id"], _request("p", fhirAuthorization=auth))
+    assert status == 400, body
+
+
+def test_test_ehr_requires_its_token(ehr: Ehr) -> None:
+    """Verify that the test EHR answers 401 without the token and 200 with it (so channel (b) proves the token)."""
+    assert requests.get(f"{ehr.url}/metadata", timeout=30).status_code == 401
+    wrong = requests.get(f"{ehr.url}/metadata", headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert wrong.status_code == 401
+    ok = requests.get(f"{ehr.url}/metadata", headers={"Authorization": f"Bearer {ehr.token}"}, timeout=30)
+    assert ok.status_code == 200
