@@ -90,13 +90,19 @@ def channel_body(
     context: dict[str, str],
     data: Client,
     data_token: str | None,
+    resolved: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The data part of a hook call (prefetch, fhirServer, fhirAuthorization) for one channel (see CHANNELS)."""
+    """The data part of a hook call (prefetch, fhirServer, fhirAuthorization) for one channel (see CHANNELS).
+
+    `resolved`: the templates already read from `data` (resolve_prefetch), to send several channels of one call.
+    """
     if channel not in CHANNELS:
         raise UsageError(f"unknown data channel '{channel}'; use one of {', '.join(CHANNELS)}")
     body: dict[str, Any] = {}
     if channel in ("prefetch", "both", "partial", "null"):
-        prefetch: dict[str, Any] = resolve_prefetch(data, templates, context)
+        prefetch: dict[str, Any] = (
+            dict(resolved) if resolved is not None else resolve_prefetch(data, templates, context)
+        )
         keep = _patient_key(templates)
         if channel == "partial":
             prefetch = {k: v for k, v in prefetch.items() if k == keep}
@@ -129,13 +135,15 @@ def call(
     data: Client | None = None,
     data_token: str | None = None,
     templates: dict[str, str] | None = None,
+    resolved: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """POST a hook call; returns the parsed CDS response (cards checked for shape).
 
     The patient's data lives on `data` (the EHR's FHIR server, bearer token `data_token`; default the
     client's own FHIR server) and reaches the service by `channel` (see CHANNELS; default "server", or
     "both" with `prefetch`). Reading prefetch needs the server checked once first (capability.CDS_PREFETCH).
-    `templates` (the service's prefetch templates) saves a discovery call per call.
+    `templates` (the service's prefetch templates) saves a discovery call per call, `resolved` (those
+    templates already read from `data`) the reads.
     """
     channel = channel or ("both" if prefetch else "server")
     data = data or client
@@ -143,7 +151,7 @@ def call(
     body: dict[str, Any] = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context}
     if templates is None and channel not in ("server", "fhir"):
         templates = _templates(client, service_id)
-    body.update(channel_body(channel, templates or {}, context, data, data_token))
+    body.update(channel_body(channel, templates or {}, context, data, data_token, resolved))
     if channel == "server":
         body["fhirServer"] = fhir_base_for(client.base_url)
     url = f"{cds_base_for(client.base_url)}/{service_id}"

@@ -7,22 +7,26 @@ of each scenario's patient has ids prefixed "ehr-", so nothing of it is stored o
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import requests
 
 from guideline.content.cql import Engine
 from guideline.evaluation.patient import recommend
-from guideline.remote.cds import CHANNELS, call, cds_base_for
+from guideline.remote.cds import CHANNELS, DEFAULT_USER, call, cds_base_for, resolve_prefetch
 from guideline.remote.http import Client
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from tests.integration.conftest import Ehr
-from tests.support import CASES_DIR
+from tests.support import CASES_DIR, TESTS
 from tests.support.casedata import CASES
 from tests.support.netutil import free_port
+
+SUPPORT = TESTS / "support"
 
 pytestmark = pytest.mark.server
 
@@ -46,37 +50,59 @@ def with_prefix(node: Any, prefix: str) -> Any:
     return out
 
 
+PATHWAY_SERVICE = "gl-treatment"
+
+
 def _cards(resp: dict[str, Any]) -> list[str]:
-    return sorted(c["summary"] for c in resp["cards"])
+    return [c["summary"] for c in resp["cards"]]
 
 
-def _call_all(client: Client, published: dict[str, Any], pid: str, channel: str, ehr: Ehr | None) -> dict[str, Any]:
-    fired: dict[str, Any] = {}
-    with Client(ehr.url, token=ehr.token) if ehr else Client(client.base_url) as data:
-        for plan in published["plans"]:
-            resp = call(
-                client,
-                plan["id"],
-                patient=pid,
-                channel=channel,
-                data=data,
-                data_token=ehr.token if ehr else None,
-                templates=published["templates"][plan["id"]],
-            )
-            if resp["cards"]:
-                fired[plan["id"]] = _cards(resp)
-    return fired
+def _per_service(client: Client, published: dict[str, Any], pid: str) -> tuple[set[str], list[str]]:
+    """Channel (f) on each recommendation service: which fired, and all their cards in recommendation order."""
+    fired, cards = set(), []
+    for plan in sorted(published["plans"], key=lambda p: p["id"]):
+        resp = call(client, plan["id"], patient=pid)
+        if resp["cards"]:
+            fired.add(plan["id"])
+        cards += _cards(resp)
+    return fired, cards
+
+
+def _pathway_on_every_channel(
+    client: Client, data: Client, token: str, published: dict[str, Any], pid: str
+) -> dict[str, Any]:
+    """The pathway service's card summaries per channel; the EHR's prefetch is read once for (a), (c)-(e)."""
+    templates = published["templates"][PATHWAY_SERVICE]
+    context = {"userId": DEFAULT_USER, "patientId": EHR_PREFIX + pid}
+    resolved = resolve_prefetch(data, templates, context)
+    out = {"server": _cards(call(client, PATHWAY_SERVICE, patient=pid))}
+    for channel in CHANNELS[1:]:
+        resp = call(
+            client,
+            PATHWAY_SERVICE,
+            patient=EHR_PREFIX + pid,
+            channel=channel,
+            data=data,
+            data_token=token,
+            templates=templates,
+            resolved=resolved,
+        )
+        out[channel] = _cards(resp)
+    return out
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_every_channel_agrees_with_local(
     case: Path, published: dict[str, Any], server_url: str, ehr: Ehr, engine: Engine
 ) -> None:
-    """Verify that channels (a) prefetch … (e) null on the test EHR and (f) our server give the local answer."""
+    """Verify that the pathway service on channels (a)-(e) (test EHR) and (f) (our server) gives the local answer.
+
+    Reference: the per-recommendation services on channel (f) fire exactly for local recommend's recommendations,
+    and their cards, in recommendation order, are what the pathway service answers on every channel.
+    """
     expected = json.loads((case / "expected.json").read_text(encoding="utf-8"))
     bundle = json.loads((case / "patient.json").read_text(encoding="utf-8"))
     pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
-    results: dict[str, dict[str, Any]] = {}
     for _ in range(2):  # redo once if the UTC date changed mid-case (the roll is in whole days)
         days = days_until(expected["at"])
         rolled = roll_dates(bundle, days)
@@ -84,18 +110,16 @@ def test_every_channel_agrees_with_local(
         with Client(server_url) as client, Client(ehr.url, token=ehr.token) as data:
             load_patient(client, rolled)
             load_patient(data, with_prefix(rolled, EHR_PREFIX))
-            for channel in CHANNELS:
-                if channel == "server":
-                    results[channel] = _call_all(client, published, pid, channel, None)
-                else:
-                    results[channel] = _call_all(client, published, EHR_PREFIX + pid, channel, ehr)
+            fired, cards = _per_service(client, published, pid)
+            results = _pathway_on_every_channel(client, data, ehr.token, published, pid)
         if days_until(expected["at"]) == days:
             break
     local = {r["id"] for r in recommend(published["pkg"], rolled, at, engine)["recommendations"]}
-    reference = results["server"]
-    row = {ch: ("ok" if set(res) == local and res == reference else "DIFF") for ch, res in results.items()}
+    row = {ch: ("ok" if fired == local and got == cards else "DIFF") for ch, got in results.items()}
     CHANNEL_AGREEMENT.append((case.name, row))
-    assert set(row.values()) == {"ok"}, json.dumps({"local": sorted(local), **results}, indent=1)
+    assert set(row.values()) == {"ok"}, json.dumps(
+        {"local": sorted(local), "per-service (f)": sorted(fired), "cards (f)": cards, **results}, indent=1
+    )
 
 
 def _first_case() -> tuple[dict[str, Any], str]:
@@ -128,7 +152,9 @@ def failing_patient(ehr: Ehr) -> str:
     return pid
 
 
-def test_no_prefetch_and_no_fhir_server_is_412(published: dict[str, Any], server_url: str, failing_patient: str) -> None:
+def test_no_prefetch_and_no_fhir_server_is_412(
+    published: dict[str, Any], server_url: str, failing_patient: str
+) -> None:
     """Verify that data neither prefetched nor reachable answers 412 with a message, not an empty card list."""
     service = published["plans"][0]["id"]
     status, body, _ = _post(server_url, service, _request(failing_patient))
@@ -186,3 +212,38 @@ def test_test_ehr_requires_its_token(ehr: Ehr) -> None:
     assert wrong.status_code == 401
     ok = requests.get(f"{ehr.url}/metadata", headers={"Authorization": f"Bearer {ehr.token}"}, timeout=30)
     assert ok.status_code == 200
+
+
+# A prefetch template this service may publish: a read of the context patient, or a search on one resource type
+# restricted to that patient (patient= or subject=), optionally with a code filter, medication searches with the
+# Medication they reference. Nothing else (no unbounded search, no _revinclude).
+_TEMPLATE = re.compile(
+    r"^(Patient/\{\{context\.patientId\}\}"
+    r"|[A-Z][A-Za-z]+\?(patient|subject)=Patient/\{\{context\.patientId\}\}(&code=[^&{}\s]+)?"
+    r"(&_include=Medication(Request|Statement):medication)?)$"
+)
+
+
+def test_discovery_is_cds_hooks_2_with_minimal_templates(server_url: str, published: dict[str, Any]) -> None:
+    """Verify discovery against the CDS Hooks 2.0 shape, the pathway service listed first, templates minimal."""
+    doc = requests.get(cds_base_for(server_url), timeout=30).json()
+    schema = json.loads((SUPPORT / "cds_hooks_discovery.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(doc, schema)
+    ids = [s["id"] for s in doc["services"]]
+    assert ids[0] == PATHWAY_SERVICE
+    assert {p["id"] for p in published["plans"]} <= set(ids)
+    for service in doc["services"]:
+        templates = list(service.get("prefetch", {}).values())
+        assert "Patient/{{context.patientId}}" in templates, service["id"]
+        assert len(templates) == len(set(templates)), f"{service['id']}: a template listed twice"
+        bad = [t for t in templates if not _TEMPLATE.match(t)]
+        assert not bad, f"{service['id']}: templates not minimal/patient-bound: {bad}"
+    pathway = doc["services"][0]["prefetch"]
+    union = {t for s in doc["services"][1:] for t in s.get("prefetch", {}).values()}
+    assert set(pathway.values()) == union
+
+
+def test_unknown_service_is_404(server_url: str, published: dict[str, Any]) -> None:
+    """Verify that a call to a service id nobody registered is a 404 with a message."""
+    status, body, _ = _post(server_url, "no-such-service", _request("p"))
+    assert status == 404 and "no-such-service" in body["error"]

@@ -210,8 +210,8 @@ def test_channel_bodies(
         assert body["fhirServer"] == f"{stub.url}/fhir"
     assert ("fhirAuthorization" in body) == auth
     if auth:
-        assert body["fhirAuthorization"]["access_token"] == "ehr-token"
-        assert body["fhirAuthorization"]["token_type"] == "Bearer"
+        assert body["fhirAuthorization"]["access_token"] == "ehr-token"  # noqa: S105 (test value)
+        assert body["fhirAuthorization"]["token_type"] == "Bearer"  # noqa: S105 (a token type)
 
 
 def test_unknown_channel_is_a_usage_error(client: Client) -> None:

@@ -4,6 +4,7 @@ import ca.uhn.fhir.rest.server.exceptions.BaseServerResponseException;
 import ca.uhn.hapi.fhir.cdshooks.api.ICdsServiceRegistry;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import ca.uhn.hapi.fhir.cdshooks.api.json.CdsServiceJson;
 import jakarta.servlet.http.HttpServlet;
@@ -12,7 +13,12 @@ import jakarta.servlet.http.HttpServletResponse;
 import java.io.IOException;
 import java.net.URI;
 import java.time.Duration;
+import java.util.Comparator;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
+import java.util.stream.Collectors;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -35,11 +41,65 @@ public class CdsHooksServlet extends HttpServlet {
 	private final transient ICdsServiceRegistry registry;
 	private final transient ObjectMapper mapper;
 	private final transient PrefetchResolver prefetch;
+	private final String pathwayId;
 
-	public CdsHooksServlet(ICdsServiceRegistry registry, ObjectMapper mapper, Duration fhirServerBudget) {
+	public CdsHooksServlet(ICdsServiceRegistry registry, ObjectMapper mapper, Duration fhirServerBudget, String pathwayId) {
 		this.registry = registry;
 		this.mapper = mapper;
 		this.prefetch = new PrefetchResolver(mapper, fhirServerBudget);
+		this.pathwayId = pathwayId;
+	}
+
+	/** The per-recommendation patient-view services the pathway service runs, ordered by id (GLR1 ... GLR6). */
+	private List<CdsServiceJson> recommendationServices() {
+		List<CdsServiceJson> all = registry.getCdsServicesJson().getServices();
+		return (all == null ? List.<CdsServiceJson>of() : all).stream()
+				.filter(s -> "patient-view".equals(s.getHook()) && !pathwayId.equals(s.getId()))
+				.sorted(Comparator.comparing(CdsServiceJson::getId))
+				.toList();
+	}
+
+	/** One prefetch key per distinct template of the recommendation services (item1, item2, ... in first-seen order). */
+	private static Map<String, String> unionTemplates(List<CdsServiceJson> services) {
+		Map<String, String> byTemplate = new LinkedHashMap<>();
+		for (CdsServiceJson s : services) {
+			PrefetchResolver.templates(s.getPrefetch()).values()
+					.forEach(t -> byTemplate.computeIfAbsent(t, x -> "item" + (byTemplate.size() + 1)));
+		}
+		Map<String, String> out = new LinkedHashMap<>();
+		byTemplate.forEach((t, k) -> out.put(k, t));
+		return out;
+	}
+
+	private ObjectNode pathwayDiscovery(List<CdsServiceJson> services) {
+		ObjectNode s = mapper.createObjectNode();
+		s.put("hook", "patient-view");
+		s.put("id", pathwayId);
+		s.put("title", "Generalized lipodystrophy: all recommendations");
+		s.put("description", "Cards of every applicable recommendation of the pathway in one call, in recommendation order ("
+				+ services.stream().map(CdsServiceJson::getId).collect(Collectors.joining(", ")) + ")");
+		ObjectNode prefetchNode = s.putObject("prefetch");
+		unionTemplates(services).forEach(prefetchNode::put);
+		return s;
+	}
+
+	/** Resolves the union prefetch once, then runs each recommendation service with its own keys; cards in order. */
+	private ObjectNode callPathway(ObjectNode request, boolean dataHere) {
+		List<CdsServiceJson> services = recommendationServices();
+		Map<String, String> union = unionTemplates(services);
+		prefetch.resolve(request, union, dataHere);
+		Map<String, JsonNode> byTemplate = new HashMap<>();
+		union.forEach((k, t) -> byTemplate.put(t, request.get("prefetch").get(k)));
+		ObjectNode out = mapper.createObjectNode();
+		ArrayNode cards = out.putArray("cards");
+		for (CdsServiceJson service : services) {
+			ObjectNode one = request.deepCopy();
+			ObjectNode own = one.putObject("prefetch");
+			PrefetchResolver.templates(service.getPrefetch()).forEach((k, t) -> own.set(k, byTemplate.get(t)));
+			JsonNode answer = mapper.valueToTree(registry.callService(service.getId(), one));
+			answer.path("cards").forEach(cards::add);
+		}
+		return out;
 	}
 
 	@Override
@@ -58,6 +118,10 @@ public class CdsHooksServlet extends HttpServlet {
 						mapper.getNodeFactory().textNode(PrefetchResolver.normalizeTemplate(e.getValue().asText()))));
 			}
 		}
+		List<CdsServiceJson> recommendations = recommendationServices();
+		if (!recommendations.isEmpty()) {
+			((ArrayNode) body.get("services")).insert(0, pathwayDiscovery(recommendations));
+		}
 		write(resp, 200, body);
 	}
 
@@ -68,9 +132,10 @@ public class CdsHooksServlet extends HttpServlet {
 			write(resp, 404, Map.of("error", "POST to /cds-services/{id}"));
 			return;
 		}
-		CdsServiceJson service;
+		CdsServiceJson service = null;
+		boolean pathway = id.equals(pathwayId) && !recommendationServices().isEmpty();
 		try {
-			service = registry.getCdsServiceJson(id);
+			service = pathway ? null : registry.getCdsServiceJson(id);
 		} catch (IllegalArgumentException e) { // HAPI-2536 unknown id (or PlanDefinition not registered yet)
 			write(resp, 404, Map.of("error", "No CDS service '" + id + "' is registered"));
 			return;
@@ -81,7 +146,12 @@ public class CdsHooksServlet extends HttpServlet {
 				write(resp, 400, Map.of("error", "the request body must be a JSON object (CDS Hooks request)"));
 				return;
 			}
-			prefetch.resolve(object, PrefetchResolver.templates(service.getPrefetch()), pointsHere(req, object.get("fhirServer")));
+			boolean dataHere = pointsHere(req, object.get("fhirServer"));
+			if (pathway) {
+				write(resp, 200, callPathway(object, dataHere));
+				return;
+			}
+			prefetch.resolve(object, PrefetchResolver.templates(service.getPrefetch()), dataHere);
 			write(resp, 200, registry.callService(id, request));
 		} catch (CdsRequestError e) {
 			ourLog.warn("CDS service {} not evaluated: HTTP {} {}", id, e.status(), e.getMessage());

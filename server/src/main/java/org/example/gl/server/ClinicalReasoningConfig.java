@@ -159,8 +159,9 @@ public class ClinicalReasoningConfig {
 	public ServletRegistrationBean<CdsHooksServlet> cdsHooksServlet(
 			ICdsServiceRegistry registry,
 			@Qualifier(CdsHooksConfig.CDS_HOOKS_OBJECT_MAPPER_FACTORY) ObjectMapper mapper,
-			@Value("${guideline.cds.fhir-server-timeout-seconds:10}") long fhirServerTimeout) {
-		var servlet = new CdsHooksServlet(registry, mapper, Duration.ofSeconds(fhirServerTimeout));
+			@Value("${guideline.cds.fhir-server-timeout-seconds:10}") long fhirServerTimeout,
+			@Value("${guideline.cds.pathway-service-id:gl-treatment}") String pathwayServiceId) {
+		var servlet = new CdsHooksServlet(registry, mapper, Duration.ofSeconds(fhirServerTimeout), pathwayServiceId);
 		var reg = new ServletRegistrationBean<>(servlet, "/cds-services", "/cds-services/*");
 		reg.setName("cds-hooks");
 		return reg;

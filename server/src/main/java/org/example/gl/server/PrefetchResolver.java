@@ -48,10 +48,24 @@ public class PrefetchResolver {
 				.build();
 	}
 
-	/** The discovery template for a key as this service publishes it (Patient as a read, the rest unchanged). */
+	/**
+	 * The discovery template for a key as this service publishes it: Patient as a read; medication searches with
+	 * {@code _include} of the Medication they reference (the logic reads a medicationReference's code, which a
+	 * search without it does not carry, so a prefetch-only client would lose "on bromocriptine" given by reference);
+	 * the rest unchanged.
+	 */
 	public static String normalizeTemplate(String template) {
-		Matcher m = PATIENT_BY_ID.matcher(template.strip());
-		return m.matches() ? "Patient/" + m.group(1) : template;
+		String t = template.strip();
+		Matcher m = PATIENT_BY_ID.matcher(t);
+		if (m.matches()) {
+			return "Patient/" + m.group(1);
+		}
+		for (String type : List.of("MedicationRequest", "MedicationStatement")) {
+			if (t.startsWith(type + "?") && !t.contains("_include=")) {
+				return t + "&_include=" + type + ":medication";
+			}
+		}
+		return template;
 	}
 
 	/** Prefetch templates of a service, normalized. */
