@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,10 @@ PATHWAY_SERVICE = "gl-treatment"
 
 
 def _cards(resp: dict[str, Any]) -> list[str]:
+    """Card summaries, after checking the CDS Hooks 2.0 card rules CR alone does not meet (uuid, summary < 140)."""
+    uuids = [uuid.UUID(c["uuid"]) for c in resp["cards"]]
+    assert len(set(uuids)) == len(uuids), "card uuids repeat"
+    assert all(len(c["summary"]) < 140 for c in resp["cards"]), [c["summary"] for c in resp["cards"]]
     return [c["summary"] for c in resp["cards"]]
 
 

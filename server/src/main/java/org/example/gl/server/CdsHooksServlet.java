@@ -18,6 +18,7 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.UUID;
 import java.util.stream.Collectors;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -42,6 +43,7 @@ public class CdsHooksServlet extends HttpServlet {
 	private final transient ObjectMapper mapper;
 	private final transient PrefetchResolver prefetch;
 	private final String pathwayId;
+	private static final int MAX_SUMMARY = 140;
 
 	public CdsHooksServlet(ICdsServiceRegistry registry, ObjectMapper mapper, Duration fhirServerBudget, String pathwayId) {
 		this.registry = registry;
@@ -102,6 +104,31 @@ public class CdsHooksServlet extends HttpServlet {
 		return out;
 	}
 
+	/**
+	 * CDS Hooks 2.0 card requirements CR (4.4.0) does not meet: a {@code uuid} on every card (feedback refers to
+	 * it) and a {@code summary} under 140 characters (longer ones are cut at a word and end with an ellipsis).
+	 */
+	private ObjectNode finishCards(Object response) {
+		ObjectNode out = mapper.valueToTree(response);
+		if (!out.has("cards")) {
+			out.putArray("cards"); // the encoder drops an empty list; a response must still say "cards": []
+		}
+		for (JsonNode card : out.get("cards")) {
+			if (card instanceof ObjectNode c) {
+				if (!c.hasNonNull("uuid")) {
+					c.put("uuid", UUID.randomUUID().toString());
+				}
+				String summary = c.path("summary").asText("");
+				if (summary.length() >= MAX_SUMMARY) {
+					String cut = summary.substring(0, MAX_SUMMARY - 2);
+					int space = cut.lastIndexOf(' ');
+					c.put("summary", (space > 80 ? cut.substring(0, space) : cut) + "\u2026");
+				}
+			}
+		}
+		return out;
+	}
+
 	@Override
 	protected void doGet(HttpServletRequest req, HttpServletResponse resp) throws IOException {
 		if (serviceId(req) != null) {
@@ -148,11 +175,11 @@ public class CdsHooksServlet extends HttpServlet {
 			}
 			boolean dataHere = pointsHere(req, object.get("fhirServer"));
 			if (pathway) {
-				write(resp, 200, callPathway(object, dataHere));
+				write(resp, 200, finishCards(callPathway(object, dataHere)));
 				return;
 			}
 			prefetch.resolve(object, PrefetchResolver.templates(service.getPrefetch()), dataHere);
-			write(resp, 200, registry.callService(id, request));
+			write(resp, 200, finishCards(registry.callService(id, request)));
 		} catch (CdsRequestError e) {
 			ourLog.warn("CDS service {} not evaluated: HTTP {} {}", id, e.status(), e.getMessage());
 			write(resp, e.status(), Map.of("error", e.getMessage()));
