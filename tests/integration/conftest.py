@@ -55,7 +55,10 @@ def published(server_url: str, config: Config, engine: Engine) -> dict[str, Any]
 
 @pytest.fixture(scope="session")
 def ehr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ehr]:
-    """A test EHR: GUIDELINE_TEST_EHR (+ GUIDELINE_TEST_EHR_TOKEN_FILE) if set, else one started for the session."""
+    """A test EHR: GUIDELINE_TEST_EHR (+ _TOKEN_FILE) if set, else one started for the session.
+
+    Started on GUIDELINE_TEST_EHR_PORT, or a free port; stopped at the end of the session.
+    """
     url = os.environ.get("GUIDELINE_TEST_EHR")
     if url:
         token_file = os.environ.get("GUIDELINE_TEST_EHR_TOKEN_FILE", "")
@@ -68,7 +71,7 @@ def ehr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ehr]:
     token_path = tmp_path_factory.mktemp("ehr") / "token"
     token_path.write_text(token + "\n", encoding="utf-8")
     token_path.chmod(0o600)
-    env = {**os.environ, "GUIDELINE_SERVER_PORT": str(free_port())}
+    env = {**os.environ, "GUIDELINE_SERVER_PORT": os.environ.get("GUIDELINE_TEST_EHR_PORT") or str(free_port())}
     script = str(ROOT / "scripts" / "server")
     started = subprocess.run(
         [script, "start", "--ehr", "--token-file", str(token_path)],
