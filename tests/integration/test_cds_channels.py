@@ -252,3 +252,26 @@ def test_unknown_service_is_404(server_url: str, published: dict[str, Any]) -> N
     """Verify that a call to a service id nobody registered is a 404 with a message."""
     status, body, _ = _post(server_url, "no-such-service", _request("p"))
     assert status == 404 and "no-such-service" in body["error"]
+
+
+def test_cors_lets_a_browser_client_call(server_url: str) -> None:
+    """Verify CORS on discovery and services: any origin, a 204 preflight allowing POST with Authorization."""
+    base = cds_base_for(server_url)
+    origin = {"Origin": "https://sandbox.cds-hooks.org"}
+    discovery = requests.get(base, headers=origin, timeout=30)
+    assert discovery.status_code == 200 and discovery.headers["Access-Control-Allow-Origin"] == "*"
+    preflight = requests.options(
+        f"{base}/{PATHWAY_SERVICE}",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+        timeout=30,
+    )
+    assert preflight.status_code == 204
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    # FHIR endpoints are not opened to browsers by this.
+    fhir = requests.get(f"{server_url}/metadata", headers=origin, timeout=30)
+    assert "Access-Control-Allow-Origin" not in fhir.headers
