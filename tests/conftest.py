@@ -36,11 +36,20 @@ def server_url() -> str:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print the per-case cross-engine agreement table when the server cases ran."""
+    from tests.integration.test_cds_channels import CHANNEL_AGREEMENT
     from tests.integration.test_server_cases import AGREEMENT
 
+    tr = terminalreporter
+    if CHANNEL_AGREEMENT:
+        channels = list(CHANNEL_AGREEMENT[0][1])
+        tr.section("CDS data-channel agreement (services firing and card summaries = local recommend = channel server)")
+        tr.write_line(f"{'case':<40} " + " ".join(f"{c:<8}" for c in channels))
+        for name, row in sorted(CHANNEL_AGREEMENT):
+            tr.write_line(f"{name:<40} " + " ".join(f"{row.get(c, '-'):<8}" for c in channels))
+        cells = [v for _, row in CHANNEL_AGREEMENT for v in row.values()]
+        tr.write_line(f"{cells.count('ok')}/{len(cells)} case x channel cells agree")
     if not AGREEMENT:
         return
-    tr = terminalreporter
     tr.section("cross-engine agreement (local = cql-execution, $apply/CDS = HAPI clinical reasoning)")
     tr.write_line(f"{'case':<40} {'local':<6} {'$apply':<7} {'--at':<5} {'cds':<5} result")
     for row in sorted(AGREEMENT):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from guideline.cli import common
 from guideline.remote.capability import CDS_PREFETCH, check_server
-from guideline.remote.cds import DEFAULT_USER, call, discover, fhir_base_for
+from guideline.remote.cds import CHANNELS, DEFAULT_USER, call, discover, fhir_base_for
+from guideline.remote.http import Client, Timeouts, read_token
 
 
 def render_card(card: dict[str, Any]) -> str:
@@ -41,6 +44,22 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         "--user", default=DEFAULT_USER, metavar="REF", help=f"the hook's userId context (default {DEFAULT_USER})"
     )
     c.add_argument("--prefetch", action="store_true", help="send the prefetch each service asks for")
+    c.add_argument(
+        "--channel",
+        choices=CHANNELS,
+        default=None,
+        help="how the patient's data reaches the service: server (fhirServer = the CDS server's FHIR endpoint), "
+        "prefetch, fhir (fhirServer + fhirAuthorization), both, partial (Patient prefetch only + fhirServer), "
+        "null (other prefetch keys null + fhirServer); default server, or both with --prefetch",
+    )
+    c.add_argument("--ehr", default=None, metavar="URL", help="the EHR's FHIR server holding the patient")
+    c.add_argument(
+        "--ehr-token-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="bearer token of the EHR's FHIR server, sent to it and as fhirAuthorization (never printed)",
+    )
     c.add_argument("--only-cards", action="store_true", help="list only services that returned cards")
     common.add_json_flag(c)
 
@@ -56,14 +75,31 @@ def main(args: argparse.Namespace) -> int:
                 for s in services:
                     print(f"{s['id']:<28} {s['hook']:<14} {s.get('title', '')}")
             return 0
-        if args.prefetch:
-            # Prefetch is read from the FHIR server as an EHR would: check it once for the whole run.
-            check_server(client, CDS_PREFETCH)
-        ids = [args.service] if args.service else [s["id"] for s in discover(client) if s["hook"] == args.hook]
-        results = {
-            sid: call(client, sid, hook=args.hook, patient=args.patient, user=args.user, prefetch=args.prefetch)
-            for sid in ids
-        }
+        with ExitStack() as stack:
+            data, token = client, None
+            if args.ehr:
+                token = read_token(args.ehr_token_file) if args.ehr_token_file else None
+                data = stack.enter_context(
+                    Client(args.ehr, token=token, verify_tls=not args.insecure, timeouts=Timeouts(read_s=args.timeout))
+                )
+            channel = args.channel or ("both" if args.prefetch else ("fhir" if args.ehr else "server"))
+            if channel != "server" and channel != "fhir":
+                # Prefetch is read from the FHIR server as an EHR would: check it once for the whole run.
+                check_server(data, CDS_PREFETCH)
+            ids = [args.service] if args.service else [s["id"] for s in discover(client) if s["hook"] == args.hook]
+            results = {
+                sid: call(
+                    client,
+                    sid,
+                    hook=args.hook,
+                    patient=args.patient,
+                    user=args.user,
+                    channel=channel,
+                    data=data,
+                    data_token=token,
+                )
+                for sid in ids
+            }
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

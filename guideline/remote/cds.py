@@ -11,6 +11,15 @@ from guideline.core.errors import ServerRejectedError, UsageError
 from guideline.remote.http import Client
 
 DEFAULT_USER = "Practitioner/example"
+
+# How the patient's data reaches the service (CDS Hooks 2.0), the EHR being `data` (a FHIR client):
+#   server   fhirServer = the CDS server's own FHIR endpoint, no prefetch (data stored next to the knowledge)
+#   prefetch the EHR resolves every prefetch template; no fhirServer
+#   fhir     fhirServer + fhirAuthorization (the EHR's bearer token), no prefetch
+#   both     every prefetch template resolved, plus fhirServer + fhirAuthorization
+#   partial  only the Patient prefetch (other keys omitted), plus fhirServer + fhirAuthorization
+#   null     every prefetch key but the Patient sent as null ("could not fetch"), plus fhirServer + fhirAuthorization
+CHANNELS = ("server", "prefetch", "fhir", "both", "partial", "null")
 _TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z]+)\s*\}\}")
 
 
@@ -69,6 +78,51 @@ def resolve_prefetch(client: Client, templates: dict[str, str], context: dict[st
     return out
 
 
+def _patient_key(templates: dict[str, str]) -> str | None:
+    return next(
+        (k for k, t in sorted(templates.items()) if t.replace(" ", "").startswith("Patient/{{context.patientId")), None
+    )
+
+
+def channel_body(
+    channel: str,
+    templates: dict[str, str],
+    context: dict[str, str],
+    data: Client,
+    data_token: str | None,
+    resolved: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The data part of a hook call (prefetch, fhirServer, fhirAuthorization) for one channel (see CHANNELS).
+
+    `resolved`: the templates already read from `data` (resolve_prefetch), to send several channels of one call.
+    """
+    if channel not in CHANNELS:
+        raise UsageError(f"unknown data channel '{channel}'; use one of {', '.join(CHANNELS)}")
+    body: dict[str, Any] = {}
+    if channel in ("prefetch", "both", "partial", "null"):
+        prefetch: dict[str, Any] = (
+            dict(resolved) if resolved is not None else resolve_prefetch(data, templates, context)
+        )
+        keep = _patient_key(templates)
+        if channel == "partial":
+            prefetch = {k: v for k, v in prefetch.items() if k == keep}
+        elif channel == "null":
+            prefetch = {k: (v if k == keep else None) for k, v in prefetch.items()}
+        body["prefetch"] = prefetch
+    if channel not in ("prefetch", "server"):
+        body["fhirServer"] = data.base_url
+    if channel not in ("prefetch", "server") and data_token:
+        # The EHR's own token for its FHIR server (CDS Hooks 2.0 fhirAuthorization); short-lived in a real EHR.
+        body["fhirAuthorization"] = {
+            "access_token": data_token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.read",
+            "subject": "guideline-cds-client",
+        }
+    return body
+
+
 def call(
     client: Client,
     service_id: str,
@@ -77,28 +131,29 @@ def call(
     patient: str,
     user: str = DEFAULT_USER,
     prefetch: bool = False,
-    fhir_server: str | None = None,
+    channel: str | None = None,
+    data: Client | None = None,
+    data_token: str | None = None,
+    templates: dict[str, str] | None = None,
+    resolved: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """POST a hook call; returns the parsed CDS response (cards checked for shape).
 
-    With `prefetch`, the service's prefetch templates are read from the FHIR server (the client's
-    base) and sent along; callers check that server once first (capability.CDS_PREFETCH).
+    The patient's data lives on `data` (the EHR's FHIR server, bearer token `data_token`; default the
+    client's own FHIR server) and reaches the service by `channel` (see CHANNELS; default "server", or
+    "both" with `prefetch`). Reading prefetch needs the server checked once first (capability.CDS_PREFETCH).
+    `templates` (the service's prefetch templates) saves a discovery call per call, `resolved` (those
+    templates already read from `data`) the reads.
     """
+    channel = channel or ("both" if prefetch else "server")
+    data = data or client
     context = {"userId": user, "patientId": patient}
-    body: dict[str, Any] = {
-        "hook": hook,
-        "hookInstance": str(uuid.uuid4()),
-        "fhirServer": fhir_server or fhir_base_for(client.base_url),
-        "context": context,
-    }
-    if prefetch:
-        services = {s["id"]: s for s in discover(client)}
-        if service_id not in services:
-            raise UsageError(
-                f"no CDS service '{service_id}' on {cds_base_for(client.base_url)}; "
-                f"known: {', '.join(sorted(services)) or 'none'}"
-            )
-        body["prefetch"] = resolve_prefetch(client, services[service_id].get("prefetch") or {}, context)
+    body: dict[str, Any] = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context}
+    if templates is None and channel not in ("server", "fhir"):
+        templates = _templates(client, service_id)
+    body.update(channel_body(channel, templates or {}, context, data, data_token, resolved))
+    if channel == "server":
+        body["fhirServer"] = fhir_base_for(client.base_url)
     url = f"{cds_base_for(client.base_url)}/{service_id}"
     resp = client.post_json(url, body, content_type="application/json", ok=(200,))
     if not isinstance(resp, dict) or not isinstance(resp.get("cards"), list):
@@ -108,3 +163,13 @@ def call(
         if missing:
             raise ServerRejectedError(f"{url}: card {i} lacks required {', '.join(missing)} (CDS Hooks 2.0)")
     return resp
+
+
+def _templates(client: Client, service_id: str) -> dict[str, str]:
+    services = {s["id"]: s for s in discover(client)}
+    if service_id not in services:
+        raise UsageError(
+            f"no CDS service '{service_id}' on {cds_base_for(client.base_url)}; "
+            f"known: {', '.join(sorted(services)) or 'none'}"
+        )
+    return dict(services[service_id].get("prefetch") or {})

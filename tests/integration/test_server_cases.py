@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,11 @@ from typing import Any
 import pytest
 
 from guideline.content.cql import Engine
-from guideline.content.package import Package, build_package
-from guideline.core.config import Config
+from guideline.content.package import Package
 from guideline.core.evaltime import now_utc
 from guideline.evaluation.patient import recommend
-from guideline.remote.apply import apply_patient, recommendation_plans
-from guideline.remote.cds import call, discover
+from guideline.remote.apply import apply_patient
+from guideline.remote.cds import call
 from guideline.remote.http import Client
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import publish_resources
@@ -30,24 +28,6 @@ AGREEMENT: list[tuple[str, ...]] = []  # printed by conftest at the end of the r
 
 def _codes(doc: dict[str, Any]) -> dict[str, list[str]]:
     return {r["id"]: sorted({c for a in r["activities"] for c in a["codes"]}) for r in doc["recommendations"]}
-
-
-@pytest.fixture(scope="module")
-def published(server_url: str, config: Config, engine: Engine) -> dict[str, Any]:
-    pkg = build_package(config, engine)
-    with Client(server_url) as client:
-        publish_resources(client, pkg.resources)
-        plans = recommendation_plans(client, config.package.pathway)
-        want = {p["id"] for p in plans}
-        deadline = time.monotonic() + 120
-        have: set[str] = set()
-        while time.monotonic() < deadline:
-            have = {s["id"] for s in discover(client)}
-            if want <= have:
-                break
-            time.sleep(1)
-        assert want <= have, f"CDS services not registered within 120 s: missing {sorted(want - have)}"
-    return {"pkg": pkg, "plans": plans}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from guideline.core.errors import ServerRejectedError, UsageError
-from guideline.remote.cds import DEFAULT_USER, call, cds_base_for, discover, fhir_base_for, resolve_prefetch
+from guideline.remote.cds import (
+    DEFAULT_USER,
+    call,
+    cds_base_for,
+    channel_body,
+    discover,
+    fhir_base_for,
+    resolve_prefetch,
+)
 from guideline.remote.http import Client, RetryPolicy
 from tests.unit.remote.stub import Reply, Stub, stub_server
 
@@ -128,9 +136,9 @@ def test_call_with_prefetch_sends_what_the_service_asks_for(stub: Stub, client: 
     stub.routes["GET /fhir/Patient/p1"] = Reply(200, {"resourceType": "Patient", "id": "p1"})
     stub.routes["GET /fhir/Observation"] = Reply(200, {"resourceType": "Bundle", "type": "searchset"})
     stub.routes["POST /cds-services/GLR4Diet"] = Reply(200, {"cards": []})
-    call(client, "GLR4Diet", patient="p1", user="Practitioner/u", prefetch=True, fhir_server="http://ehr/fhir")
+    call(client, "GLR4Diet", patient="p1", user="Practitioner/u", prefetch=True)
     body = stub.seen[-1].json()
-    assert body["fhirServer"] == "http://ehr/fhir"
+    assert body["fhirServer"] == f"{stub.url}/fhir"
     assert body["context"]["userId"] == "Practitioner/u"
     assert body["prefetch"]["patient"]["id"] == "p1"
     assert set(body["prefetch"]) == {"patient", "obs"}
@@ -164,3 +172,50 @@ def test_call_for_a_missing_service_is_not_found(stub: Stub, client: Client) -> 
     with pytest.raises(ServerRejectedError) as err:
         call(client, "Nope", patient="p1")
     assert err.value.status == 404 and len(stub.seen) == 1
+
+
+def _channel_body(stub: Stub, client: Client, channel: str) -> dict[str, Any]:
+    stub.routes["GET /fhir/Patient/p1"] = Reply(200, {"resourceType": "Patient", "id": "p1"})
+    stub.routes["GET /fhir/Observation"] = Reply(200, {"resourceType": "Bundle", "type": "searchset"})
+    templates = SERVICES["services"][0]["prefetch"]
+    return channel_body(channel, templates, {"patientId": "p1", "userId": DEFAULT_USER}, client, "ehr-token")
+
+
+@pytest.mark.parametrize(
+    ("channel", "keys", "nulls", "fhir_server", "auth"),
+    [
+        ("server", None, set(), False, False),
+        ("prefetch", {"patient", "obs"}, set(), False, False),
+        ("fhir", None, set(), True, True),
+        ("both", {"patient", "obs"}, set(), True, True),
+        ("partial", {"patient"}, set(), True, True),
+        ("null", {"patient", "obs"}, {"obs"}, True, True),
+    ],
+)
+def test_channel_bodies(
+    stub: Stub,
+    client: Client,
+    channel: str,
+    keys: set[str] | None,
+    nulls: set[str],
+    fhir_server: bool,
+    auth: bool,
+) -> None:
+    """Verify what each data channel sends: which prefetch keys (null ones), fhirServer, fhirAuthorization."""
+    body = _channel_body(stub, client, channel)
+    assert (set(body["prefetch"]) if "prefetch" in body else None) == keys
+    assert {k for k, v in body.get("prefetch", {}).items() if v is None} == nulls
+    assert ("fhirServer" in body) == fhir_server
+    if fhir_server:
+        assert body["fhirServer"] == f"{stub.url}/fhir"
+    assert ("fhirAuthorization" in body) == auth
+    if auth:
+        assert body["fhirAuthorization"]["access_token"] == "ehr-token"  # noqa: S105 (test value)
+        assert body["fhirAuthorization"]["token_type"] == "Bearer"  # noqa: S105 (a token type)
+
+
+def test_unknown_channel_is_a_usage_error(client: Client) -> None:
+    """Verify that a channel name outside CHANNELS is refused before any request."""
+    with pytest.raises(UsageError, match="unknown data channel 'smoke'"):
+        channel_body("smoke", {}, {}, client, None)
+    assert client.requests_sent == 0

@@ -14,6 +14,7 @@ import ca.uhn.hapi.fhir.cdshooks.api.ICdsServiceRegistry;
 import ca.uhn.hapi.fhir.cdshooks.config.CdsHooksConfig;
 import ca.uhn.hapi.fhir.cdshooks.svc.CdsHooksContextBooter;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import java.time.Duration;
 import java.util.Collection;
 import java.util.List;
 import java.util.Map;
@@ -32,6 +33,7 @@ import org.opencds.cqf.fhir.cr.hapi.config.r4.DataRequirementsOperationConfig;
 import org.opencds.cqf.fhir.cr.hapi.config.r4.EvaluateOperationConfig;
 import org.opencds.cqf.fhir.utility.client.TerminologyServerClientSettings;
 import org.springframework.beans.factory.annotation.Qualifier;
+import org.springframework.beans.factory.annotation.Value;
 import org.springframework.boot.web.servlet.ServletRegistrationBean;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
@@ -155,8 +157,12 @@ public class ClinicalReasoningConfig {
 
 	@Bean
 	public ServletRegistrationBean<CdsHooksServlet> cdsHooksServlet(
-			ICdsServiceRegistry registry, @Qualifier(CdsHooksConfig.CDS_HOOKS_OBJECT_MAPPER_FACTORY) ObjectMapper mapper) {
-		var reg = new ServletRegistrationBean<>(new CdsHooksServlet(registry, mapper), "/cds-services", "/cds-services/*");
+			ICdsServiceRegistry registry,
+			@Qualifier(CdsHooksConfig.CDS_HOOKS_OBJECT_MAPPER_FACTORY) ObjectMapper mapper,
+			@Value("${guideline.cds.fhir-server-timeout-seconds:10}") long fhirServerTimeout,
+			@Value("${guideline.cds.pathway-service-id:gl-treatment}") String pathwayServiceId) {
+		var servlet = new CdsHooksServlet(registry, mapper, Duration.ofSeconds(fhirServerTimeout), pathwayServiceId);
+		var reg = new ServletRegistrationBean<>(servlet, "/cds-services", "/cds-services/*");
 		reg.setName("cds-hooks");
 		return reg;
 	}

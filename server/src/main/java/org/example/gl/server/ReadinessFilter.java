@@ -7,6 +7,8 @@ import jakarta.servlet.http.HttpServletResponse;
 import java.io.IOException;
 import org.springframework.boot.context.event.ApplicationReadyEvent;
 import org.springframework.context.event.EventListener;
+import org.springframework.core.Ordered;
+import org.springframework.core.annotation.Order;
 import org.springframework.stereotype.Component;
 import org.springframework.web.filter.OncePerRequestFilter;
 
@@ -17,6 +19,7 @@ import org.springframework.web.filter.OncePerRequestFilter;
  * for a minute) before $apply exists.
  */
 @Component
+@Order(Ordered.HIGHEST_PRECEDENCE) // before BearerTokenFilter: 503 while starting, then 401 without a token
 public class ReadinessFilter extends OncePerRequestFilter {
 	private volatile boolean ready;
 

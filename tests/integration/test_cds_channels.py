@@ -1,0 +1,277 @@
+"""Verify CDS Hooks as a real EHR calls it: every data channel gives the local engine's answer, failures are loud.
+
+The test EHR is a second server (scripts/server start --ehr) that answers 401 without its bearer token. Its copy
+of each scenario's patient has ids prefixed "ehr-", so nothing of it is stored on the CDS server (as with a real EHR).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import requests
+
+from guideline.content.cql import Engine
+from guideline.evaluation.patient import recommend
+from guideline.remote.cds import CHANNELS, DEFAULT_USER, call, cds_base_for, resolve_prefetch
+from guideline.remote.http import Client
+from guideline.remote.patients import days_until, load_patient, roll_dates
+from tests.integration.conftest import Ehr
+from tests.support import CASES_DIR, TESTS
+from tests.support.casedata import CASES
+from tests.support.netutil import free_port
+
+SUPPORT = TESTS / "support"
+
+pytestmark = pytest.mark.server
+
+CHANNEL_AGREEMENT: list[tuple[str, dict[str, str]]] = []  # printed by conftest at the end of the run
+EHR_PREFIX = "ehr-"
+
+
+def with_prefix(node: Any, prefix: str) -> Any:
+    """The bundle with every resource id and every relative reference's id prefixed (a different chart's ids)."""
+    if isinstance(node, list):
+        return [with_prefix(v, prefix) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: with_prefix(v, prefix) for k, v in node.items()}
+    if isinstance(node.get("resourceType"), str) and isinstance(node.get("id"), str):
+        out["id"] = prefix + node["id"]
+    ref = node.get("reference")
+    if isinstance(ref, str) and ref.count("/") == 1 and not ref.startswith("#"):
+        kind, rid = ref.split("/")
+        out["reference"] = f"{kind}/{prefix}{rid}"
+    return out
+
+
+PATHWAY_SERVICE = "gl-treatment"
+
+
+def _cards(resp: dict[str, Any]) -> list[str]:
+    """Card summaries, after checking the CDS Hooks 2.0 card rules CR alone does not meet (uuid, summary < 140)."""
+    uuids = [uuid.UUID(c["uuid"]) for c in resp["cards"]]
+    assert len(set(uuids)) == len(uuids), "card uuids repeat"
+    assert all(len(c["summary"]) < 140 for c in resp["cards"]), [c["summary"] for c in resp["cards"]]
+    return [c["summary"] for c in resp["cards"]]
+
+
+def _per_service(client: Client, published: dict[str, Any], pid: str) -> tuple[set[str], list[str]]:
+    """Channel (f) on each recommendation service: which fired, and all their cards in recommendation order."""
+    fired, cards = set(), []
+    for plan in sorted(published["plans"], key=lambda p: p["id"]):
+        resp = call(client, plan["id"], patient=pid)
+        if resp["cards"]:
+            fired.add(plan["id"])
+        cards += _cards(resp)
+    return fired, cards
+
+
+def _pathway_on_every_channel(
+    client: Client, data: Client, token: str, published: dict[str, Any], pid: str
+) -> dict[str, Any]:
+    """The pathway service's card summaries per channel; the EHR's prefetch is read once for (a), (c)-(e)."""
+    templates = published["templates"][PATHWAY_SERVICE]
+    context = {"userId": DEFAULT_USER, "patientId": EHR_PREFIX + pid}
+    resolved = resolve_prefetch(data, templates, context)
+    out = {"server": _cards(call(client, PATHWAY_SERVICE, patient=pid))}
+    for channel in CHANNELS[1:]:
+        resp = call(
+            client,
+            PATHWAY_SERVICE,
+            patient=EHR_PREFIX + pid,
+            channel=channel,
+            data=data,
+            data_token=token,
+            templates=templates,
+            resolved=resolved,
+        )
+        out[channel] = _cards(resp)
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_every_channel_agrees_with_local(
+    case: Path, published: dict[str, Any], server_url: str, ehr: Ehr, engine: Engine
+) -> None:
+    """Verify that the pathway service on channels (a)-(e) (test EHR) and (f) (our server) gives the local answer.
+
+    Reference: the per-recommendation services on channel (f) fire exactly for local recommend's recommendations,
+    and their cards, in recommendation order, are what the pathway service answers on every channel.
+    """
+    expected = json.loads((case / "expected.json").read_text(encoding="utf-8"))
+    bundle = json.loads((case / "patient.json").read_text(encoding="utf-8"))
+    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    for _ in range(2):  # redo once if the UTC date changed mid-case (the roll is in whole days)
+        days = days_until(expected["at"])
+        rolled = roll_dates(bundle, days)
+        at = roll_dates({"at": expected["at"]}, days)["at"]
+        with Client(server_url) as client, Client(ehr.url, token=ehr.token) as data:
+            load_patient(client, rolled)
+            load_patient(data, with_prefix(rolled, EHR_PREFIX))
+            fired, cards = _per_service(client, published, pid)
+            results = _pathway_on_every_channel(client, data, ehr.token, published, pid)
+        if days_until(expected["at"]) == days:
+            break
+    local = {r["id"] for r in recommend(published["pkg"], rolled, at, engine)["recommendations"]}
+    row = {ch: ("ok" if fired == local and got == cards else "DIFF") for ch, got in results.items()}
+    CHANNEL_AGREEMENT.append((case.name, row))
+    assert set(row.values()) == {"ok"}, json.dumps(
+        {"local": sorted(local), "per-service (f)": sorted(fired), "cards (f)": cards, **results}, indent=1
+    )
+
+
+def _first_case() -> tuple[dict[str, Any], str]:
+    bundle = json.loads((CASES_DIR / "r2-galactorrhoea" / "patient.json").read_text(encoding="utf-8"))
+    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    return with_prefix(bundle, "fail-"), "fail-" + pid
+
+
+def _post(server_url: str, service: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
+    t0 = time.monotonic()
+    resp = requests.post(f"{cds_base_for(server_url)}/{service}", json=body, timeout=60)
+    return resp.status_code, resp.json(), time.monotonic() - t0
+
+
+def _request(pid: str, **data: Any) -> dict[str, Any]:
+    return {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/example", "patientId": pid},
+        **data,
+    }
+
+
+@pytest.fixture(scope="module")
+def failing_patient(ehr: Ehr) -> str:
+    """A patient on the test EHR only, for the failure cases."""
+    bundle, pid = _first_case()
+    with Client(ehr.url, token=ehr.token) as data:
+        load_patient(data, bundle)
+    return pid
+
+
+def test_no_prefetch_and_no_fhir_server_is_412(
+    published: dict[str, Any], server_url: str, failing_patient: str
+) -> None:
+    """Verify that data neither prefetched nor reachable answers 412 with a message, not an empty card list."""
+    service = published["plans"][0]["id"]
+    status, body, _ = _post(server_url, service, _request(failing_patient))
+    assert status == 412, body
+    assert "no fhirServer" in body["error"]
+    # A key sent as null (could not fetch) without a fhirServer to read it from: the same.
+    templates = published["templates"][service]
+    status, body, _ = _post(server_url, service, _request(failing_patient, prefetch=dict.fromkeys(templates)))
+    assert status == 412, body
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"], ids=["no-token", "wrong-token"])
+def test_ehr_refusing_the_token_is_an_error_naming_it(
+    published: dict[str, Any], server_url: str, ehr: Ehr, failing_patient: str, token: str | None
+) -> None:
+    """Verify that the EHR answering 401 gives a 502 naming the server and status, never {"cards": []}."""
+    service = published["plans"][0]["id"]
+    data: dict[str, Any] = {"fhirServer": ehr.url}
+    if token:
+        data["fhirAuthorization"] = {"access_token": token, "token_type": "Bearer", "expires_in": 300, "scope": "x"}
+    status, body, _ = _post(server_url, service, _request(failing_patient, **data))
+    assert status == 502, body
+    assert ehr.url in body["error"] and "401" in body["error"]
+    assert "wrong-token" not in json.dumps(body)
+
+
+def test_ehr_unknown_patient_is_412(published: dict[str, Any], server_url: str, ehr: Ehr) -> None:
+    """Verify that a patient the EHR does not have is a 412 (cannot evaluate), not a silent empty answer."""
+    auth = {"access_token": ehr.token, "token_type": "Bearer", "expires_in": 300, "scope": "x"}
+    service = published["plans"][0]["id"]
+    status, body, _ = _post(server_url, service, _request("nobody", fhirServer=ehr.url, fhirAuthorization=auth))
+    assert status == 412, body
+    assert ehr.token not in json.dumps(body)
+
+
+def test_unreachable_ehr_is_502(published: dict[str, Any], server_url: str, failing_patient: str) -> None:
+    """Verify that a fhirServer nothing listens on answers 502 quickly, naming it."""
+    url = f"http://127.0.0.1:{free_port()}/fhir"
+    status, body, elapsed = _post(server_url, published["plans"][0]["id"], _request(failing_patient, fhirServer=url))
+    assert status == 502, body
+    assert url in body["error"] and elapsed < 15
+
+
+def test_fhir_authorization_without_fhir_server_is_400(published: dict[str, Any], server_url: str) -> None:
+    """Verify that fhirAuthorization without fhirServer is refused (CDS Hooks: it implies fhirServer)."""
+    auth = {"access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "x"}
+    status, body, _ = _post(server_url, published["plans"][0]["id"], _request("p", fhirAuthorization=auth))
+    assert status == 400, body
+
+
+def test_test_ehr_requires_its_token(ehr: Ehr) -> None:
+    """Verify that the test EHR answers 401 without the token and 200 with it (so channel (b) proves the token)."""
+    assert requests.get(f"{ehr.url}/metadata", timeout=30).status_code == 401
+    wrong = requests.get(f"{ehr.url}/metadata", headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert wrong.status_code == 401
+    ok = requests.get(f"{ehr.url}/metadata", headers={"Authorization": f"Bearer {ehr.token}"}, timeout=30)
+    assert ok.status_code == 200
+
+
+# A prefetch template this service may publish: a read of the context patient, or a search on one resource type
+# restricted to that patient (patient= or subject=), optionally with a code filter, medication searches with the
+# Medication they reference. Nothing else (no unbounded search, no _revinclude).
+_TEMPLATE = re.compile(
+    r"^(Patient/\{\{context\.patientId\}\}"
+    r"|[A-Z][A-Za-z]+\?(patient|subject)=Patient/\{\{context\.patientId\}\}(&code=[^&{}\s]+)?"
+    r"(&_include=Medication(Request|Statement):medication)?)$"
+)
+
+
+def test_discovery_is_cds_hooks_2_with_minimal_templates(server_url: str, published: dict[str, Any]) -> None:
+    """Verify discovery against the CDS Hooks 2.0 shape, the pathway service listed first, templates minimal."""
+    doc = requests.get(cds_base_for(server_url), timeout=30).json()
+    schema = json.loads((SUPPORT / "cds_hooks_discovery.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(doc, schema)
+    ids = [s["id"] for s in doc["services"]]
+    assert ids[0] == PATHWAY_SERVICE
+    assert {p["id"] for p in published["plans"]} <= set(ids)
+    for service in doc["services"]:
+        templates = list(service.get("prefetch", {}).values())
+        assert "Patient/{{context.patientId}}" in templates, service["id"]
+        assert len(templates) == len(set(templates)), f"{service['id']}: a template listed twice"
+        bad = [t for t in templates if not _TEMPLATE.match(t)]
+        assert not bad, f"{service['id']}: templates not minimal/patient-bound: {bad}"
+    pathway = doc["services"][0]["prefetch"]
+    union = {t for s in doc["services"][1:] for t in s.get("prefetch", {}).values()}
+    assert set(pathway.values()) == union
+
+
+def test_unknown_service_is_404(server_url: str, published: dict[str, Any]) -> None:
+    """Verify that a call to a service id nobody registered is a 404 with a message."""
+    status, body, _ = _post(server_url, "no-such-service", _request("p"))
+    assert status == 404 and "no-such-service" in body["error"]
+
+
+def test_cors_lets_a_browser_client_call(server_url: str) -> None:
+    """Verify CORS on discovery and services: any origin, a 204 preflight allowing POST with Authorization."""
+    base = cds_base_for(server_url)
+    origin = {"Origin": "https://sandbox.cds-hooks.org"}
+    discovery = requests.get(base, headers=origin, timeout=30)
+    assert discovery.status_code == 200 and discovery.headers["Access-Control-Allow-Origin"] == "*"
+    preflight = requests.options(
+        f"{base}/{PATHWAY_SERVICE}",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+        timeout=30,
+    )
+    assert preflight.status_code == 204
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    # FHIR endpoints are not opened to browsers by this.
+    fhir = requests.get(f"{server_url}/metadata", headers=origin, timeout=30)
+    assert "Access-Control-Allow-Origin" not in fhir.headers
