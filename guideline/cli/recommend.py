@@ -22,7 +22,7 @@ from guideline.evaluation import population as popmod
 from guideline.evaluation.bundles import load_patient_bundle
 from guideline.evaluation.model import Recommendation, document
 from guideline.evaluation.patient import evaluate
-from guideline.evaluation.records import open_population
+from guideline.evaluation.records import Population, open_population
 
 
 def _positive_int(value: str) -> int:
@@ -48,8 +48,9 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         "--population",
         type=Path,
         metavar="PATH",
-        help="many patients: a directory of patient Bundles (*.json, in file-name order) or an NDJSON file of "
-        "resources grouped by patient; writes one `--json` document per line",
+        help="many patients: a directory of patient Bundles (*.json, in file-name order), an NDJSON file of "
+        "resources grouped by patient, or a Bulk Data export folder (one NDJSON file per resource type); "
+        "writes one `--json` document per line",
     )
     pop = parser.add_argument_group("population mode")
     pop.add_argument(
@@ -113,7 +114,17 @@ def population_main(args: argparse.Namespace) -> int:
     """`recommend --population`: results to --out (or stdout), reports and progress to stderr."""
     if args.out is not None:
         _check_results_file(args.out, args.population)
-    population = open_population(args.population)  # bad input fails before the slow start
+    with open_population(args.population) as population:  # bad input fails before the slow start
+        if population.bulk is not None:
+            sys.stderr.write(
+                f"population: Bulk Data export of {len(population.bulk.files)} file(s), "
+                f"{population.bulk.resources:,} resources grouped by patient in {population.bulk.seconds:.1f} s\n"
+            )
+        return _run_population(args, population)
+
+
+def _run_population(args: argparse.Namespace, population: Population) -> int:
+    """Evaluate an opened population on the Node workers, results to --out or stdout."""
     at = args.at or now_utc()
     workers = args.workers or os.cpu_count() or 1
     summary = popmod.Summary()
