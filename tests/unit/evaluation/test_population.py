@@ -275,8 +275,10 @@ def test_missing_population_is_bad_input(tmp_path: Path, capsys: pytest.CaptureF
         ["--patient-bundle", str(CASES_DIR / "r5-child" / "patient.json"), "--workers", "2"],
         ["--patient-bundle", str(CASES_DIR / "r5-child" / "patient.json"), "--keep-going"],
         ["--population", "x", "--workers", "0"],
+        ["--patient-bundle", str(CASES_DIR / "r5-child" / "patient.json"), "--engine", "js"],
+        ["--population", "x", "--engine", "python"],
     ],
-    ids=["both", "workers-single", "keep-going-single", "zero-workers"],
+    ids=["both", "workers-single", "keep-going-single", "zero-workers", "engine-single", "unknown-engine"],
 )
 def test_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """Verify that conflicting or invalid population flags are usage errors (exit 2)."""
