@@ -50,9 +50,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         tr.write_line(f"{cells.count('ok')}/{len(cells)} case x channel cells agree")
     if not AGREEMENT:
         return
-    tr.section("cross-engine agreement (local = cql-execution, $apply/CDS = HAPI clinical reasoning)")
-    tr.write_line(f"{'case':<40} {'local':<6} {'$apply':<7} {'--at':<5} {'cds':<5} result")
+    tr.section(
+        "cross-engine agreement (local = cql-execution, batch = Java CQL engine in batch/, "
+        "$apply/CDS = HAPI clinical reasoning)"
+    )
+    tr.write_line(f"{'case':<40} {'local':<6} {'batch':<6} {'$apply':<7} {'--at':<5} {'cds':<5} result")
     for row in sorted(AGREEMENT):
-        tr.write_line(f"{row[0]:<40} {row[1]:<6} {row[2]:<7} {row[3]:<5} {row[4]:<5} {row[5]}")
-    agree = sum(1 for r in AGREEMENT if r[5] == "agree")
+        tr.write_line(f"{row[0]:<40} {row[1]:<6} {row[2]:<6} {row[3]:<7} {row[4]:<5} {row[5]:<5} {row[6]}")
+    agree = sum(1 for r in AGREEMENT if r[6] == "agree")
     tr.write_line(f"{agree}/{len(AGREEMENT)} cases agree")

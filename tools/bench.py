@@ -248,6 +248,46 @@ class Bench:
             self.observation_growth(pkg, pool1)
             self.before_after(pkg, pool1)
         self.cli_runs()
+        self.step("bulk input", self.bulk_grouping)
+
+    def bulk_grouping(self) -> None:
+        """Reading a Bulk export (index, then patient by patient) vs the grouped NDJSON: the grouping cost."""
+        n = max(self.s.sizes)
+        grouped = self.population_file(n)
+        bulk = self.work / f"bulk-{n}"
+        if not bulk.exists():
+            log(f"synth: {n} patients -> {bulk.name} (bulk)")
+            write_population(bulk, synth_patients(SEED, n), "bulk")
+        runs: dict[str, list[dict[str, float]]] = {"grouped NDJSON": [], "Bulk export": []}
+        for run in range(self.s.runs):
+            for kind, path in (("grouped NDJSON", grouped), ("Bulk export", bulk)):  # side by side, alternating
+                log(f"bulk input: read {kind}, {n} patients, run {run + 1}/{self.s.runs}")
+                runs[kind].append(_read_only(path, n))
+        rows = [
+            "| input | grouping (index) s | reading s | patients/s read | peak RSS MiB |",
+            "|---|---|---|---|---|",
+        ]
+        rate: dict[str, float] = {}
+        for kind, got in runs.items():
+            total = Series([r["open"] + r["read"] for r in got])
+            rate[kind] = n / total.median
+            rows.append(
+                f"| {kind} | {statistics.median(r['open'] for r in got):.1f} | "
+                f"{statistics.median(r['read'] for r in got):.1f} | {rate[kind]:,.0f} | "
+                f"{max(r['rss'] for r in got):.0f} |"
+            )
+        self.section(
+            "1c. Bulk Data export input vs grouped NDJSON (reading only)",
+            [
+                f"The same {n:,} patients as `scripts/synth --format bulk` (one NDJSON file per resource type and the "
+                "manifest) and as grouped NDJSON, only read and grouped into Bundles as `recommend --population` "
+                "does (no evaluation), each in its own process so its peak RSS is its own. Grouping the export "
+                "indexes every line by patient in SQLite on disk, then reads each patient back by file offset. "
+                f"Bulk / grouped reading rate: {rate['Bulk export'] / rate['grouped NDJSON']:.2f}×.",
+                "",
+                *rows,
+            ],
+        )
 
     def observation_growth(self, pkg: Package, pool: EnginePool) -> None:
         s = self.s
@@ -660,6 +700,30 @@ class Bench:
             out += ["", f"## {title}", "", *lines]
         out += ["", *profiling_section(), ""]
         return "\n".join(out)
+
+
+_READ_ONLY = """
+import json, resource, sys, time
+from pathlib import Path
+from guideline.evaluation.records import open_population
+t0 = time.monotonic()
+with open_population(Path(sys.argv[1])) as population:
+    t1 = time.monotonic()
+    n = sum(1 for r in population.records() if r.error is None)
+t2 = time.monotonic()
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"open": t1 - t0, "read": t2 - t1, "patients": n, "rss": rss}))
+"""
+
+
+def _read_only(path: Path, n: int) -> dict[str, float]:
+    """Open and read a population in a fresh process: seconds to open (index), to read, and peak RSS in MiB."""
+    out = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", _READ_ONLY, str(path)], check=True, capture_output=True, text=True, timeout=3600
+    )
+    got: dict[str, float] = json.loads(out.stdout)
+    assert got["patients"] == n, f"{got['patients']} of {n} read"  # noqa: S101 - a broken bench must not report
+    return got
 
 
 def _mean_resources(path: Path) -> float:

@@ -268,10 +268,12 @@ def write_population(
     patients: Iterator[list[dict[str, Any]]],
     fmt: str,
 ) -> int:
-    """Write atomically: an NDJSON file (resources, grouped by patient) or a directory of Bundles."""
+    """Write atomically: an NDJSON file (resources, grouped by patient), a directory of Bundles, or a Bulk export."""
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     n = 0
+    if fmt == "bulk":
+        return _write_bulk(out, patients)
     if fmt == "ndjson":
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         try:
@@ -290,13 +292,52 @@ def write_population(
         for resources in patients:
             (tmpdir / f"{resources[0]['id']}.json").write_text(_line(as_bundle(resources)) + "\n", encoding="utf-8")
             n += 1
-        os.chmod(tmpdir, 0o755)  # noqa: S103 - mkdtemp makes 0700; this is ordinary test data
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(tmpdir, out)
+        _replace_dir(tmpdir, out)
     except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    return n
+
+
+def _replace_dir(tmpdir: Path, out: Path) -> None:
+    os.chmod(tmpdir, 0o755)  # noqa: S103 - mkdtemp makes 0700; this is ordinary test data
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    os.replace(tmpdir, out)
+
+
+def _write_bulk(out: Path, patients: Iterator[list[dict[str, Any]]]) -> int:
+    """A folder as a FHIR Bulk Data `$export` leaves it: one NDJSON file per resource type, and the manifest."""
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    files: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    n = 0
+    try:
+        for resources in patients:
+            for res in resources:
+                rtype = res["resourceType"]
+                if rtype not in files:
+                    files[rtype] = (tmpdir / f"{rtype}.ndjson").open("w", encoding="utf-8", newline="\n")
+                files[rtype].write(_line(res) + "\n")
+                counts[rtype] = counts.get(rtype, 0) + 1
+            n += 1
+        for f in files.values():
+            f.close()
+        manifest = {
+            # Fixed, so the same seed writes the same bytes; the files are named as the server offered them.
+            "transactionTime": f"{DEFAULT_AT.isoformat()}T00:00:00Z",
+            "request": "[base]/Patient/$export",
+            "requiresAccessToken": False,
+            "output": [{"type": t, "url": f"{t}.ndjson", "count": counts[t]} for t in sorted(counts)],
+            "error": [],
+        }
+        (tmpdir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _replace_dir(tmpdir, out)
+    except BaseException:
+        for f in files.values():
+            f.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
     return n
@@ -319,14 +360,15 @@ def make_parser() -> argparse.ArgumentParser:
         description="Write deterministic synthetic patients (same seed and options, same bytes).",
     )
     p.add_argument("--patients", type=int, required=True, metavar="N", help="number of patients")
-    p.add_argument("--out", type=Path, required=True, metavar="PATH", help="NDJSON file or directory of Bundles")
+    p.add_argument("--out", type=Path, required=True, metavar="PATH", help="NDJSON file or folder")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument(
         "--format",
-        choices=("ndjson", "bundles"),
+        choices=("ndjson", "bundles", "bulk"),
         default=None,
-        help="ndjson (resources grouped by patient, Patient first) or bundles (one collection Bundle per "
-        "file); default: ndjson when --out ends in .ndjson, else bundles",
+        help="ndjson (resources grouped by patient, Patient first), bundles (one collection Bundle per "
+        "file) or bulk (a Bulk Data export folder: one NDJSON file per resource type and manifest.json); "
+        "default: ndjson when --out ends in .ndjson, else bundles",
     )
     p.add_argument(
         "--observations",

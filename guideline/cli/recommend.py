@@ -9,20 +9,22 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from guideline.cli import common
 from guideline.content.cql import shared_engine
-from guideline.content.package import build_package
+from guideline.content.package import Package, build_package
 from guideline.core.config import load_config
 from guideline.core.errors import ExitCode, UsageError
 from guideline.core.evaltime import now_utc
 from guideline.evaluation import population as popmod
 from guideline.evaluation.bundles import load_patient_bundle
+from guideline.evaluation.jvm import JavaPool
 from guideline.evaluation.model import Recommendation, document
 from guideline.evaluation.patient import evaluate
-from guideline.evaluation.records import open_population
+from guideline.evaluation.records import Population, open_population
 
 
 def _positive_int(value: str) -> int:
@@ -48,8 +50,9 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         "--population",
         type=Path,
         metavar="PATH",
-        help="many patients: a directory of patient Bundles (*.json, in file-name order) or an NDJSON file of "
-        "resources grouped by patient; writes one `--json` document per line",
+        help="many patients: a directory of patient Bundles (*.json, in file-name order), an NDJSON file of "
+        "resources grouped by patient, or a Bulk Data export folder (one NDJSON file per resource type); "
+        "writes one `--json` document per line",
     )
     pop = parser.add_argument_group("population mode")
     pop.add_argument(
@@ -57,7 +60,15 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help=f"CQL worker processes (default: the number of CPUs, here {os.cpu_count() or 1})",
+        help=f"JVM threads (--engine java) or Node worker processes (--engine js); default: the number of CPUs, "
+        f"here {os.cpu_count() or 1}",
+    )
+    pop.add_argument(
+        "--engine",
+        choices=("java", "js"),
+        default=None,
+        help="java (default): the Java CQL engine HAPI runs, in one JVM with --workers threads; js: the Node "
+        "workers (cql-execution), the reference engine",
     )
     pop.add_argument(
         "--out", type=Path, default=None, metavar="FILE", help="results file, written atomically (default: stdout)"
@@ -88,7 +99,8 @@ def main(args: argparse.Namespace) -> int:
     """`recommend --patient-bundle`: one patient's recommendations as text or JSON on stdout."""
     if args.population is not None:
         return population_main(args)
-    extra = [flag for flag, value in (("--workers", args.workers), ("--out", args.out)) if value is not None]
+    given = (("--workers", args.workers), ("--out", args.out), ("--engine", args.engine))
+    extra = [flag for flag, value in given if value is not None]
     extra += ["--keep-going"] if args.keep_going else []
     if extra:
         raise UsageError(f"{', '.join(extra)} only apply with --population")
@@ -113,7 +125,34 @@ def population_main(args: argparse.Namespace) -> int:
     """`recommend --population`: results to --out (or stdout), reports and progress to stderr."""
     if args.out is not None:
         _check_results_file(args.out, args.population)
-    population = open_population(args.population)  # bad input fails before the slow start
+    with open_population(args.population) as population:  # bad input fails before the slow start
+        if population.bulk is not None:
+            sys.stderr.write(
+                f"population: Bulk Data export of {len(population.bulk.files)} file(s), "
+                f"{population.bulk.resources:,} resources grouped by patient in {population.bulk.seconds:.1f} s\n"
+            )
+        return _run_population(args, population)
+
+
+@contextlib.contextmanager
+def _engines(engine: str, workers: int) -> Iterator[tuple[Package, popmod.Pool]]:
+    """The built package and the pool that evaluates it: one JVM with N threads, or N Node workers."""
+    config = load_config()
+    if engine == "java":
+        # The Node toolchain still builds the package (ELM for the walk's plan, value sets); the JVM compiles
+        # the same CQL with its own translator.
+        pkg = build_package(config, shared_engine())
+        with JavaPool(config, workers) as jpool:
+            jpool.load(pkg)
+            yield pkg, jpool
+        return
+    with popmod.EnginePool(workers) as pool:
+        # The first worker compiles the package, so no extra process is started for the build.
+        yield build_package(config, pool.engines[0]), pool
+
+
+def _run_population(args: argparse.Namespace, population: Population) -> int:
+    """Evaluate an opened population on the chosen engine, results to --out or stdout."""
     at = args.at or now_utc()
     workers = args.workers or os.cpu_count() or 1
     summary = popmod.Summary()
@@ -121,9 +160,7 @@ def population_main(args: argparse.Namespace) -> int:
     tty = err.isatty()
     start = time.monotonic()
     last_draw = 0.0
-    with popmod.EnginePool(workers) as pool:
-        # The first worker compiles the package, so no extra process is started for the build.
-        pkg = build_package(load_config(), pool.engines[0])
+    with _engines(args.engine or "java", workers) as (pkg, pool):
         ready = time.monotonic()
         with popmod.atomic_output(args.out) if args.out else contextlib.nullcontext(sys.stdout) as out:
             for result in popmod.evaluate_population(pkg, population.records(), at, pool):

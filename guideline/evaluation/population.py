@@ -7,12 +7,12 @@ import queue
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from guideline.content.cql import Engine
 from guideline.content.package import Package
@@ -114,6 +114,45 @@ class EvaluationPlan:
         return cls(gate, reachable, {k: sorted(v) for k, v in expressions.items()})
 
 
+class BatchEngine(Protocol):
+    """What population mode asks of an engine: the Node worker (`Engine`) or the JVM (`jvm.JavaEngine`)."""
+
+    def evaluate_batch(
+        self,
+        key: str,
+        libraries: Sequence[str],
+        bundles_json: Sequence[str],
+        at: str,
+        expressions: Mapping[str, Sequence[str]] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        plain: bool = False,
+    ) -> list[dict[str, Any]]:
+        """One row per bundle: {"ok": true, "libraries": {library: {define: value}}} or {"ok": false, "error"}."""
+        ...
+
+
+class Pool(Protocol):
+    """Engines for population mode: `EnginePool` (Node workers) or `jvm.JavaPool` (one JVM, N threads)."""
+
+    @property
+    def engines(self) -> Sequence[Any]:
+        """One entry per batch evaluated at once."""
+        ...
+
+    def load(self, pkg: Package) -> None:
+        """Give the engines the package."""
+        ...
+
+    def engine(self) -> AbstractContextManager[BatchEngine]:
+        """A free engine for the duration of the block."""
+        ...
+
+    def stats(self) -> list[dict[str, int]]:
+        """Each engine process's memory (current and peak RSS, KiB)."""
+        ...
+
+
 class Evaluator:
     """Evaluates batches of records on one engine: the same walk as `recommend`, batched requests."""
 
@@ -124,7 +163,7 @@ class Evaluator:
         self.key = pkg.key
         self.plan = EvaluationPlan.of(pkg)
 
-    def evaluate(self, engine: Engine, records: list[PatientRecord]) -> list[PatientResult]:
+    def evaluate(self, engine: BatchEngine, records: list[PatientRecord]) -> list[PatientResult]:
         """One result per record, in order: each walk asks for the libraries it reaches, in rounds."""
         out = [PatientResult(r, error=r.error) for r in records]
         have: list[dict[str, dict[str, Any]]] = [{} for _ in records]
@@ -156,7 +195,7 @@ class Evaluator:
 
     def _request(
         self,
-        engine: Engine,
+        engine: BatchEngine,
         libraries: tuple[str, ...],
         records: list[PatientRecord],
         have: list[dict[str, dict[str, Any]]],
@@ -278,7 +317,7 @@ def evaluate_population(
     pkg: Package,
     records: Iterable[PatientRecord],
     at: str,
-    pool: EnginePool,
+    pool: Pool,
     *,
     batch_records: int = BATCH_RECORDS,
     batch_bytes: int = BATCH_BYTES,

@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from guideline.core.errors import BadInputError
+from guideline.evaluation.bulk import BulkIndex, export_files, is_manifest, patient_key
 from guideline.evaluation.bundles import binary_kind, load_patient_bundle
-
-# Fields that tie a resource to its patient (Observation.subject, AllergyIntolerance.patient, ...).
-_PATIENT_LINKS = ("subject", "patient")
 
 
 @dataclass
@@ -31,23 +29,40 @@ class PatientRecord:
 
 @dataclass
 class Population:
-    """An opened population input: a directory of patient bundles or an NDJSON file."""
+    """An opened population input: a directory of patient bundles, an NDJSON file or a Bulk Data export."""
 
     path: Path
-    kind: str  # "directory" | "ndjson"
+    kind: str  # "directory" | "ndjson" | "bulk"
     total: int  # the size of the input in `unit`, for progress and ETA
-    unit: str  # "files" | "bytes"
+    unit: str  # "files" | "bytes" | "patients"
     _files: list[Path] = field(default_factory=list, repr=False)
+    bulk: BulkIndex | None = field(default=None, repr=False)
 
     def records(self) -> Iterator[PatientRecord]:
         """The patients in input order, read one at a time (memory does not grow with the input)."""
+        if self.bulk is not None:
+            return _bulk_records(self.bulk)
         if self.kind == "directory":
             return _directory_records(self._files)
         return _ndjson_records(self.path)
 
+    def close(self) -> None:
+        """Drop what opening made on disk (the Bulk export's index); the records cannot be read after."""
+        if self.bulk is not None:
+            self.bulk.close()
+
+    def __enter__(self) -> Population:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 # What --population takes, for messages about a PATH in which nothing is recognised as input.
-EXPECTED = "a folder of patient Bundles (*.json) or an NDJSON file of FHIR resources grouped by patient"
+EXPECTED = (
+    "a folder of patient Bundles (*.json), an NDJSON file of FHIR resources grouped by patient, "
+    "or a Bulk Data export folder (one NDJSON file per resource type)"
+)
 
 # How much of an NDJSON file is looked at before starting: enough to tell text from an archive or image.
 _SNIFF_BYTES = 64 * 1024
@@ -56,11 +71,14 @@ _BOM = b"\xef\xbb\xbf"  # accepted on line 1, as exports from Windows tools ofte
 
 
 def open_population(path: Path) -> Population:
-    """A directory of `*.json` patient Bundles (in file-name order) or an NDJSON file of resources.
+    """A directory of `*.json` patient Bundles (in file-name order), an NDJSON file, or a Bulk Data export.
 
-    Raises BadInputError when nothing in `path` can be input: missing, a folder with no `*.json`,
-    an empty NDJSON file, or a file that is not NDJSON text at all (an archive, an image, one
-    pretty-printed JSON document). Bad records inside usable input are reported later, one by one.
+    A folder holding `*.ndjson` files is a Bulk Data export (optionally with its manifest): it is
+    indexed by patient on disk here, so close the Population (or use it as a context manager).
+    Raises BadInputError when nothing in `path` can be input: missing, a folder with neither `*.json`
+    nor `*.ndjson`, an empty NDJSON file or export, or a file that is not NDJSON text at all (an
+    archive, an image, one pretty-printed JSON document). Bad records inside usable input are
+    reported later, one by one.
     """
     if path.is_dir():
         return _open_directory(path)
@@ -78,13 +96,35 @@ def _open_directory(path: Path) -> Population:
     try:
         entries = [p for p in path.iterdir() if not p.name.startswith(".")]
         files = sorted((p for p in entries if p.suffix == ".json" and p.is_file()), key=lambda p: p.name)
+        ndjson = [p for p in entries if p.suffix == ".ndjson" and p.is_file()]
     except OSError as e:
         raise BadInputError(f"{path}: cannot list the population directory: {e.strerror or e}") from None
+    if ndjson:
+        return _open_bulk(path, files, ndjson)
     if not files:
-        ndjson = sorted(p.name for p in entries if p.suffix == ".ndjson" and p.is_file())
-        hint = f" (it holds {ndjson[0]}: pass that file itself)" if ndjson else ""
-        raise BadInputError(f"{path}: no *.json file in this folder{hint}; expected {EXPECTED}")
+        raise BadInputError(f"{path}: no *.json nor *.ndjson file in this folder; expected {EXPECTED}")
     return Population(path, "directory", len(files), "files", files)
+
+
+def _open_bulk(path: Path, json_files: list[Path], ndjson: list[Path]) -> Population:
+    """A folder with NDJSON files: a Bulk Data export, whose *.json files may only be its manifest."""
+    manifests = [p for p in json_files if is_manifest(p)]
+    others = [p.name for p in json_files if p not in manifests]
+    if others:
+        raise BadInputError(
+            f"{path}: holds both NDJSON files (a Bulk Data export) and other *.json files ({others[0]}, ...); "
+            "put patient Bundles and an export in separate folders"
+        )
+    index = BulkIndex(export_files(path, ndjson, manifests))
+    if index.patients == 0:
+        index.close()
+        raise BadInputError(f"{path}: the export holds no patient; expected {EXPECTED}")
+    return Population(path, "bulk", index.patients, "patients", bulk=index)
+
+
+def _bulk_records(index: BulkIndex) -> Iterator[PatientRecord]:
+    for i, group in enumerate(index.groups()):
+        yield PatientRecord(i, group.where, group.patient, group.bundle_json, group.error, progress=i + 1)
 
 
 def _check_ndjson_start(path: Path) -> None:
@@ -147,20 +187,6 @@ def _without_path(message: str, path: str) -> str:
     rest = message[len(path) + 1 :]
     m = re.match(r"(\d+):(\d+): (.*)", rest, re.DOTALL)
     return f"line {m[1]}:{m[2]}: {m[3]}" if m else rest.lstrip()
-
-
-def _patient_key(resource: dict[str, Any]) -> str | None:
-    """The id of the patient a resource belongs to (`Patient/x`, or a URL ending in it), if it names one."""
-    for name in _PATIENT_LINKS:
-        link = resource.get(name)
-        ref = link.get("reference") if isinstance(link, dict) else None
-        if isinstance(ref, str):
-            parts = ref.split("/")
-            # Patient/x, http://host/fhir/Patient/x, Patient/x/_history/2
-            for j in range(len(parts) - 1):
-                if parts[j] == "Patient" and parts[j + 1]:
-                    return parts[j + 1]
-    return None
 
 
 @dataclass
@@ -249,7 +275,7 @@ def _ndjson_records(path: Path) -> Iterator[PatientRecord]:
                     group.fail(f"line {lineno}: the Patient has no id; give it one (resources refer to Patient/<id>)")
                     continue
             else:
-                key = _patient_key(resource)
+                key = patient_key(resource)
             if group is None or (key is not None and key != group.key):
                 if group is not None:
                     yield finish(group)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,12 @@ import pytest
 
 from guideline.content.cql import Engine
 from guideline.content.package import Package
+from guideline.core.config import Config
 from guideline.core.evaltime import now_utc
+from guideline.evaluation.jvm import JavaEngine
 from guideline.evaluation.patient import recommend
+from guideline.evaluation.population import Evaluator
+from guideline.evaluation.records import PatientRecord
 from guideline.remote.apply import apply_patient
 from guideline.remote.cds import call
 from guideline.remote.http import Client
@@ -30,9 +35,26 @@ def _codes(doc: dict[str, Any]) -> dict[str, list[str]]:
     return {r["id"]: sorted({c for a in r["activities"] for c in a["codes"]}) for r in doc["recommendations"]}
 
 
+@pytest.fixture(scope="module")
+def jvm(published: dict[str, Any], config: Config) -> Iterator[JavaEngine]:
+    """The JVM batch evaluator (population mode's default engine) holding the published package."""
+    java = JavaEngine(published["pkg"], config, 1)
+    yield java
+    java.close()
+
+
+def _batch_document(pkg: Package, jvm: JavaEngine, bundle: dict[str, Any], pid: str, at: str) -> dict[str, Any]:
+    """The document population mode writes for this patient with `--engine java`."""
+    [result] = Evaluator(pkg, at).evaluate(jvm, [PatientRecord(0, pid, pid, json.dumps(bundle))])
+    assert result.document is not None, result.error
+    return result.document
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_case_agrees_across_engines(case: Path, published: dict[str, Any], server_url: str, engine: Engine) -> None:
-    """Verify that $apply, the CDS patient-view call, local recommend and expected.json agree."""
+def test_case_agrees_across_engines(
+    case: Path, published: dict[str, Any], server_url: str, engine: Engine, jvm: JavaEngine
+) -> None:
+    """Verify that $apply, the CDS patient-view call, local recommend (Node and JVM) and expected.json agree."""
     pkg: Package = published["pkg"]
     expected = json.loads((case / "expected.json").read_text(encoding="utf-8"))
     bundle = json.loads((case / "patient.json").read_text(encoding="utf-8"))
@@ -57,12 +79,14 @@ def test_case_agrees_across_engines(case: Path, published: dict[str, Any], serve
         load_patient(client, bundle)
         pinned = _codes(apply_patient(client, "", pid, published["plans"], at=expected["at"]))
     local = _codes(recommend(pkg, rolled, at, engine))
+    batch = _codes(_batch_document(pkg, jvm, rolled, pid, at))
     want = {k: sorted(v) for k, v in expected["recommendations"].items()}
-    ok = server == local == want == pinned and cds_fired == set(want)
+    ok = server == local == batch == want == pinned and cds_fired == set(want)
     AGREEMENT.append(
         (
             case.name,
             "ok" if local == want else "DIFF",
+            "ok" if batch == want else "DIFF",
             "ok" if server == want else "DIFF",
             "ok" if pinned == want else "DIFF",
             "ok" if cds_fired == set(want) else "DIFF",
@@ -73,6 +97,7 @@ def test_case_agrees_across_engines(case: Path, published: dict[str, Any], serve
         {
             "expected": want,
             "local": local,
+            "local, JVM batch": batch,
             "server $apply": server,
             "server $apply --at": pinned,
             "cds cards from": sorted(cds_fired),

@@ -139,8 +139,8 @@ def _rows() -> list[Row]:
             Row(command, "missing", BAD, "cannot read"),
         ]
     rows += [
-        Row("population", "folder", BAD, "no *.json file"),
-        Row("population", "foreign", BAD, "no *.json file"),
+        Row("population", "folder", BAD, "no *.json nor *.ndjson file"),
+        Row("population", "foreign", BAD, "no *.json nor *.ndjson file"),
         Row("population", "package", BAD, "a gzip archive"),
         Row("population", "fake-tgz", BAD, "line 1 is not JSON"),
         Row("population", "empty", BAD, "the file is empty"),

@@ -123,6 +123,47 @@ def test_input_order_is_kept(package: Package, pool2: EnginePool, tmp_path: Path
     assert [r.document["patient"] for r in results if r.document] == names
 
 
+def _cases_as_bulk_export(folder: Path) -> Path:
+    """The 48 scenarios as one Bulk Data export: a file per resource type, Medications shared by reference."""
+    lines: dict[str, list[str]] = {}
+    for case in CASES:
+        bundle, _ = load_patient_bundle(case / "patient.json")
+        for entry in bundle["entry"]:
+            res = entry["resource"]
+            lines.setdefault(res["resourceType"], []).append(json.dumps(res))
+    folder.mkdir()
+    for rtype, text in lines.items():
+        (folder / f"{rtype}.ndjson").write_text("\n".join(text) + "\n", encoding="utf-8")
+    assert "Medication" in lines  # the export has a shared resource to resolve
+    return folder
+
+
+def test_bulk_export_of_the_cases_gives_the_same_documents(
+    package: Package, pool2: EnginePool, cases_dir: Path, tmp_path: Path
+) -> None:
+    """Verify that the 48 scenarios read from a per-type Bulk export give exactly the documents of their Bundles."""
+    export = _cases_as_bulk_export(tmp_path / "export")
+    from_bundles = {r.document["patient"]: r.document for r in _run(package, cases_dir, pool2) if r.document}
+    with open_population(export) as population:
+        from_bulk = list(evaluate_population(package, population.records(), AT, pool2))
+    assert [r.error for r in from_bulk] == [None] * len(CASES)
+    assert {r.document["patient"]: r.document for r in from_bulk if r.document} == from_bundles
+
+
+def test_bulk_export_and_grouped_ndjson_give_identical_output(
+    package: Package, pool2: EnginePool, tmp_path: Path
+) -> None:
+    """Verify that `scripts/synth --format bulk` and the grouped NDJSON of the same population give the same bytes."""
+    patients = list(synth_patients(15, 120, observations=(10, 150)))
+    write_population(tmp_path / "pop.ndjson", iter(patients), "ndjson")
+    write_population(tmp_path / "bulk", iter(patients), "bulk")
+    grouped = "".join(result_line(r) for r in _run(package, tmp_path / "pop.ndjson", pool2))
+    with open_population(tmp_path / "bulk") as population:
+        bulk = "".join(result_line(r) for r in evaluate_population(package, population.records(), AT, pool2))
+    assert bulk == grouped
+    assert len(bulk.splitlines()) == 120 and '"recommendations":[{' in bulk
+
+
 # ---------------------------------------------------------------- bad records
 
 
@@ -234,8 +275,10 @@ def test_missing_population_is_bad_input(tmp_path: Path, capsys: pytest.CaptureF
         ["--patient-bundle", str(CASES_DIR / "r5-child" / "patient.json"), "--workers", "2"],
         ["--patient-bundle", str(CASES_DIR / "r5-child" / "patient.json"), "--keep-going"],
         ["--population", "x", "--workers", "0"],
+        ["--patient-bundle", str(CASES_DIR / "r5-child" / "patient.json"), "--engine", "js"],
+        ["--population", "x", "--engine", "python"],
     ],
-    ids=["both", "workers-single", "keep-going-single", "zero-workers"],
+    ids=["both", "workers-single", "keep-going-single", "zero-workers", "engine-single", "unknown-engine"],
 )
 def test_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """Verify that conflicting or invalid population flags are usage errors (exit 2)."""
@@ -268,6 +311,23 @@ def test_cli_writes_to_stdout_without_out(cases_dir: Path, capsys: pytest.Captur
     assert [d["patient"] for d in docs][:2] == ["bundle-transaction", "gl-adult-no-data"]
     assert len(docs) == len(CASES) and all(set(d) == {"patient", "evaluatedAt", "recommendations"} for d in docs)
     assert f"{len(CASES)} evaluated, 0 skipped" in captured.err and "GLR4Diet" in captured.err
+
+
+def test_cli_reads_a_bulk_export_and_reports_its_bad_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Verify the CLI on an export: the grouping line, a bad line reported with file and line, exit 7, results kept."""
+    export = tmp_path / "export"
+    write_population(export, synth_patients(16, 3, observations=(2, 2)), "bulk")
+    with (export / "Observation.ndjson").open("a", encoding="utf-8") as f:
+        f.write("{broken\n")
+    out = tmp_path / "r.ndjson"
+    rc = cli.main(["recommend", "--population", str(export), "--at", AT, "--workers", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == ExitCode.BAD_INPUT
+    files = json.loads((export / "manifest.json").read_text(encoding="utf-8"))["output"]
+    resources = sum(f["count"] for f in files) + 1
+    assert f"population: Bulk Data export of {len(files)} file(s), {resources} resources grouped by patient" in err
+    assert f"skipped: {export / 'Observation.ndjson'}:7: line 7:2: not valid JSON" in err
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 3
 
 
 def test_progress_line() -> None:

@@ -56,14 +56,15 @@ def test_a_bad_first_line_that_is_json_like_stays_a_bad_record(tmp_path: Path, f
 
 
 def test_folder_without_bundles_is_refused(tmp_path: Path) -> None:
-    """Verify that a folder with no *.json (hidden files and subfolders do not count) is refused with a hint."""
+    """Verify that a folder with no *.json nor *.ndjson (hidden files, subfolders do not count) is refused."""
     (tmp_path / ".hidden.json").write_text("{}", encoding="utf-8")
     (tmp_path / "sub.json").mkdir()
-    with pytest.raises(BadInputError, match=r"no \*\.json file in this folder; expected a folder"):
+    with pytest.raises(BadInputError, match=r"no \*\.json nor \*\.ndjson file in this folder; expected a folder"):
         open_population(tmp_path)
+    # A folder of NDJSON files is a Bulk Data export, even of one file holding every type.
     (tmp_path / "all.ndjson").write_text(json.dumps(PATIENT) + "\n", encoding="utf-8")
-    with pytest.raises(BadInputError, match=r"it holds all\.ndjson: pass that file itself"):
-        open_population(tmp_path)
+    with open_population(tmp_path) as population:
+        assert population.kind == "bulk" and [r.patient for r in population.records()] == ["a"]
 
 
 def test_ndjson_with_bom_and_leading_blank_lines_is_accepted(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ def _synth(tmp_path: Path, name: str, *args: str) -> Path:
     return out
 
 
-@pytest.mark.parametrize("fmt", ["ndjson", "bundles"])
+@pytest.mark.parametrize("fmt", ["ndjson", "bundles", "bulk"])
 def test_same_seed_same_bytes(tmp_path: Path, fmt: str) -> None:
     """Verify that the same seed and options write the same bytes, and another seed does not."""
     a = _synth(tmp_path, "a", "--patients", "30", "--seed", "5", "--format", fmt)

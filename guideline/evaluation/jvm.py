@@ -1,0 +1,185 @@
+"""The JVM batch evaluator (`batch/`): the package's CQL on the Java CQL engine HAPI runs, many patients on N threads.
+
+One Java process per run, started when the package is loaded: it compiles `cql/` with the Java translator of
+the engine's own release (cqframework 4.4.0, the project's translator options) and answers the same batch
+requests as the Node worker, one JSON line each way (see `batch/src/main/java/.../Main.java`). The pathway
+walk stays the shared Python walk, so both engines go through the same code after evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from guideline.content.package import Package
+from guideline.core import toolchain
+from guideline.core.config import Config
+from guideline.core.errors import EngineError, ToolchainError
+
+MAIN_CLASS = "org.example.gl.batch.Main"
+# C2 JIT and the parallel collector: a batch run is long enough for the slower start to pay off.
+DEFAULT_JAVA_OPTS = "-Xmx1g -XX:+UseParallelGC"
+
+
+def batch_classpath() -> str:
+    """The evaluator jar and its dependencies as `scripts/setup` built them, or a ToolchainError."""
+    target = toolchain.repo_root() / "batch" / "target"
+    jar = target / "guideline-batch-0.1.0.jar"
+    deps = target / "classpath.txt"
+    if not jar.is_file() or not deps.is_file():
+        raise ToolchainError(f"the JVM batch evaluator is not built ({jar}); {toolchain.SETUP_HINT}")
+    return f"{jar}{os.pathsep}{deps.read_text(encoding='utf-8').strip()}"
+
+
+class JavaEngine:
+    """One JVM holding the compiled package; `evaluate_batch` as the Node worker's, evaluated on `threads`."""
+
+    def __init__(self, pkg: Package, config: Config, threads: int) -> None:
+        java = shutil.which("java")
+        if java is None:
+            raise ToolchainError(f"java not found on PATH (the batch evaluator needs Java 17+); {toolchain.SETUP_HINT}")
+        classpath = batch_classpath()
+        self.key = pkg.key
+        self._tmp = tempfile.TemporaryDirectory(prefix="guideline-jvm-")
+        tmp = Path(self._tmp.name)
+        (tmp / "valuesets.json").write_text(json.dumps(pkg.value_sets), encoding="utf-8")
+        (tmp / "options.json").write_text(json.dumps(config.cql_options), encoding="utf-8")
+        self._log_path = tmp / "jvm.log"
+        self._log = self._log_path.open("wb")
+        opts = os.environ.get("GUIDELINE_BATCH_JAVA_OPTS", DEFAULT_JAVA_OPTS).split()
+        args = ["--cql", str(config.cql_dir), "--fhirhelpers", str(toolchain.fhirhelpers_path())]
+        args += ["--options", str(tmp / "options.json"), "--valuesets", str(tmp / "valuesets.json")]
+        self._proc = subprocess.Popen(  # noqa: S603 - our own evaluator, arguments built here
+            [java, *opts, "-cp", classpath, MAIN_CLASS, *args, "--threads", str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env={**os.environ, "TZ": "UTC"},
+        )
+        self._lock = threading.Lock()
+        self._next = 0
+        ready = self._read()
+        if not ready.get("ready"):
+            self.close()
+            raise EngineError(f"the JVM batch evaluator did not start: {ready.get('error', 'no answer')}")
+
+    def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
+        assert self._proc.stdin is not None and self._proc.stdout is not None  # noqa: S101 - both are PIPE
+        return self._proc.stdin, self._proc.stdout
+
+    def _read(self) -> dict[str, Any]:
+        line = self._pipes()[1].readline()
+        if not line:
+            tail = self._log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+            raise EngineError(f"the JVM batch evaluator stopped: {' | '.join(tail) or 'no output'}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def evaluate_batch(
+        self,
+        key: str,
+        libraries: Sequence[str],
+        bundles_json: Sequence[str],
+        at: str,
+        expressions: Mapping[str, Sequence[str]] | None = None,
+        parameters: Mapping[str, Any] | None = None,  # noqa: ARG002 - the JVM sets "Evaluation Time" from `at`
+        *,
+        plain: bool = False,  # noqa: ARG002 - the JVM has one way of evaluating
+    ) -> list[dict[str, Any]]:
+        """One row per bundle, in order, shaped as `Engine.evaluate_batch`'s (only Boolean and text values kept)."""
+        if key != self.key:
+            raise EngineError(f"no package loaded under key '{key}'")
+        wanted = {k: list(v) for k, v in (expressions or {}).items()}
+        head = json.dumps({"at": at, "libraries": list(libraries), "expressions": wanted})
+        with self._lock:
+            self._next += 1
+            line = f'{{"id":{self._next},{head[1:-1]},"bundles":[{",".join(bundles_json)}]}}\n'
+            stdin, _ = self._pipes()
+            try:
+                stdin.write(line.encode("utf-8"))
+                stdin.flush()
+            except OSError as e:
+                raise EngineError(f"the JVM batch evaluator stopped: {e}") from None
+            answer = self._read()
+        rows: list[dict[str, Any]] = answer["rows"]
+        return rows
+
+    def stats(self) -> dict[str, int]:
+        """The JVM's memory: current and peak resident set size, in KiB (from /proc; 0 where unavailable)."""
+        out = {"rssKiB": 0, "maxRssKiB": 0}
+        try:
+            status = Path(f"/proc/{self._proc.pid}/status").read_text(encoding="utf-8")
+        except OSError:
+            return out
+        for line in status.splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out["rssKiB" if line.startswith("VmRSS") else "maxRssKiB"] = int(line.split()[1])
+        return out
+
+    def close(self) -> None:
+        """Stop the JVM (end of input, then a bounded wait) and remove its temporary files."""
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._log.close()
+        self._tmp.cleanup()
+
+
+class JavaPool:
+    """The population pool for `--engine java`: one JVM, shared by two Python threads so walks overlap requests."""
+
+    def __init__(self, config: Config, threads: int) -> None:
+        self.config = config
+        self.threads = threads
+        self._engine: JavaEngine | None = None
+        self.engines: list[JavaEngine] = []
+
+    def __enter__(self) -> JavaPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def load(self, pkg: Package) -> None:
+        """Start the JVM for this package (once per package)."""
+        if self._engine is not None and self._engine.key == pkg.key:
+            return
+        self.close()
+        self._engine = JavaEngine(pkg, self.config, self.threads)
+        # Two handles on one JVM: while one thread waits for the JVM, the other walks its results.
+        self.engines = [self._engine, self._engine]
+
+    @contextmanager
+    def engine(self) -> Iterator[JavaEngine]:
+        """The JVM (requests are serialised inside it; the JVM spreads each batch over its threads)."""
+        if self._engine is None:
+            raise EngineError("the JVM batch evaluator has no package loaded")
+        yield self._engine
+
+    def stats(self) -> list[dict[str, int]]:
+        """The JVM's memory (current and peak RSS, KiB)."""
+        return [self._engine.stats()] if self._engine is not None else []
+
+    def close(self) -> None:
+        """Stop the JVM."""
+        if self._engine is not None:
+            self._engine.close()
+        self._engine = None
+        self.engines = []

@@ -1,0 +1,132 @@
+"""Verify the JVM batch evaluator against the reference engine (Node, cql-execution): same values, same documents."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guideline.cli import main as cli
+from guideline.content.cql import Engine
+from guideline.content.package import Package, build_package
+from guideline.core.config import Config
+from guideline.core.errors import ExitCode
+from guideline.evaluation.bundles import load_patient_bundle
+from guideline.evaluation.jvm import JavaEngine, JavaPool
+from guideline.evaluation.model import document
+from guideline.evaluation.patient import ensure_loaded, recommend
+from guideline.evaluation.population import EvaluationPlan, evaluate_population
+from guideline.evaluation.records import PatientRecord, open_population
+from guideline.evaluation.walk import walk_pathways
+from tests.support.casedata import CASES
+from tools.synth import synth_patients, write_population
+
+AT = "2026-06-01T12:00:00Z"
+BATCH = 100
+
+
+@pytest.fixture(scope="module")
+def package(config: Config, engine: Engine) -> Package:
+    pkg = build_package(config, engine)
+    ensure_loaded(pkg, engine)
+    return pkg
+
+
+@pytest.fixture(scope="module")
+def jvm(package: Package, config: Config) -> Iterator[JavaEngine]:
+    java = JavaEngine(package, config, 2)
+    yield java
+    java.close()
+
+
+def _walked(value: Any) -> Any:
+    # The walk reads Booleans (a condition is met only by true) and text (dynamic values); anything else is null.
+    return value if isinstance(value, bool | str) else None
+
+
+def _compare(pkg: Package, names: list[str], bundles: list[str], node: Any, java: Any) -> list[str]:
+    """Every define the walk reads, every library it reaches, and the documents: the differences, named."""
+    plan = EvaluationPlan.of(pkg)
+    diffs: list[str] = []
+    for i in range(0, len(bundles), BATCH):
+        chunk = bundles[i : i + BATCH]
+        args = (pkg.key, plan.reachable, chunk, AT, plan.expressions)
+        for name, n, j in zip(
+            names[i : i + BATCH], node.evaluate_batch(*args), java.evaluate_batch(*args), strict=True
+        ):
+            if not (n.get("ok") and j.get("ok")):
+                diffs.append(
+                    f"{name}: node ok={n.get('ok')} {n.get('error', '')}; java ok={j.get('ok')} {j.get('error', '')}"
+                )
+                continue
+            for lib in plan.reachable:
+                for define in plan.expressions.get(lib, []):
+                    nv, jv = _walked(n["libraries"][lib].get(define)), j["libraries"][lib].get(define, "<missing>")
+                    if nv != jv:
+                        diffs.append(f'{name}: {lib}."{define}": node {nv!r}, java {jv!r}')
+            docs = [
+                document(name, AT, walk_pathways(pkg, lambda lib, row=row: row["libraries"][lib])) for row in (n, j)
+            ]
+            if docs[0] != docs[1]:
+                diffs.append(f"{name}: recommendations differ: node {docs[0]}, java {docs[1]}")
+    return diffs
+
+
+def test_every_case_gives_the_same_values_and_recommendations(
+    package: Package, engine: Engine, jvm: JavaEngine
+) -> None:
+    """Verify, for each of the 48 scenarios, every define the walk reads and the document, Java vs Node."""
+    bundles = [json.dumps(load_patient_bundle(c / "patient.json")[0]) for c in CASES]
+    diffs = _compare(package, [c.name for c in CASES], bundles, engine, jvm)
+    assert not diffs, "\n".join(diffs)
+
+
+def test_a_2000_patient_population_gives_the_same_values_and_recommendations(
+    package: Package, engine: Engine, jvm: JavaEngine, tmp_path: Path
+) -> None:
+    """Verify 2,000 synthetic patients: every define the walk reads and every document, Java vs Node."""
+    pop = tmp_path / "pop.ndjson"
+    write_population(pop, synth_patients(20261129, 2000, observations=(10, 200)), "ndjson")
+    records = list(open_population(pop).records())
+    assert all(r.error is None for r in records)
+    names = [str(r.patient) for r in records]
+    diffs = _compare(package, names, [str(r.bundle_json) for r in records], engine, jvm)
+    assert not diffs, f"{len(diffs)} difference(s):\n" + "\n".join(diffs[:50])
+
+
+def test_population_mode_on_the_jvm_gives_recommend_documents(package: Package, engine: Engine, config: Config) -> None:
+    """Verify the whole population path on the JVM (gate first, rounds, order) against single-patient recommend."""
+    folder_records = []
+    for case in CASES:
+        bundle, pid = load_patient_bundle(case / "patient.json")
+        folder_records.append((pid, bundle))
+    with JavaPool(config, 2) as pool:
+        from_records = list(evaluate_population(package, _records(folder_records), AT, pool, batch_records=7))
+    assert [r.error for r in from_records] == [None] * len(CASES)
+    node = {pid: _node_document(package, engine, bundle) for pid, bundle in folder_records}
+    assert {r.document["patient"]: r.document for r in from_records if r.document} == node
+
+
+def _records(patients: list[tuple[str, dict[str, Any]]]) -> Iterator[PatientRecord]:
+    for i, (pid, bundle) in enumerate(patients):
+        yield PatientRecord(i, f"case {pid}", pid, json.dumps(bundle, separators=(",", ":")), progress=i + 1)
+
+
+def _node_document(pkg: Package, engine: Engine, bundle: dict[str, Any]) -> dict[str, Any]:
+    return recommend(pkg, bundle, AT, engine)
+
+
+def test_cli_engines_write_identical_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Verify that `--engine java` (the default) and `--engine js` write byte-identical results."""
+    pop = tmp_path / "pop.ndjson"
+    write_population(pop, synth_patients(17, 40, observations=(10, 100)), "ndjson")
+    out = {}
+    for engine in ("java", "js"):
+        out[engine] = tmp_path / f"{engine}.ndjson"
+        argv = ["recommend", "--population", str(pop), "--at", AT, "--workers", "2", "--out", str(out[engine])]
+        assert cli.main([*argv, "--engine", engine]) == ExitCode.OK
+    assert "40 evaluated, 0 skipped" in capsys.readouterr().err
+    assert out["java"].read_bytes() == out["js"].read_bytes()
