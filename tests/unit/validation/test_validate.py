@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import tarfile
@@ -417,3 +418,23 @@ def test_plan_with_two_libraries_names_no_primary_library(project: Path, engine:
         report.findings
     )
     assert "has 2 libraries" in report.errors[0].message
+
+
+def test_cli_fails_on_broken_cql_carried_by_dist(
+    project: Path, cli_engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verify that validate of dist/ compiles the CQL the bundle carries: a syntax error appended to a
+    Library's text/cql (its ELM untouched) exits 1 and names the Library and the CQL line:col."""
+    bundle_path = build_dist(project, cli_engine) / "bundle.json"
+    assert cli.main(["validate", str(bundle_path)]) == ExitCode.OK
+    capsys.readouterr()
+    bundle = json.loads(bundle_path.read_text(encoding="utf-8"))
+    lib = next(e["resource"] for e in bundle["entry"] if e["resource"]["id"] == "FxCommon")
+    cql = next(c for c in lib["content"] if c["contentType"] == "text/cql")
+    text = base64.b64decode(cql["data"]).decode("utf-8")
+    cql["data"] = base64.b64encode((text + '\ndefine "Broken": (1 +\n').encode("utf-8")).decode("ascii")
+    bundle_path.write_text(json.dumps(bundle), encoding="utf-8")
+    assert cli.main(["validate", str(bundle_path)]) == ExitCode.INVALID_CONTENT
+    out = capsys.readouterr().out
+    lines = text.count("\n") + 3
+    assert f"error: Library/FxCommon CQL {lines}:1: Syntax error" in out, out
