@@ -308,6 +308,7 @@ def _package(fn: Callable[[dict[str, dict[str, Any]]], Any]) -> Callable[[Path, 
     return setup
 
 
+CPG_TYPO = "http://hl7.org/fhir/uv/cpg/CodeSystem/cpg-activity-type-csx"
 REC = "Library/FxRec01 CQL "
 COMMON = "Library/FxCommon CQL "
 THIRD_PARTY = [
@@ -808,7 +809,57 @@ CASES = [
         _text(CQL_COMMON, "'http://loinc.org'", "'urn:oid:2.16.840.1.113883.6.1'"),
         CQL_COMMON,
         "7:1",
-        "use 'http://loinc.org' exactly",
+        "names LOINC by its OID; use its canonical URI 'http://loinc.org'",
+        "warning",
+    ),
+    Case(
+        "system-oid-in-valueset",
+        _json(VS_COND, lambda d: _set(d["compose"]["include"][0], "system", "urn:oid:2.16.840.1.113883.6.96")),
+        VS_COND,
+        "ValueSet.compose.include[0].system",
+        "names SNOMED CT by its OID; use its canonical URI 'http://snomed.info/sct'",
+        "warning",
+    ),
+    Case(
+        "system-typo-cpg-activity-type",
+        _json(AD, _ad_coding("system", CPG_TYPO)),
+        AD,
+        "ActivityDefinition.code.coding[0].system",
+        f"did you mean '{CPG_TYPO[:-1]}'?",
+    ),
+    Case(
+        "system-typo-in-third-party-bundle",
+        _bundle(lambda r: _set(r["ActivityDefinition/FxDiet"]["code"]["coding"][0], "system", CPG_TYPO), True),
+        TARGET,
+        "Bundle.entry[6].resource.code.coding[0].system",
+        f"did you mean '{CPG_TYPO[:-1]}'?",
+    ),
+    Case(
+        "system-typo-tho-plan-type",
+        _json(
+            PD,
+            lambda d: _set(
+                d["type"]["coding"][0], "system", "http://terminology.hl7.org/CodeSystem/plan-definition-typ"
+            ),
+        ),
+        PD,
+        "PlanDefinition.type.coding[0].system",
+        "did you mean 'http://terminology.hl7.org/CodeSystem/plan-definition-type'?",
+    ),
+    Case(
+        "system-typo-snomed",
+        _json(VS_DIET, _vs_contains("system", "http://snomed.info/sctt")),
+        VS_DIET,
+        "ValueSet.expansion.contains[0].system",
+        "did you mean 'http://snomed.info/sct'?",
+    ),
+    Case(
+        "system-unknown",
+        _json(AD, _ad_coding("system", "http://codes.example.com/diets")),
+        AD,
+        "ActivityDefinition.code.coding[0].system",
+        "unknown code system 'http://codes.example.com/diets'",
+        "warning",
     ),
     Case(
         "system-loinc-slash",

@@ -438,3 +438,20 @@ def test_cli_fails_on_broken_cql_carried_by_dist(
     out = capsys.readouterr().out
     lines = text.count("\n") + 3
     assert f"error: Library/FxCommon CQL {lines}:1: Syntax error" in out, out
+
+
+def test_fhir_version_4_0_1_is_allowed_despite_the_schema() -> None:
+    """Verify that ImplementationGuide.fhirVersion 4.0.1 passes (the R4 schema's enum stops at 4.0.0)
+    while any other code outside the enum is still a required-binding error."""
+    spec = schema.schema().definitions["ImplementationGuide"]["properties"]["fhirVersion"]
+    assert "4.0.1" not in spec["items"]["enum"]  # the schema really rejects it: the erratum is needed
+    assert set(schema.SCHEMA_ERRATA) == {
+        ("ImplementationGuide", "fhirVersion"),
+        ("CapabilityStatement", "fhirVersion"),
+        ("StructureDefinition", "fhirVersion"),
+    }
+    ig = {"resourceType": "ImplementationGuide", "status": "draft", "fhirVersion": ["4.0.1"]}
+    assert schema.schema_findings(ig, "f", "ImplementationGuide") == []
+    ig["fhirVersion"] = ["4.0.9"]
+    [err] = schema.schema_findings(ig, "f", "ImplementationGuide")
+    assert err.location == "ImplementationGuide.fhirVersion[0]" and "required binding" in err.message
