@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,26 @@ def _strip(resource: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def installed(server_url: str, config: Config, engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def installed(
+    server_url: str, config: Config, engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     """Build the project's package and POST it to the server's /packages (HAPI's package installer)."""
     result = build(tmp_path_factory.mktemp("dist") / "dist", cfg=config, engine=engine)
     tgz = (result.out_dir / "package.tgz").read_bytes()
     root = server_url.rstrip("/").removesuffix("/fhir")
     resp = requests.post(f"{root}/packages", data=tgz, headers={"Content-Type": "application/gzip"}, timeout=300)
     assert resp.status_code == 200, resp.text
-    return result.package, resp.json()
+    yield result.package, resp.json()
+    # The installer creates resources it does not find by url with server-assigned ids; the publish tests
+    # PUT the same url|version by the package's ids, so remove what the installer created (a resource
+    # already published was updated in place and keeps its id).
+    with Client(server_url) as client:
+        for r in result.package.resources:
+            found = client.get_json(r["resourceType"], params={"url": r["url"], "version": r["version"]})
+            for e in found.get("entry") or []:
+                if e["resource"]["id"] != r["id"]:
+                    gone = requests.delete(f"{server_url}/{r['resourceType']}/{e['resource']['id']}", timeout=60)
+                    assert gone.status_code in (200, 204), gone.text
 
 
 def test_installer_installs_every_resource_unchanged(installed: Any, server_url: str) -> None:
