@@ -38,6 +38,54 @@ def transaction_bundle(pkg: Package) -> dict[str, Any]:
     }
 
 
+# The packages the artifacts' profiles and extensions come from (FHIR NPM ids and versions):
+# meta.profile names CPG STU2 (hl7.fhir.uv.cpg 2.0.0) and CRMI STU1 (hl7.fhir.uv.crmi 1.0.0)
+# StructureDefinitions; the cqf-* extensions are defined for R4 in hl7.fhir.uv.extensions.r4,
+# at 5.1.0, the version CPG 2.0.0 itself depends on (its QA page, hl7.org/fhir/uv/cpg/STU2).
+DEPENDENCIES: dict[str, tuple[str, str]] = {
+    "hl7.fhir.r4.core": ("4.0.1", "http://hl7.org/fhir"),
+    "hl7.fhir.uv.cpg": ("2.0.0", "http://hl7.org/fhir/uv/cpg"),
+    "hl7.fhir.uv.crmi": ("1.0.0", "http://hl7.org/fhir/uv/crmi"),
+    "hl7.fhir.uv.extensions.r4": ("5.1.0", "http://hl7.org/fhir/extensions"),
+}
+
+
+def implementation_guide(pkg: Package) -> dict[str, Any]:
+    """The ImplementationGuide resource of the NPM package: identity, dependencies, the resource list."""
+    p = pkg.config.package
+    rid = p.id.replace("_", "-")[:64]
+    return {
+        "resourceType": "ImplementationGuide",
+        "id": rid,
+        "url": f"{p.canonical}/ImplementationGuide/{rid}",
+        "version": p.version,
+        "name": p.name,
+        "title": p.title,
+        "status": p.status,
+        "experimental": p.experimental,
+        "date": p.date,
+        "publisher": p.publisher,
+        "packageId": p.id,
+        "license": p.license,
+        "fhirVersion": [pkg.config.fhir_version],
+        "dependsOn": [
+            {"id": dep.replace(".", "-"), "uri": f"{uri}/ImplementationGuide/{dep}", "packageId": dep, "version": ver}
+            for dep, (ver, uri) in DEPENDENCIES.items()
+            if dep != "hl7.fhir.r4.core"
+        ],
+        "definition": {
+            "resource": [
+                {
+                    "reference": {"reference": f"{r['resourceType']}/{r['id']}"},
+                    "name": str(r.get("title") or r.get("name") or r["id"]),
+                    "exampleBoolean": False,
+                }
+                for r in pkg.resources
+            ]
+        },
+    }
+
+
 def _npm_package_json(pkg: Package) -> dict[str, Any]:
     p = pkg.config.package
     return {
@@ -48,7 +96,7 @@ def _npm_package_json(pkg: Package) -> dict[str, Any]:
         "title": p.title,
         "description": p.title,
         "fhirVersions": [pkg.config.fhir_version],
-        "dependencies": {"hl7.fhir.r4.core": "4.0.1"},
+        "dependencies": {dep: ver for dep, (ver, _uri) in DEPENDENCIES.items()},
         "author": p.publisher,
         "license": p.license,
         "type": "fhir.ig",
@@ -73,10 +121,11 @@ def _tar_bytes(files: list[tuple[str, bytes]], mtime: int) -> bytes:
 
 
 def npm_package(pkg: Package) -> bytes:
-    """The FHIR NPM package (`package.tgz`): package.json, .index.json and one file per resource, byte-reproducible."""
+    """The FHIR NPM package (`package.tgz`): package.json (with its dependencies), .index.json, the
+    ImplementationGuide and one file per resource; byte-reproducible."""
     files: list[tuple[str, bytes]] = [("package/package.json", _dumps(_npm_package_json(pkg)))]
     index = []
-    for r in pkg.resources:
+    for r in [implementation_guide(pkg), *pkg.resources]:
         fname = f"{r['resourceType']}-{r['id']}.json"
         files.append((f"package/{fname}", _dumps(r)))
         entry = {"filename": fname, "resourceType": r["resourceType"], "id": r["id"]}
@@ -84,7 +133,7 @@ def npm_package(pkg: Package) -> bytes:
             if isinstance(r.get(k), str):
                 entry[k] = r[k]
         index.append(entry)
-    files.insert(1, ("package/.index.json", _dumps({"index-version": 1, "files": index})))
+    files.insert(1, ("package/.index.json", _dumps({"index-version": 2, "files": index})))
     # The archive's timestamps are the release date, so two builds of one release are identical.
     mtime = int(dt.datetime.fromisoformat(pkg.config.package.date).replace(tzinfo=dt.UTC).timestamp())
     return _tar_bytes(files, mtime)

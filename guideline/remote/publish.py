@@ -282,8 +282,10 @@ def load_resources(path: Path | None) -> list[dict[str, Any]]:
             f"(`guideline validate {path}` shows them all)",
             report.errors,
         )
-    # Loading again is cheap (milliseconds) next to validating, and keeps validate() the one verdict.
-    resources = [it.resource for it in load_subject(path).subject.items]
+    # Loading again (a second compile of the carried CQL, warm: well under validate's time) keeps
+    # validate() the one verdict. A package's ImplementationGuide describes the package, not an
+    # artifact the server runs: a package publishes the same resources as its bundle.
+    resources = [it.resource for it in load_subject(path).subject.items if it.rtype != "ImplementationGuide"]
     if not resources:
         raise ContentError(f"{path}: holds no FHIR resources to publish; give the dist/ folder of a build", [])
     return resources

@@ -26,6 +26,7 @@ from guideline.core import toolchain
 from guideline.core.config import Config, find_root, load_config
 from guideline.core.errors import Finding, GuidelineError, UsageError
 from guideline.core.fhir import FHIRHELPERS_URL
+from guideline.validation.carried import check_carried
 from guideline.validation.schema import schema_findings
 from guideline.validation.subject import CqlLib, Item, Subject
 
@@ -85,14 +86,15 @@ def _decode_content(item: Item) -> tuple[str | None, dict[str, Any] | None, list
 
 
 def _elm_identity(elm: dict[str, Any] | None, text: str | None) -> tuple[str | None, str | None]:
-    ident = ((elm or {}).get("library") or {}).get("identifier")
-    if isinstance(ident, dict) and isinstance(ident.get("id"), str):
-        v = ident.get("version")
-        return ident["id"], v if isinstance(v, str) else None
+    """(name, version) of a carried library: its CQL header (the text is what servers translate), else its ELM."""
     if text:
         m = _CQL_HEADER.search(text)
         if m:
             return m.group(1).strip('"'), m.group(2)
+    ident = ((elm or {}).get("library") or {}).get("identifier")
+    if isinstance(ident, dict) and isinstance(ident.get("id"), str):
+        v = ident.get("version")
+        return ident["id"], v if isinstance(v, str) else None
     return None, None
 
 
@@ -124,29 +126,27 @@ def _libraries(
     items: list[Item],
     cql_file_for: Callable[[str, Item], tuple[str, str]],
     engine_for: Callable[[], Engine] | None,
-    cfg: Config | None,
     elm_messages: bool = True,
 ) -> tuple[dict[str, CqlLib], list[Finding]]:
-    """CQL libraries carried by Library resources (content), compiling text-only ones if needed."""
+    """CQL libraries carried by Library resources (content); with an engine, each text/cql is compiled and checked."""
     libs: dict[str, CqlLib] = {}
     findings: list[Finding] = []
-    pending: list[str] = []  # libraries shipped as text/cql only
     for it in items:
         if it.rtype != "Library":
             continue
         if it.str_field("url") == FHIRHELPERS_URL:
-            libs["FHIRHelpers"] = CqlLib("FHIRHelpers", it.str_field("version"), None, None, it.file, "", it)
+            # The package's own FHIRHelpers text, when it carries one, is what its libraries include.
+            helpers_text = _decode_content(it)[0] if engine_for is not None else None
+            libs["FHIRHelpers"] = CqlLib("FHIRHelpers", it.str_field("version"), None, helpers_text, it.file, "", it)
             continue
         lib = _carried_library(it, cql_file_for, libs, findings)
         if lib is None:
             continue
         libs[lib.name] = lib
-        if lib.elm is None and lib.text is not None:
-            pending.append(lib.name)
-        elif elm_messages:
+        if elm_messages and lib.elm is not None and (lib.text is None or engine_for is None):
             findings.extend(_elm_messages(lib))
-    if pending and engine_for is not None:
-        findings.extend(_compile_text_only(pending, libs, engine_for(), cfg))
+    if engine_for is not None and any(lib.text is not None for n, lib in libs.items() if n != "FHIRHelpers"):
+        findings.extend(check_carried(libs, engine_for()))
     return libs, findings
 
 
@@ -190,33 +190,6 @@ def _carried_library(
     return CqlLib(name, version, elm, text, file, prefix, it)
 
 
-def _compile_text_only(
-    pending: list[str], libs: dict[str, CqlLib], engine: Engine, cfg: Config | None
-) -> list[Finding]:
-    """Compile libraries shipped as text/cql only, so that their defines can be checked."""
-    findings: list[Finding] = []
-    texts = {n: lib.text for n, lib in libs.items() if lib.text is not None}
-    options = (
-        cfg.cql_options if cfg else {"options": ["EnableLocators", "EnableResultTypes"], "signatureLevel": "Overloads"}
-    )
-    for name in pending:
-        res = engine.compile(name, texts, options)
-        lib = libs[name]
-        lib.elm = res.elm
-        for m in res.messages:
-            if m.library == name and m.severity in ("error", "warning"):
-                findings.append(
-                    Finding(
-                        m.severity,
-                        lib.file,
-                        f"{lib.pos_prefix}{m.location}" if m.location else lib.header_loc(),
-                        f"{m.message} (library {name}; translator)",
-                        "cql",
-                    )
-                )
-    return findings
-
-
 def _load_sources(cfg: Config, engine: Engine | None) -> Loaded:
     try:
         pkg = build_package(cfg, engine, strict=False)
@@ -240,7 +213,7 @@ def _load_sources(cfg: Config, engine: Engine | None) -> Loaded:
         return rel(cfg.root, cfg.cql_dir / f"{name}.cql"), ""
 
     # build already reported the translator's messages
-    libs, more = _libraries(items, cql_file, None, cfg, elm_messages=False)
+    libs, more = _libraries(items, cql_file, None, elm_messages=False)
     findings.extend(more)
     for name in pkg.elm:
         if name != "FHIRHelpers" and name not in libs:
@@ -337,7 +310,9 @@ def _load_resources(
             items.append(Item(r, shown, prefix, external))
 
     def cql_file(name: str, it: Item) -> tuple[str, str]:
-        if cfg and ours and (cfg.cql_dir / f"{name}.cql").is_file():
+        # Our own dist/: positions point into cql/ while the carried text is the source's text;
+        # a changed text is located in the Library that carries it.
+        if cfg and ours and _same_text(cfg.cql_dir / f"{name}.cql", _decode_content(it)[0]):
             return rel(cfg.root, cfg.cql_dir / f"{name}.cql"), ""
         return it.file, f"Library/{it.rid} CQL "
 
@@ -350,7 +325,7 @@ def _load_resources(
             shared.append(shared_engine())
         return shared[0]
 
-    libs, more = _libraries(items, cql_file, engine_for, cfg)
+    libs, more = _libraries(items, cql_file, engine_for)
     findings.extend(more)
     if cfg and ours:
         findings.extend(_drift(cfg, libs))
@@ -363,6 +338,14 @@ def _load_resources(
         cql_hint="a Library with text/cql content for {name}" if not ours else "cql/{name}.cql",
     )
     return Loaded(target, subject, findings)
+
+
+def _same_text(path: Path, text: str | None) -> bool:
+    """Whether the file at `path` holds exactly `text`."""
+    try:
+        return text is not None and path.is_file() and path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _drift(cfg: Config, libs: dict[str, CqlLib]) -> list[Finding]:

@@ -33,6 +33,14 @@ TOLERATED_ENUMS: dict[tuple[str, str], tuple[str, frozenset[str]]] = {
         frozenset({*CQL_IDENTIFIER_LANGUAGES, "text/cql-expression"}),
     ),
 }
+# Required bindings whose schema enum is out of date: R4's fhir.schema.json was generated for
+# 4.0.0 and its FHIRVersion enum ends at 4.0.0, but the 4.0.1 technical correction added the code
+# 4.0.1 (http://hl7.org/fhir/R4/valueset-FHIR-version.html). Only these exact codes are added.
+SCHEMA_ERRATA: dict[tuple[str, str], frozenset[str]] = {
+    ("ImplementationGuide", "fhirVersion"): frozenset({"4.0.1"}),
+    ("CapabilityStatement", "fhirVersion"): frozenset({"4.0.1"}),
+    ("StructureDefinition", "fhirVersion"): frozenset({"4.0.1"}),
+}
 
 # Required bindings the official schema leaves as a plain `code` (their value sets are shared by
 # several resources, so the generator skipped the enum). Checked here so a typo such as
@@ -355,6 +363,8 @@ def _enum_findings(
 ) -> list[Finding]:
     """A code outside the schema's enum: an error for a required binding, a warning for a tolerated one."""
     value = short_value(err.instance)
+    if isinstance(err.instance, str) and err.instance in SCHEMA_ERRATA.get((owner[0], owner[1]), frozenset()):
+        return []
     tolerated = TOLERATED_ENUMS.get((owner[0], owner[1]))
     codes = err.validator_value if isinstance(err.validator_value, list) else []
     allowed = " | ".join(str(x) for x in codes)

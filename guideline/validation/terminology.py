@@ -6,27 +6,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from guideline.core.errors import Finding
+from guideline.validation.code_systems import CLINICAL, canonical_for_oid, known_systems, nearest_known
 from guideline.validation.subject import URI_SCHEME, CqlLib, Item, PathPart, Subject, list_of
 
 TERMINOLOGY = "terminology"
 
 # Canonical code system URIs (terminology.hl7.org) -> name, for messages.
-CODE_SYSTEMS: dict[str, str] = {
-    "http://snomed.info/sct": "SNOMED CT",
-    "http://loinc.org": "LOINC",
-    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
-    "http://hl7.org/fhir/sid/icd-10": "ICD-10",
-    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
-    "http://id.who.int/icd/release/11/mms": "ICD-11 MMS",
-    "http://www.whocc.no/atc": "ATC",
-    "http://fdasis.nlm.nih.gov": "UNII",
-    "http://unitsofmeasure.org": "UCUM",
-    "http://www.orpha.net": "Orphanet",
-    "https://omim.org": "OMIM",
-    "http://purl.obolibrary.org/obo/mondo.owl": "MONDO",
-    "http://purl.obolibrary.org/obo/hp.owl": "HPO",
-    "http://hl7.org/fhir/sid/ndc": "NDC",
-}
+CODE_SYSTEMS: dict[str, str] = CLINICAL
 # Spellings people use instead of the canonical URI (compared after _normalise_system).
 _ALIASES: dict[str, str] = {
     **{
@@ -97,6 +83,9 @@ def terminology_findings(s: Subject) -> list[Finding]:
     for lib in s.libs.values():
         if lib.name != "FHIRHelpers" and lib.elm is not None:
             codes.cql_library(lib)
+    for it in s.items:
+        if it.rtype not in ("ValueSet", "CodeSystem", "ActivityDefinition") and not it.external:
+            codes.systems_only(it)
     return codes.out
 
 
@@ -107,12 +96,23 @@ def _normalise_system(system: str) -> str:
     return n.removeprefix("www.").rstrip("/")
 
 
-def system_problem(system: Any) -> tuple[str, str] | None:
-    """(severity, message) when `system` is not a canonical code system URI."""
+def system_problem(system: Any, own: frozenset[str] = frozenset()) -> tuple[str, str] | None:
+    """(severity, message) when `system` is not a canonical code system URI that validate knows.
+
+    Known: FHIR R4 core and HL7 terminology (THO), the clinical terminologies of CODE_SYSTEMS, the
+    CPG code systems, and `own` (the package's CodeSystems and its namespace). An unknown URI
+    within a couple of edits of a known one is a typo (error, naming it); other unknown URIs are
+    warnings; an OID naming a known system is a warning giving its canonical URI.
+    """
     if not isinstance(system, str) or not system:
         return "error", "coding has no system; add the canonical code system URI"
-    if system in CODE_SYSTEMS:
+    if system in known_systems() or system in own:
         return None
+    canonical = canonical_for_oid(system)
+    if canonical:
+        return "warning", (
+            f"system '{system}' names {CODE_SYSTEMS[canonical]} by its OID; use its canonical URI '{canonical}'"
+        )
     alias = _ALIASES.get(_normalise_system(system))
     if alias:
         return "error", (f"system '{system}' is not the canonical URI of {CODE_SYSTEMS[alias]}; use '{alias}' exactly")
@@ -127,7 +127,13 @@ def system_problem(system: Any) -> tuple[str, str] | None:
         )
     if system.endswith("/") and system.startswith(("http://", "https://")):
         return "warning", f"system '{system}' ends with '/'; canonical URIs have no trailing slash"
-    return None
+    near = nearest_known(system, own)
+    if near:
+        return "error", f"unknown code system '{system}'; did you mean '{near}'?"
+    return "warning", (
+        f"unknown code system '{system}': not HL7/THO, a known clinical terminology or a CodeSystem of the "
+        "package; check the URI against terminology.hl7.org"
+    )
 
 
 def _same_display(a: str, b: str) -> bool:
@@ -158,6 +164,14 @@ class _Codes:
         self.s = s
         self.out: list[Finding] = []
         self.known: dict[tuple[str, str], tuple[str | None, str]] = {}  # (system, code) -> (display, where)
+        # The package's own code systems: its CodeSystems (any namespace) and its namespace.
+        self.own = frozenset(t.str_field("url") or "" for t in s.items if t.rtype == "CodeSystem") - {""}
+
+    def problem(self, system: Any) -> tuple[str, str] | None:
+        """system_problem(), knowing the package's own code systems."""
+        if isinstance(system, str) and self.s.own(system):
+            return None
+        return system_problem(system, self.own)
 
     def learn(self, system: Any, code: Any, display: Any, it: Item, path: list[PathPart]) -> None:
         """Record a listed code; a second, different display for it is a warning."""
@@ -222,7 +236,7 @@ class _Codes:
                 if not isinstance(c, dict):
                     continue
                 if isinstance(c.get("code"), str):
-                    prob = system_problem(c.get("system"))
+                    prob = self.problem(c.get("system"))
                     if prob:
                         self.out.append(Finding(prob[0], it.file, it.at(*base, i, "system"), prob[1], TERMINOLOGY))
                     self.learn(c.get("system"), c.get("code"), c.get("display"), it, [*base, i])
@@ -243,7 +257,7 @@ class _Codes:
 
     def _include(self, it: Item, i: int, inc: dict[str, Any], expanded: set[tuple[str, str]]) -> None:
         """compose.include[i]: a canonical system, and each listed concept present in the expansion."""
-        prob = system_problem(inc.get("system"))
+        prob = self.problem(inc.get("system"))
         if prob:
             self.out.append(Finding(prob[0], it.file, it.at("compose", "include", i, "system"), prob[1], TERMINOLOGY))
         for j, con in enumerate(list_of(inc, "concept")):
@@ -282,7 +296,7 @@ class _Codes:
             if path[:1] in (["meta"], ["extension"]):
                 continue
             system, code = coding.get("system"), coding["code"]
-            prob = system_problem(system)
+            prob = self.problem(system)
             if prob:
                 self.out.append(Finding(prob[0], it.file, it.at(*path, "system"), prob[1], TERMINOLOGY))
                 continue
@@ -312,6 +326,15 @@ class _Codes:
                     )
                 )
 
+    def systems_only(self, it: Item) -> None:
+        """Every other resource (PlanDefinition, Library...): each coding's system is a known canonical URI."""
+        for path, coding in _codings(it.resource, []):
+            if path[:1] == ["meta"]:
+                continue
+            prob = self.problem(coding.get("system"))
+            if prob:
+                self.out.append(Finding(prob[0], it.file, it.at(*path, "system"), prob[1], TERMINOLOGY))
+
     def cql_library(self, lib: CqlLib) -> None:
         """A CQL library's codesystem declarations (canonical URIs) and code declarations (listed, same display)."""
         systems: dict[str, str] = {}
@@ -319,7 +342,7 @@ class _Codes:
             sid = cs.get("id")
             if isinstance(cs.get("name"), str) and isinstance(sid, str):
                 systems[cs["name"]] = sid
-            prob = system_problem(sid)
+            prob = self.problem(sid)
             if prob:
                 self.out.append(
                     Finding(prob[0], lib.file, lib.loc(cs), f'codesystem "{cs.get("name")}": {prob[1]}', TERMINOLOGY)
@@ -329,7 +352,7 @@ class _Codes:
             cs_name = ref_cs.get("name") if isinstance(ref_cs, dict) else None
             system = systems.get(cs_name) if isinstance(cs_name, str) else None
             code = cd.get("id")
-            if system is None or not isinstance(code, str) or system_problem(system):
+            if system is None or not isinstance(code, str) or self.problem(system):
                 continue
             self._cql_code(lib, cd, system, code)
 

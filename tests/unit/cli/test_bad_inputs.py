@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import shutil
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +220,191 @@ EXTRA_LIBRARY = {
     "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/library-type", "code": "logic-library"}]},
     "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/cqf-knowledgeCapability", "valueCode": "shareable"}],
 }
+
+
+# ---- third-party-style bundles: the CQL and ELM a Library carries (not the project's cql/)
+
+
+def _content(lib: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in lib["content"] if c["contentType"] == kind)
+
+
+def _cql_edit(rid: str, old: str, new: str) -> Callable[[dict[str, dict[str, Any]]], None]:
+    """Replace `old` by `new` in the text/cql of Library/<rid> (the ELM is left as it was)."""
+
+    def fn(res: dict[str, dict[str, Any]]) -> None:
+        c = _content(res[f"Library/{rid}"], "text/cql")
+        text = base64.b64decode(c["data"]).decode("utf-8")
+        assert old in text, f"{old!r} not in {rid}"
+        c["data"] = base64.b64encode(text.replace(old, new).encode("utf-8")).decode("ascii")
+
+    return fn
+
+
+def _elm_edit(rid: str, fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, dict[str, Any]]], None]:
+    """Apply `fn` to the parsed application/elm+json of Library/<rid>."""
+
+    def edit(res: dict[str, dict[str, Any]]) -> None:
+        c = _content(res[f"Library/{rid}"], "application/elm+json")
+        elm = json.loads(base64.b64decode(c["data"]))
+        fn(elm["library"])
+        c["data"] = base64.b64encode(json.dumps(elm).encode("utf-8")).decode("ascii")
+
+    return edit
+
+
+def _statement(lib: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(d for d in lib["statements"]["def"] if d["name"] == name)
+
+
+def _drop_statement(name: str) -> Callable[[dict[str, Any]], None]:
+    def fn(lib: dict[str, Any]) -> None:
+        lib["statements"]["def"].remove(_statement(lib, name))
+
+    return fn
+
+
+def _translator(version: str) -> Callable[[dict[str, Any]], None]:
+    def fn(lib: dict[str, Any]) -> None:
+        next(a for a in lib["annotation"] if a["type"] == "CqlToElmInfo")["translatorVersion"] = version
+
+    return fn
+
+
+def _drop_entry(key: str) -> Callable[[dict[str, Any]], None]:
+    def fn(bundle: dict[str, Any]) -> None:
+        bundle["entry"] = [
+            e for e in bundle["entry"] if f"{e['resource']['resourceType']}/{e['resource']['id']}" != key
+        ]
+
+    return fn
+
+
+def _package(fn: Callable[[dict[str, dict[str, Any]]], Any]) -> Callable[[Path, Engine], Path]:
+    """Build the fixture, edit the resources of dist/package.tgz, write the package elsewhere."""
+
+    def setup(root: Path, engine: Engine) -> Path:
+        src = build_dist(root, engine) / "package.tgz"
+        members: list[tuple[tarfile.TarInfo, bytes]] = []
+        with tarfile.open(src, "r:gz") as tar:
+            for m in tar:
+                f = tar.extractfile(m)
+                members.append((m, f.read() if f else b""))
+        resources = {}
+        for m, raw in members:
+            if m.name.endswith(".json") and not m.name.endswith(("package.json", ".index.json")):
+                r = json.loads(raw)
+                resources[m.name] = r
+        fn({f"{r['resourceType']}/{r['id']}": r for r in resources.values()})
+        out = root.parent / "elsewhere" / "package.tgz"
+        out.parent.mkdir()
+        with tarfile.open(out, "w:gz") as tar:
+            for m, raw in members:
+                data = json.dumps(resources[m.name]).encode("utf-8") if m.name in resources else raw
+                m.size = len(data)
+                tar.addfile(m, io.BytesIO(data))
+        return out
+
+    return setup
+
+
+CPG_TYPO = "http://hl7.org/fhir/uv/cpg/CodeSystem/cpg-activity-type-csx"
+REC = "Library/FxRec01 CQL "
+COMMON = "Library/FxCommon CQL "
+THIRD_PARTY = [
+    Case(
+        "carried-cql-syntax-error",
+        _bundle(
+            _cql_edit("FxCommon", 'exists "GL Diagnoses"', 'exists "GL Diagnoses"\n\ndefine "Broken": (1 +\n'), True
+        ),
+        TARGET,
+        f"{COMMON}24:8",
+        'Syntax error at "Insulin Results"',
+    ),
+    Case(
+        "carried-cql-type-error",
+        _bundle(_cql_edit("FxRec01", "'Offer a low-calorie diet'", "'Offer a low-calorie diet' + 1"), True),
+        TARGET,
+        f"{REC}17:3",
+        "Could not resolve call to operator Add",
+    ),
+    Case(
+        "carried-cql-unknown-define",
+        _bundle(_cql_edit("FxRec01", 'Common."Has GL"', 'Common."Has GLX"'), True),
+        TARGET,
+        f"{REC}11:10",
+        "Could not resolve identifier Has GLX in library FxCommon",
+    ),
+    Case(
+        "carried-cql-error-in-package",
+        _package(_cql_edit("FxRec01", "'Offer a low-calorie diet'", "'Offer a low-calorie diet' and true")),
+        TARGET + "!package/Library-FxRec01.json",
+        f"{REC}17:3",
+        "Could not resolve call to operator And",
+    ),
+    Case(
+        "carried-cql-error-in-dist",
+        _bundle(_cql_edit("FxCommon", 'exists "GL Diagnoses"', 'exists "GL Diagnoses"\n\ndefine "Broken": (1 +\n')),
+        LIB_COMMON,
+        f"{COMMON}24:8",
+        'Syntax error at "Insulin Results"',
+    ),
+    Case(
+        "elm-missing-define",
+        _bundle(_elm_edit("FxRec01", _drop_statement("Advice")), True),
+        TARGET,
+        "Bundle.entry[5].resource.content[1]",
+        'defined only in the CQL: "Advice"',
+    ),
+    Case(
+        "elm-extra-define",
+        _bundle(_cql_edit("FxRec01", 'define "Advice"', 'define "Counsel"'), True),
+        TARGET,
+        "Bundle.entry[5].resource.content[1]",
+        'defined only in the ELM: "Advice"',
+    ),
+    Case(
+        "elm-other-result-type",
+        _bundle(
+            _elm_edit(
+                "FxRec01",
+                lambda lib: _set(_statement(lib, "Advice"), "resultTypeName", "{urn:hl7-org:elm-types:r1}Integer"),
+            ),
+            True,
+        ),
+        TARGET,
+        "Bundle.entry[5].resource.content[1]",
+        'other result type in the ELM: "Advice"',
+    ),
+    Case(
+        "elm-other-translator",
+        _bundle(_elm_edit("FxCommon", _translator("3.10.0")), True),
+        TARGET,
+        "Bundle.entry[4].resource.content[1]",
+        "made by translator 3.10.0, but the Library claims translator 5.3.0",
+    ),
+    Case(
+        "include-missing-from-bundle",
+        _raw_bundle(_drop_entry("Library/FxCommon")),
+        TARGET,
+        f"{REC}6:1",
+        "FxCommon",
+    ),
+    Case(
+        "include-wrong-version-pin",
+        _bundle(_cql_edit("FxRec01", "include FxCommon version '1.0.0'", "include FxCommon version '2.0.0'"), True),
+        TARGET,
+        f"{REC}6:1",
+        "FxCommon was included with version 2.0.0, but id: FxCommon and version 1.0.0 of the library was found",
+    ),
+    Case(
+        "library-header-version-pin",
+        _bundle(_cql_edit("FxCommon", "library FxCommon version '1.0.0'", "library FxCommon version '1.1.0'"), True),
+        TARGET,
+        f"{COMMON}1:1",
+        "declares version '1.1.0' but Library/FxCommon has version '1.0.0'",
+    ),
+]
 
 CASES = [
     # ---- layer 1: JSON syntax (source files)
@@ -621,7 +809,57 @@ CASES = [
         _text(CQL_COMMON, "'http://loinc.org'", "'urn:oid:2.16.840.1.113883.6.1'"),
         CQL_COMMON,
         "7:1",
-        "use 'http://loinc.org' exactly",
+        "names LOINC by its OID; use its canonical URI 'http://loinc.org'",
+        "warning",
+    ),
+    Case(
+        "system-oid-in-valueset",
+        _json(VS_COND, lambda d: _set(d["compose"]["include"][0], "system", "urn:oid:2.16.840.1.113883.6.96")),
+        VS_COND,
+        "ValueSet.compose.include[0].system",
+        "names SNOMED CT by its OID; use its canonical URI 'http://snomed.info/sct'",
+        "warning",
+    ),
+    Case(
+        "system-typo-cpg-activity-type",
+        _json(AD, _ad_coding("system", CPG_TYPO)),
+        AD,
+        "ActivityDefinition.code.coding[0].system",
+        f"did you mean '{CPG_TYPO[:-1]}'?",
+    ),
+    Case(
+        "system-typo-in-third-party-bundle",
+        _bundle(lambda r: _set(r["ActivityDefinition/FxDiet"]["code"]["coding"][0], "system", CPG_TYPO), True),
+        TARGET,
+        "Bundle.entry[6].resource.code.coding[0].system",
+        f"did you mean '{CPG_TYPO[:-1]}'?",
+    ),
+    Case(
+        "system-typo-tho-plan-type",
+        _json(
+            PD,
+            lambda d: _set(
+                d["type"]["coding"][0], "system", "http://terminology.hl7.org/CodeSystem/plan-definition-typ"
+            ),
+        ),
+        PD,
+        "PlanDefinition.type.coding[0].system",
+        "did you mean 'http://terminology.hl7.org/CodeSystem/plan-definition-type'?",
+    ),
+    Case(
+        "system-typo-snomed",
+        _json(VS_DIET, _vs_contains("system", "http://snomed.info/sctt")),
+        VS_DIET,
+        "ValueSet.expansion.contains[0].system",
+        "did you mean 'http://snomed.info/sct'?",
+    ),
+    Case(
+        "system-unknown",
+        _json(AD, _ad_coding("system", "http://codes.example.com/diets")),
+        AD,
+        "ActivityDefinition.code.coding[0].system",
+        "unknown code system 'http://codes.example.com/diets'",
+        "warning",
     ),
     Case(
         "system-loinc-slash",
@@ -742,12 +980,14 @@ CASES = [
         "Bundle.entry[2].request.method",
         "required binding",
     ),
+    *THIRD_PARTY,
 ]
 
 
 def test_corpus_is_large_enough() -> None:
-    """Verify that the corpus keeps at least 40 broken inputs with unique ids."""
+    """Verify that the corpus keeps at least 40 broken inputs with unique ids, 10 of them third-party bundles."""
     assert len(CASES) >= 40
+    assert len(THIRD_PARTY) >= 10
     assert len({c.id for c in CASES}) == len(CASES)
 
 
@@ -757,7 +997,7 @@ def test_bad_input(case: Case, tmp_path: Path, engine: Engine) -> None:
     root = copy_fixture(tmp_path)
     target = case.setup(root, engine)
     report = run(root, engine, target)
-    file = str(target) if case.file == TARGET else case.file
+    file = case.file.replace(TARGET, str(target))
     hits = [
         f
         for f in report.findings

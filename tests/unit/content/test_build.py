@@ -94,7 +94,10 @@ def test_outputs_and_reproducibility(tmp_path: Path, config: Config, engine: Eng
     assert manifest["name"] == config.package.id and manifest["version"] == config.package.version
     assert manifest["fhirVersions"] == ["4.0.1"] and manifest["canonical"] == config.package.canonical
     assert "hl7.fhir.r4.core" in manifest["dependencies"]
-    assert len(index["files"]) == len(bundle["entry"])
+    # Every resource of the bundle, plus the ImplementationGuide describing the package.
+    assert len(index["files"]) == len(bundle["entry"]) + 1
+    assert index["index-version"] == 2
+    assert [f["resourceType"] for f in index["files"]].count("ImplementationGuide") == 1
     assert all(f"package/{f['filename']}" in names for f in index["files"])
     assert {p.name for p in (a.out_dir / "elm").iterdir()} == {f"{n}.json" for n in a.package.elm}
 

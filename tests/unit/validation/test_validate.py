@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import tarfile
@@ -116,7 +117,8 @@ def test_dist_folder_bundle_and_package_validate_clean(project: Path, engine: En
     for target in (dist, dist / "bundle.json", dist / "package.tgz"):
         report = run(project, engine, target)
         assert report.findings == [], f"{target}:\n{describe(report.findings)}"
-        assert report.resources == 8
+        # The package also carries its ImplementationGuide (validated clean like the rest).
+        assert report.resources == (9 if target.name == "package.tgz" else 8)
 
 
 def test_dist_findings_point_at_source_files(project: Path, engine: Engine) -> None:
@@ -417,3 +419,40 @@ def test_plan_with_two_libraries_names_no_primary_library(project: Path, engine:
         report.findings
     )
     assert "has 2 libraries" in report.errors[0].message
+
+
+def test_cli_fails_on_broken_cql_carried_by_dist(
+    project: Path, cli_engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verify that validate of dist/ compiles the CQL the bundle carries: a syntax error appended to a
+    Library's text/cql (its ELM untouched) exits 1 and names the Library and the CQL line:col."""
+    bundle_path = build_dist(project, cli_engine) / "bundle.json"
+    assert cli.main(["validate", str(bundle_path)]) == ExitCode.OK
+    capsys.readouterr()
+    bundle = json.loads(bundle_path.read_text(encoding="utf-8"))
+    lib = next(e["resource"] for e in bundle["entry"] if e["resource"]["id"] == "FxCommon")
+    cql = next(c for c in lib["content"] if c["contentType"] == "text/cql")
+    text = base64.b64decode(cql["data"]).decode("utf-8")
+    cql["data"] = base64.b64encode((text + '\ndefine "Broken": (1 +\n').encode("utf-8")).decode("ascii")
+    bundle_path.write_text(json.dumps(bundle), encoding="utf-8")
+    assert cli.main(["validate", str(bundle_path)]) == ExitCode.INVALID_CONTENT
+    out = capsys.readouterr().out
+    lines = text.count("\n") + 3
+    assert f"error: Library/FxCommon CQL {lines}:1: Syntax error" in out, out
+
+
+def test_fhir_version_4_0_1_is_allowed_despite_the_schema() -> None:
+    """Verify that ImplementationGuide.fhirVersion 4.0.1 passes (the R4 schema's enum stops at 4.0.0)
+    while any other code outside the enum is still a required-binding error."""
+    spec = schema.schema().definitions["ImplementationGuide"]["properties"]["fhirVersion"]
+    assert "4.0.1" not in spec["items"]["enum"]  # the schema really rejects it: the erratum is needed
+    assert set(schema.SCHEMA_ERRATA) == {
+        ("ImplementationGuide", "fhirVersion"),
+        ("CapabilityStatement", "fhirVersion"),
+        ("StructureDefinition", "fhirVersion"),
+    }
+    ig = {"resourceType": "ImplementationGuide", "status": "draft", "fhirVersion": ["4.0.1"]}
+    assert schema.schema_findings(ig, "f", "ImplementationGuide") == []
+    ig["fhirVersion"] = ["4.0.9"]
+    [err] = schema.schema_findings(ig, "f", "ImplementationGuide")
+    assert err.location == "ImplementationGuide.fhirVersion[0]" and "required binding" in err.message

@@ -166,4 +166,12 @@ public class ClinicalReasoningConfig {
 		reg.setName("cds-hooks");
 		return reg;
 	}
+
+	@Bean
+	public ServletRegistrationBean<PackageInstallServlet> packageInstallServlet(
+			ca.uhn.fhir.jpa.packages.IPackageInstallerSvc installer) {
+		var reg = new ServletRegistrationBean<>(new PackageInstallServlet(installer), "/packages");
+		reg.setName("package-install");
+		return reg;
+	}
 }

@@ -76,6 +76,10 @@ public class JpaServerConfig {
 		// Referential integrity stays on (HAPI default): a dangling reference in content is an error worth seeing.
 		// $expunge and conditional multi-delete help tests reset the database between runs.
 		s.setExpungeEnabled(true);
+		// HAPI's package installer (POST /packages, PackageInstallServlet) by default installs only resources whose
+		// status is active and logs "Resource status not accepted value" for the rest; a package under development
+		// is draft (guideline.toml), and the installer must take it as `guideline publish` does.
+		s.setValidateResourceStatusForPackageUpload(false);
 		// HAPI reuses an identical search's results for 60 s by default. A publisher looks a
 		// resource up by url|version, writes it, and looks again: a cached "not found" would make
 		// it write again. Knowledge servers are small; always search fresh.
