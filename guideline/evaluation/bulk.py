@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from guideline.core.errors import BadInputError
-from guideline.evaluation.bundles import binary_kind
+from guideline.evaluation.bundles import binary_kind, first_text
 
 # Fields that tie a resource to its patient (Observation.subject, AllergyIntolerance.patient, ...).
 PATIENT_LINKS = ("subject", "patient")
@@ -109,13 +109,7 @@ def _manifest_files(folder: Path, manifest: Path) -> list[Path]:
 
 def _check_data_file(path: Path) -> bool:
     """Refuse a data file that is not NDJSON text; True when it holds at least one non-blank line."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(_SNIFF_BYTES).removeprefix(_BOM)
-            while head and not head.strip():
-                head = f.read(_SNIFF_BYTES)
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot read the export file: {e.strerror or e}") from None
+    head = first_text(path, "the export file")
     kind = binary_kind(head) if head else None
     if kind is not None:
         raise BadInputError(f"{path}: {kind}, not NDJSON; expected {EXPECTED_BULK}")

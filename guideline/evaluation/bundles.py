@@ -23,6 +23,23 @@ _MAGIC = (
 )
 
 
+def first_text(path: Path, what: str, sniff: int = 64 * 1024) -> bytes:
+    """The first bytes of `path` after a UTF-8 BOM and any leading whitespace (b"" for an empty file).
+
+    Enough to tell an empty file, a binary one (see binary_kind) or the start of the first line,
+    without reading a large file whole. `what` names the file in the error ("the population").
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(sniff).removeprefix(b"\xef\xbb\xbf")
+            # Skip leading whitespace however long, so a file of blank lines is found empty.
+            while head and not head.strip():
+                head = f.read(sniff)
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    return head
+
+
 def binary_kind(head: bytes) -> str | None:
     """What a file starting with `head` is, when it is plainly not JSON text (else None)."""
     for magic, kind in _MAGIC:

@@ -12,7 +12,7 @@ from typing import Any
 
 from guideline.core.errors import BadInputError
 from guideline.evaluation.bulk import BulkIndex, export_files, is_manifest, patient_key
-from guideline.evaluation.bundles import binary_kind, load_patient_bundle
+from guideline.evaluation.bundles import binary_kind, first_text, load_patient_bundle
 
 
 @dataclass
@@ -65,7 +65,6 @@ EXPECTED = (
 )
 
 # How much of an NDJSON file is looked at before starting: enough to tell text from an archive or image.
-_SNIFF_BYTES = 64 * 1024
 
 _BOM = b"\xef\xbb\xbf"  # accepted on line 1, as exports from Windows tools often carry one
 
@@ -129,14 +128,7 @@ def _bulk_records(index: BulkIndex) -> Iterator[PatientRecord]:
 
 def _check_ndjson_start(path: Path) -> None:
     """Fail fast on a file that holds no lines or is not NDJSON text (before the slow engine start)."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(_SNIFF_BYTES).removeprefix(_BOM)
-            # Skip leading whitespace however long, so a file of blank lines is found empty.
-            while head and not head.strip():
-                head = f.read(_SNIFF_BYTES)
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot read the population: {e.strerror or e}") from None
+    head = first_text(path, "the population")
     if not head:
         raise BadInputError(f"{path}: the file is empty (no NDJSON lines); expected {EXPECTED}")
     kind = binary_kind(head)
