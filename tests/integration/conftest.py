@@ -85,3 +85,20 @@ def ehr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ehr]:
         yield Ehr(started.stdout.strip(), token)
     finally:
         subprocess.run([script, "stop"], env=env, capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def fresh_server() -> Iterator[str]:
+    """A second, empty knowledge server for one test module (its FHIR base URL), stopped afterwards.
+
+    For tests whose subject is what a server does with an empty database (HAPI's package installer
+    finds resources by canonical url, so the session's published package would change what it does).
+    """
+    env = {**os.environ, "GUIDELINE_SERVER_PORT": str(free_port())}
+    script = str(ROOT / "scripts" / "server")
+    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, check=False)
+    try:
+        assert started.returncode == 0, f"the second server did not start: {started.stderr[-2000:]}"
+        yield started.stdout.strip().rstrip("/")
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, check=False)

@@ -6,6 +6,7 @@ of each scenario's patient has ids prefixed "ehr-", so nothing of it is stored o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -33,9 +34,18 @@ pytestmark = pytest.mark.server
 
 CHANNEL_AGREEMENT: list[tuple[str, dict[str, str]]] = []  # printed by conftest at the end of the run
 EHR_PREFIX = "ehr-"
+FHIR_ID_MAX = 64  # FHIR R4 ids are at most 64 characters
 
 
-def with_prefix(node: Any, prefix: str) -> Any:
+def prefixed_id(rid: str, prefix: str = EHR_PREFIX) -> str:
+    """`rid` under `prefix` (another chart's id); a digest when the prefixed id would pass FHIR's 64 characters."""
+    prefixed = prefix + rid
+    if len(prefixed) <= FHIR_ID_MAX:
+        return prefixed
+    return prefix + hashlib.sha256(rid.encode()).hexdigest()[:32]
+
+
+def with_prefix(node: Any, prefix: str = EHR_PREFIX) -> Any:
     """The bundle with every resource id and every relative reference's id prefixed (a different chart's ids)."""
     if isinstance(node, list):
         return [with_prefix(v, prefix) for v in node]
@@ -43,11 +53,11 @@ def with_prefix(node: Any, prefix: str) -> Any:
         return node
     out = {k: with_prefix(v, prefix) for k, v in node.items()}
     if isinstance(node.get("resourceType"), str) and isinstance(node.get("id"), str):
-        out["id"] = prefix + node["id"]
+        out["id"] = prefixed_id(node["id"], prefix)
     ref = node.get("reference")
     if isinstance(ref, str) and ref.count("/") == 1 and not ref.startswith("#"):
         kind, rid = ref.split("/")
-        out["reference"] = f"{kind}/{prefix}{rid}"
+        out["reference"] = f"{kind}/{prefixed_id(rid, prefix)}"
     return out
 
 
@@ -78,14 +88,14 @@ def _pathway_on_every_channel(
 ) -> dict[str, Any]:
     """The pathway service's card summaries per channel; the EHR's prefetch is read once for (a), (c)-(e)."""
     templates = published["templates"][PATHWAY_SERVICE]
-    context = {"userId": DEFAULT_USER, "patientId": EHR_PREFIX + pid}
+    context = {"userId": DEFAULT_USER, "patientId": prefixed_id(pid)}
     resolved = resolve_prefetch(data, templates, context)
     out = {"server": _cards(call(client, PATHWAY_SERVICE, patient=pid))}
     for channel in CHANNELS[1:]:
         resp = call(
             client,
             PATHWAY_SERVICE,
-            patient=EHR_PREFIX + pid,
+            patient=prefixed_id(pid),
             channel=channel,
             data=data,
             data_token=token,
@@ -114,7 +124,7 @@ def test_every_channel_agrees_with_local(
         at = roll_dates({"at": expected["at"]}, days)["at"]
         with Client(server_url) as client, Client(ehr.url, token=ehr.token) as data:
             load_patient(client, rolled)
-            load_patient(data, with_prefix(rolled, EHR_PREFIX))
+            load_patient(data, with_prefix(rolled))
             fired, cards = _per_service(client, published, pid)
             results = _pathway_on_every_channel(client, data, ehr.token, published, pid)
         if days_until(expected["at"]) == days:
@@ -130,7 +140,7 @@ def test_every_channel_agrees_with_local(
 def _first_case() -> tuple[dict[str, Any], str]:
     bundle = json.loads((CASES_DIR / "r2-galactorrhoea" / "patient.json").read_text(encoding="utf-8"))
     pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
-    return with_prefix(bundle, "fail-"), "fail-" + pid
+    return with_prefix(bundle, "fail-"), prefixed_id(pid, "fail-")
 
 
 def _post(server_url: str, service: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:

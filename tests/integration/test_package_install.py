@@ -32,28 +32,22 @@ def _strip(resource: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def installed(
-    server_url: str, config: Config, engine: Engine, tmp_path_factory: pytest.TempPathFactory
+    fresh_server: str, config: Config, engine: Engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
-    """Build the project's package and POST it to the server's /packages (HAPI's package installer)."""
+    """Build the project's package and POST it to an empty server's /packages (HAPI's package installer).
+
+    An empty server of its own: the installer looks resources up by canonical url, so on the session's
+    server (where the package is already published) it would install nothing.
+    """
     result = build(tmp_path_factory.mktemp("dist") / "dist", cfg=config, engine=engine)
     tgz = (result.out_dir / "package.tgz").read_bytes()
-    root = server_url.rstrip("/").removesuffix("/fhir")
+    root = fresh_server.removesuffix("/fhir")
     resp = requests.post(f"{root}/packages", data=tgz, headers={"Content-Type": "application/gzip"}, timeout=300)
     assert resp.status_code == 200, resp.text
     yield result.package, resp.json()
-    # The installer creates resources it does not find by url with server-assigned ids; the publish tests
-    # PUT the same url|version by the package's ids, so remove what the installer created (a resource
-    # already published was updated in place and keeps its id).
-    with Client(server_url) as client:
-        for r in result.package.resources:
-            found = client.get_json(r["resourceType"], params={"url": r["url"], "version": r["version"]})
-            for e in found.get("entry") or []:
-                if e["resource"]["id"] != r["id"]:
-                    gone = requests.delete(f"{server_url}/{r['resourceType']}/{e['resource']['id']}", timeout=60)
-                    assert gone.status_code in (200, 204), gone.text
 
 
-def test_installer_installs_every_resource_unchanged(installed: Any, server_url: str) -> None:
+def test_installer_installs_every_resource_unchanged(installed: Any, fresh_server: str) -> None:
     """Verify that HAPI's installer took every resource of the package, content unchanged (id and meta aside)."""
     pkg, outcome = installed
     assert outcome["package"] == f"{pkg.config.package.id}#{pkg.config.package.version}"
@@ -67,7 +61,7 @@ def test_installer_installs_every_resource_unchanged(installed: Any, server_url:
     if not again:
         assert set(outcome["installed"]) >= set(counts), outcome
         assert all(outcome["installed"][t] >= n for t, n in counts.items()), outcome
-    with Client(server_url) as client:
+    with Client(fresh_server) as client:
         for r in pkg.resources:
             found = client.get_json(f"{r['resourceType']}", params={"url": r["url"], "version": r["version"]})
             [entry] = found["entry"]
@@ -76,13 +70,13 @@ def test_installer_installs_every_resource_unchanged(installed: Any, server_url:
 
 
 @pytest.mark.parametrize("case", SAMPLE, ids=[c.name for c in SAMPLE])
-def test_apply_after_install_matches_expected(case: Path, installed: Any, server_url: str, config: Config) -> None:
+def test_apply_after_install_matches_expected(case: Path, installed: Any, fresh_server: str, config: Config) -> None:
     """Verify that $apply on the installed artifacts gives each scenario's expected recommendations."""
     expected = json.loads((case / "expected.json").read_text(encoding="utf-8"))
     bundle = json.loads((case / "patient.json").read_text(encoding="utf-8"))
     pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
     pathway_url = config.canonical_for("PlanDefinition", config.package.pathway)
-    with Client(server_url) as client:
+    with Client(fresh_server) as client:
         found = client.get_json("PlanDefinition", params={"url": pathway_url, "version": config.package.version})
         [pathway] = [e["resource"] for e in found["entry"]]
         plans = recommendation_plans(client, pathway["id"])
