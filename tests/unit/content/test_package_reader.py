@@ -21,7 +21,7 @@ def _server_classpath() -> str:
     """The HAPI server's classpath (written by scripts/setup when it builds server/)."""
     path = toolchain.repo_root() / "server" / "target" / "classpath.txt"
     if not path.is_file() or shutil.which("javac") is None:
-        pytest.skip("the server is built by scripts/setup (server/target/classpath.txt and a JDK are needed)")
+        pytest.fail("run ./scripts/setup: it builds server/ (server/target/classpath.txt) this test needs, with a JDK")
     return path.read_text(encoding="utf-8").strip()
 
 
