@@ -163,9 +163,9 @@ def _run_population(args: argparse.Namespace, population: Population) -> int:
     with _engines(args.engine or "java", workers) as (pkg, pool):
         ready = time.monotonic()
         with popmod.atomic_output(args.out) if args.out else contextlib.nullcontext(sys.stdout) as out:
-            for result in popmod.evaluate_population(pkg, population.records(), at, pool):
+            for result in popmod.evaluate_opened(pkg, population, at, pool):
                 summary.add(result)
-                if result.document is None:
+                if not result.evaluated:
                     if tty:
                         err.write("\r\x1b[K")
                     err.write(f"skipped: {result.record.where}: {result.error}\n")

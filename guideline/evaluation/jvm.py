@@ -1,9 +1,11 @@
 """The JVM batch evaluator (`batch/`): the package's CQL on the Java CQL engine HAPI runs, many patients on N threads.
 
 One Java process per run, started when the package is loaded: it compiles `cql/` with the Java translator of
-the engine's own release (cqframework 4.4.0, the project's translator options) and answers the same batch
-requests as the Node worker, one JSON line each way (see `batch/src/main/java/.../Main.java`). The pathway
-walk stays the shared Python walk, so both engines go through the same code after evaluation.
+the engine's own release (cqframework 4.4.0, the project's translator options) and answers batch requests,
+one JSON line each way (see `batch/src/main/java/.../Main.java`): define values as the Node worker's (for the
+equality tests), or whole `recommend --json` lines, walked in Java over the tree `walkplan.compile_walk`
+builds from the package (so Python never touches a patient). For an NDJSON population the JVM also reads
+the file itself; the records it would reject come back as byte ranges that Python's reader reports.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from guideline.content.package import Package
 from guideline.core import toolchain
 from guideline.core.config import Config
 from guideline.core.errors import EngineError, ToolchainError
+from guideline.evaluation.population import PatientResult
+from guideline.evaluation.records import PatientRecord, Population, ndjson_slice
+from guideline.evaluation.walkplan import compile_walk
 
 MAIN_CLASS = "org.example.gl.batch.Main"
 # C2 JIT and the parallel collector: a batch run is long enough for the slower start to pay off.
@@ -52,11 +57,17 @@ class JavaEngine:
         tmp = Path(self._tmp.name)
         (tmp / "valuesets.json").write_text(json.dumps(pkg.value_sets), encoding="utf-8")
         (tmp / "options.json").write_text(json.dumps(config.cql_options), encoding="utf-8")
+        program = compile_walk(pkg)
+        self.walks = program is not None
+        empty: dict[str, Any] = {"gate": [], "reachable": [], "expressions": {}, "pathways": [], "recs": []}
+        (tmp / "program.json").write_text(json.dumps(program or empty), encoding="utf-8")
+        self.last_stats: dict[str, Any] = {}
         self._log_path = tmp / "jvm.log"
         self._log = self._log_path.open("wb")
         opts = os.environ.get("GUIDELINE_BATCH_JAVA_OPTS", DEFAULT_JAVA_OPTS).split()
         args = ["--cql", str(config.cql_dir), "--fhirhelpers", str(toolchain.fhirhelpers_path())]
         args += ["--options", str(tmp / "options.json"), "--valuesets", str(tmp / "valuesets.json")]
+        args += ["--program", str(tmp / "program.json")]
         self._proc = subprocess.Popen(  # noqa: S603 - our own evaluator, arguments built here
             [java, *opts, "-cp", classpath, MAIN_CLASS, *args, "--threads", str(threads)],
             stdin=subprocess.PIPE,
@@ -112,6 +123,79 @@ class JavaEngine:
         rows: list[dict[str, Any]] = answer["rows"]
         return rows
 
+    def walk_batch(self, records: Sequence[PatientRecord], at: str) -> list[PatientResult]:
+        """One result per record, in order, walked in the JVM: the document line and what fired, or the error.
+
+        One request per batch: a header line, then each Bundle's JSON text on a line of its own.
+        """
+        out = [PatientResult(r, error=r.error) for r in records]
+        todo = [res for res in out if res.error is None]
+        if not todo:
+            return out
+        with self._lock:
+            self._next += 1
+            head = {"id": self._next, "at": at, "walk": True, "count": len(todo)}
+            head["patients"] = [str(res.record.patient) for res in todo]
+            text = json.dumps(head) + "\n" + "".join(f"{res.record.bundle_json}\n" for res in todo)
+            self._send(text)
+            answer = self._read()
+        for res, row in zip(todo, answer["rows"], strict=True):
+            if row.get("ok"):
+                res.line = row["line"] + "\n"
+                res.fired = list(row["fired"])
+                res.document = json.loads(row["line"])
+            else:
+                res.error = str(row.get("error", "unknown error"))
+        return out
+
+    def stream(self, population: Population, at: str) -> Iterator[PatientResult]:
+        """Every record of an NDJSON population, read and evaluated by the JVM, in input order.
+
+        Records the JVM would reject come back as byte ranges; they are read here with the same
+        reader as `Population.records()`, so their positions and messages are the ones it gives.
+        """
+        shown = population.path
+        with self._lock:
+            self._next += 1
+            self._send(json.dumps({"id": self._next, "at": at, "stream": str(shown.resolve())}) + "\n")
+            index = 0
+            while True:
+                line = self._pipes()[1].readline().decode("utf-8")
+                if not line:
+                    self._read()  # raises with the JVM's last words
+                if line.startswith("D\t"):
+                    self.last_stats = json.loads(line[2:]).get("stats", {})
+                    return
+                yield self._streamed(line, shown, index)
+                index += 1
+
+    def _streamed(self, line: str, shown: Path, index: int) -> PatientResult:
+        tag, consumed, rest = line.split("\t", 2)
+        if tag == "B":
+            start, end, line_no = (int(x) for x in rest.split("\t"))
+            records = ndjson_slice(shown, start, end, line_no, index)
+            if len(records) != 1 or records[0].error is None:
+                raise EngineError(f"{shown}: the JVM and Python read the lines from {line_no} differently")
+            records[0].progress = int(consumed)
+            return PatientResult(records[0], error=records[0].error)
+        first, last, rest = rest.split("\t", 2)
+        where = f"{shown}:{first}" if first == last else f"{shown}:{first}-{last}"
+        if tag == "R":
+            fired, doc = rest.split("\t", 1)
+            record = PatientRecord(index, where, progress=int(consumed))
+            return PatientResult(record, line=doc, fired=fired.split(",") if fired else [])
+        pid, message = rest.split("\t", 1)
+        record = PatientRecord(index, where, json.loads(pid), progress=int(consumed))
+        return PatientResult(record, error=str(json.loads(message)))
+
+    def _send(self, text: str) -> None:
+        stdin, _ = self._pipes()
+        try:
+            stdin.write(text.encode("utf-8"))
+            stdin.flush()
+        except OSError as e:
+            raise EngineError(f"the JVM batch evaluator stopped: {e}") from None
+
     def stats(self) -> dict[str, int]:
         """The JVM's memory: current and peak resident set size, in KiB (from /proc; 0 where unavailable)."""
         out = {"rssKiB": 0, "maxRssKiB": 0}
@@ -165,6 +249,11 @@ class JavaPool:
         self._engine = JavaEngine(pkg, self.config, self.threads)
         # Two handles on one JVM: while one thread waits for the JVM, the other walks its results.
         self.engines = [self._engine, self._engine]
+
+    @property
+    def walker(self) -> JavaEngine | None:
+        """The JVM, when it walks this package's pathways itself (else Python walks its define values)."""
+        return self._engine if self._engine is not None and self._engine.walks else None
 
     @contextmanager
     def engine(self) -> Iterator[JavaEngine]:

@@ -21,7 +21,7 @@ from guideline.core.evaltime import time_parameters
 from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, iter_actions, primary_library
 from guideline.evaluation.model import document
 from guideline.evaluation.patient import ensure_loaded
-from guideline.evaluation.records import PatientRecord, _compact
+from guideline.evaluation.records import PatientRecord, Population, _compact
 from guideline.evaluation.walk import pathways, walk_pathways
 
 # A batch closes at this many records or this much bundle JSON, whichever comes first: large
@@ -38,6 +38,13 @@ class PatientResult:
     record: PatientRecord
     document: dict[str, Any] | None = None
     error: str | None = None
+    line: str | None = None  # the document as the JVM wrote it (the output line, newline included)
+    fired: list[str] | None = None  # the ids of the recommendations that fired, when the JVM walked
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether the record was evaluated (else `error` says why it was skipped)."""
+        return self.error is None and (self.document is not None or self.line is not None)
 
 
 class _Missing(Exception):
@@ -132,8 +139,25 @@ class BatchEngine(Protocol):
         ...
 
 
+class Walker(Protocol):
+    """An engine that also walks the pathway itself (the JVM): whole documents back, not define values."""
+
+    def walk_batch(self, records: Sequence[PatientRecord], at: str) -> list[PatientResult]:
+        """One result per record, in order: the document line, or why the record was skipped."""
+        ...
+
+    def stream(self, population: Population, at: str) -> Iterator[PatientResult]:
+        """Every record of an NDJSON population, read by the engine itself, in input order."""
+        ...
+
+
 class Pool(Protocol):
     """Engines for population mode: `EnginePool` (Node workers) or `jvm.JavaPool` (one JVM, N threads)."""
+
+    @property
+    def walker(self) -> Walker | None:
+        """The engine that walks the pathway itself, if the pool has one and the package allows it."""
+        ...
 
     @property
     def engines(self) -> Sequence[Any]:
@@ -231,6 +255,8 @@ class Evaluator:
 
 class EnginePool:
     """N long-lived CQL workers (one Node process each), started together, each holding the package."""
+
+    walker: Walker | None = None  # the Node workers return define values; the walk is Python's
 
     def __init__(self, size: int) -> None:
         if size < 1:
@@ -331,8 +357,11 @@ def evaluate_population(
     pool.load(pkg)
     evaluator = Evaluator(pkg, at, plain=plain)
     workers = len(pool.engines)
+    walker = None if plain else pool.walker
 
     def run(batch: list[PatientRecord]) -> list[PatientResult]:
+        if walker is not None:
+            return walker.walk_batch(batch, at)
         with pool.engine() as eng:
             return evaluator.evaluate(eng, batch)
 
@@ -351,11 +380,26 @@ def evaluate_population(
         executor.shutdown(wait=True, cancel_futures=True)
 
 
+def evaluate_opened(pkg: Package, population: Population, at: str, pool: Pool) -> Iterator[PatientResult]:
+    """Every record of an opened population, in input order: an NDJSON file read by the JVM itself when it walks.
+
+    Otherwise (a folder of Bundles, a Bulk export, the Node workers) Python reads the records and
+    `evaluate_population` sends them to the pool.
+    """
+    pool.load(pkg)
+    walker = pool.walker
+    if walker is not None and population.kind == "ndjson":
+        return walker.stream(population, at)
+    return evaluate_population(pkg, population.records(), at, pool)
+
+
 # ---------------------------------------------------------------- output
 
 
 def result_line(result: PatientResult) -> str:
-    """One output line: the `recommend --json` document, compact."""
+    """One output line: the `recommend --json` document, compact (as the JVM wrote it, or from the document)."""
+    if result.line is not None:
+        return result.line
     return _compact(result.document) + "\n"
 
 
@@ -391,12 +435,15 @@ class Summary:
     def add(self, result: PatientResult) -> None:
         """Count one result: evaluated (and what fired) or skipped."""
         self.records += 1
-        if result.document is None:
+        if not result.evaluated:
             self.skipped += 1
             return
         self.evaluated += 1
-        for rec in result.document["recommendations"]:
-            self.fired[rec["id"]] = self.fired.get(rec["id"], 0) + 1
+        ids = result.fired
+        if ids is None:
+            ids = [rec["id"] for rec in (result.document or {}).get("recommendations", [])]
+        for rid in ids:
+            self.fired[rid] = self.fired.get(rid, 0) + 1
 
 
 def progress_line(done: int, units: int, total: int, unit: str, elapsed: float, width: int = 30) -> str:

@@ -230,12 +230,23 @@ def _parse_line(raw: bytes, lineno: int) -> tuple[str, dict[str, Any], str | Non
     return text, resource, None
 
 
-def _ndjson_records(path: Path) -> Iterator[PatientRecord]:
+def ndjson_slice(path: Path, start: int, end: int, first_line: int, index: int) -> list[PatientRecord]:
+    """The records of lines `first_line`... of an NDJSON file, bytes [start, end): as `records()` reads them there.
+
+    The JVM reads NDJSON populations itself and hands back the byte range of each record it would
+    have to reject, so that the position and message come from this one reader.
+    """
+    return list(_ndjson_records(path, start, end, first_line, index))
+
+
+def _ndjson_records(
+    path: Path, start: int = 0, end: int | None = None, first_line: int = 1, first_index: int = 0
+) -> Iterator[PatientRecord]:
     """Group consecutive lines by patient (see the README, 'Population mode', for the rules)."""
     shown = str(path)
-    counter = itertools.count()  # records in input order
+    counter = itertools.count(first_index)  # records in input order
     group: _Group | None = None
-    consumed = 0
+    consumed = start
 
     def finish(g: _Group) -> PatientRecord:
         return g.record(shown, next(counter), consumed)
@@ -245,7 +256,10 @@ def _ndjson_records(path: Path) -> Iterator[PatientRecord]:
     except OSError as e:
         raise BadInputError(f"{shown}: cannot read the population: {e.strerror or e}") from None
     with f:
-        for lineno, raw in enumerate(f, 1):
+        f.seek(start)
+        for lineno, raw in enumerate(f, first_line):
+            if end is not None and consumed >= end:
+                break
             consumed += len(raw)
             if not (raw.removeprefix(_BOM) if lineno == 1 else raw).strip():
                 continue  # blank lines separate nothing and carry nothing

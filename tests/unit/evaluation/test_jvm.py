@@ -19,7 +19,7 @@ from guideline.evaluation.jvm import JavaEngine, JavaPool
 from guideline.evaluation.model import document
 from guideline.evaluation.patient import ensure_loaded, recommend
 from guideline.evaluation.population import EvaluationPlan, evaluate_population
-from guideline.evaluation.records import PatientRecord, open_population
+from guideline.evaluation.records import PatientRecord, _compact, open_population
 from guideline.evaluation.walk import walk_pathways
 from tests.support.casedata import CASES
 from tools.synth import synth_patients, write_population
@@ -47,15 +47,21 @@ def _walked(value: Any) -> Any:
     return value if isinstance(value, bool | str) else None
 
 
-def _compare(pkg: Package, names: list[str], bundles: list[str], node: Any, java: Any) -> list[str]:
-    """Every define the walk reads, every library it reaches, and the documents: the differences, named."""
+def _compare(
+    pkg: Package, names: list[str], bundles: list[str], node: Any, java: Any, walked: list[str] | None = None
+) -> list[str]:
+    """Every define the walk reads, every library it reaches, and the documents: the differences, named.
+
+    `walked`: the JVM's own documents for the same patients (its Java walk), compared with Python's walk
+    of the Node engine's values, byte for byte.
+    """
     plan = EvaluationPlan.of(pkg)
     diffs: list[str] = []
     for i in range(0, len(bundles), BATCH):
         chunk = bundles[i : i + BATCH]
         args = (pkg.key, plan.reachable, chunk, AT, plan.expressions)
-        for name, n, j in zip(
-            names[i : i + BATCH], node.evaluate_batch(*args), java.evaluate_batch(*args), strict=True
+        for k, (name, n, j) in enumerate(
+            zip(names[i : i + BATCH], node.evaluate_batch(*args), java.evaluate_batch(*args), strict=True), i
         ):
             if not (n.get("ok") and j.get("ok")):
                 diffs.append(
@@ -72,15 +78,28 @@ def _compare(pkg: Package, names: list[str], bundles: list[str], node: Any, java
             ]
             if docs[0] != docs[1]:
                 diffs.append(f"{name}: recommendations differ: node {docs[0]}, java {docs[1]}")
+            if walked is not None and walked[k] != _compact(docs[0]) + "\n":
+                diffs.append(f"{name}: the Java walk wrote {walked[k]!r}, node {docs[0]}")
     return diffs
+
+
+def _java_walk(java: JavaEngine, names: list[str], bundles: list[str]) -> list[str]:
+    """The JVM's own document line per patient (gate first, its rounds, the walk in Java)."""
+    records = [PatientRecord(i, n, n, b) for i, (n, b) in enumerate(zip(names, bundles, strict=True))]
+    results = java.walk_batch(records, AT)
+    assert all(r.error is None for r in results), [r.error for r in results if r.error]
+    return [str(r.line) for r in results]
 
 
 def test_every_case_gives_the_same_values_and_recommendations(
     package: Package, engine: Engine, jvm: JavaEngine
 ) -> None:
     """Verify, for each of the 48 scenarios, every define the walk reads and the document, Java vs Node."""
-    bundles = [json.dumps(load_patient_bundle(c / "patient.json")[0]) for c in CASES]
-    diffs = _compare(package, [c.name for c in CASES], bundles, engine, jvm)
+    loaded = [load_patient_bundle(c / "patient.json") for c in CASES]
+    bundles = [json.dumps(b) for b, _ in loaded]
+    walked = _java_walk(jvm, [str(pid) for _, pid in loaded], bundles)
+    names = [str(pid) for _, pid in loaded]
+    diffs = _compare(package, names, bundles, engine, jvm, walked)
     assert not diffs, "\n".join(diffs)
 
 
@@ -93,7 +112,8 @@ def test_a_2000_patient_population_gives_the_same_values_and_recommendations(
     records = list(open_population(pop).records())
     assert all(r.error is None for r in records)
     names = [str(r.patient) for r in records]
-    diffs = _compare(package, names, [str(r.bundle_json) for r in records], engine, jvm)
+    bundles = [str(r.bundle_json) for r in records]
+    diffs = _compare(package, names, bundles, engine, jvm, _java_walk(jvm, names, bundles))
     assert not diffs, f"{len(diffs)} difference(s):\n" + "\n".join(diffs[:50])
 
 
@@ -120,7 +140,7 @@ def _node_document(pkg: Package, engine: Engine, bundle: dict[str, Any]) -> dict
 
 
 def test_cli_engines_write_identical_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Verify that `--engine java` (the default) and `--engine js` write byte-identical results."""
+    """Verify that `--engine java` (the default; the JVM reads the NDJSON) and `--engine js` write identical results."""
     pop = tmp_path / "pop.ndjson"
     write_population(pop, synth_patients(17, 40, observations=(10, 100)), "ndjson")
     out = {}
@@ -129,4 +149,42 @@ def test_cli_engines_write_identical_results(tmp_path: Path, capsys: pytest.Capt
         argv = ["recommend", "--population", str(pop), "--at", AT, "--workers", "2", "--out", str(out[engine])]
         assert cli.main([*argv, "--engine", engine]) == ExitCode.OK
     assert "40 evaluated, 0 skipped" in capsys.readouterr().err
+    assert out["java"].read_bytes() == out["js"].read_bytes()
+
+
+def _with_bad_records(good: Path, bad: Path) -> None:
+    """The population with bad records between and inside patients (each kind the NDJSON reader reports)."""
+    lines = good.read_bytes().splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if b'"resourceType":"Patient"' in line]
+    broken = {
+        starts[3] + 1: b'{"resourceType":"Observation", broken\n',  # not JSON, inside patient 4
+        starts[7]: b'{"resourceType":"Bundle","type":"collection"}\n',  # a Bundle line before patient 8
+        starts[11]: b'{"resourceType":"Observation","subject":{"reference":"Patient/nobody"}}\n',  # no Patient
+        starts[15]: b"\n   \n",  # blank lines carry nothing
+        starts[19] + 2: b'{"resourceType":"Observation","value":NaN}\xff\n',  # not UTF-8
+        starts[23]: b'{"resourceType":"Patient"}\n',  # a Patient without id
+        starts[27] + 1: lines[starts[27]],  # a second Patient/<same id>
+        starts[31] + 1: b"[1, 2]\n",  # not a resource
+        starts[33] + 1: b'{"resourceType":"Observation","code":{"coding":[1]}}  x\n',  # trailing text
+    }
+    with bad.open("wb") as f:
+        for i, line in enumerate(lines):
+            f.write(broken.get(i, b""))
+            f.write(line)
+
+
+def test_cli_engines_report_bad_records_identically(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Verify that bad records are skipped with the same positions and messages on both engines (--keep-going)."""
+    good = tmp_path / "good.ndjson"
+    write_population(good, synth_patients(23, 36, observations=(5, 40)), "ndjson")
+    pop = tmp_path / "pop.ndjson"
+    _with_bad_records(good, pop)
+    out, err = {}, {}
+    for engine in ("java", "js"):
+        out[engine] = tmp_path / f"{engine}.ndjson"
+        argv = ["recommend", "--population", str(pop), "--at", AT, "--workers", "2", "--out", str(out[engine])]
+        assert cli.main([*argv, "--engine", engine, "--keep-going"]) == ExitCode.OK
+        err[engine] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("skipped:")]
+    assert len(err["js"]) >= 7, err["js"]
+    assert err["java"] == err["js"]
     assert out["java"].read_bytes() == out["js"].read_bytes()

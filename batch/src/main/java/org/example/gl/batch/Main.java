@@ -37,6 +37,7 @@ public final class Main {
     System.setOut(System.err); // anything a library prints must not end up in the protocol
     ObjectMapper json = new ObjectMapper();
     Package pkg;
+    Walk walk;
     int threads;
     try {
       pkg = Package.load(
@@ -45,6 +46,7 @@ public final class Main {
           json.readTree(Files.readString(Path.of(arg(args, "--options")))),
           json.readTree(Files.readString(Path.of(arg(args, "--valuesets")))));
       threads = Integer.parseInt(arg(args, "--threads"));
+      walk = new Walk(json.readTree(Files.readString(Path.of(arg(args, "--program")))));
       pkg.compile();
     } catch (Exception e) {
       ObjectNode fail = json.createObjectNode().put("ready", false).put("error", String.valueOf(e.getMessage()));
@@ -55,7 +57,11 @@ public final class Main {
     }
     ExecutorService pool = Executors.newFixedThreadPool(threads);
     ThreadLocal<PatientEvaluator> evaluators =
-        ThreadLocal.withInitial(() -> new PatientEvaluator(pkg, FhirContext.forR4Cached().newJsonParser()));
+        ThreadLocal.withInitial(() -> {
+          PatientEvaluator ev = new PatientEvaluator(pkg, FhirContext.forR4Cached().newJsonParser());
+          ALL.add(ev);
+          return ev;
+        });
     protocol.println("{\"ready\":true}");
     protocol.flush();
     BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8), 1 << 20);
@@ -66,16 +72,35 @@ public final class Main {
       }
       JsonNode req = json.readTree(line);
       String at = req.get("at").asText();
-      List<String> libraries = new ArrayList<>();
-      req.get("libraries").forEach(n -> libraries.add(n.asText()));
-      JsonNode expressions = req.get("expressions");
-      List<Future<ObjectNode>> rows = new ArrayList<>();
-      for (JsonNode bundle : req.get("bundles")) {
-        String text = bundle.toString();
-        rows.add(pool.submit(() -> evaluators.get().evaluate(json, text, at, libraries, expressions)));
-      }
       ObjectNode res = json.createObjectNode();
       res.set("id", req.get("id"));
+      if (req.has("stream")) {
+        Stream stream = new Stream(walk, pool, evaluators::get, at);
+        stream.run(req.get("stream").asText(), protocol, 8 * threads + 16);
+        res.put("end", true).set("stats", json.valueToTree(stats(stream, evaluators, pool, threads)));
+        protocol.println("D\t" + json.writeValueAsString(res));
+        protocol.flush();
+        continue;
+      }
+      List<Future<ObjectNode>> rows = new ArrayList<>();
+      if (req.has("walk")) {
+        // The bundles follow the header, one per line, as Python wrote them: no JSON tree of the whole request.
+        int count = req.get("count").asInt();
+        JsonNode patients = req.get("patients");
+        for (int i = 0; i < count; i++) {
+          String text = in.readLine();
+          String pid = patients.get(i).asText();
+          rows.add(pool.submit(() -> walked(json, evaluators.get(), walk, text, pid, at)));
+        }
+      } else {
+        List<String> libraries = new ArrayList<>();
+        req.get("libraries").forEach(n -> libraries.add(n.asText()));
+        JsonNode expressions = req.get("expressions");
+        for (JsonNode bundle : req.get("bundles")) {
+          String text = bundle.toString();
+          rows.add(pool.submit(() -> evaluators.get().evaluate(json, text, at, libraries, expressions)));
+        }
+      }
       ArrayNode out = res.putArray("rows");
       for (Future<ObjectNode> row : rows) {
         out.add(row.get());
@@ -84,6 +109,49 @@ public final class Main {
       protocol.flush();
     }
     pool.shutdown();
+  }
+
+  /** One patient of a walk request: its document line and fired recommendations, or the error for its record. */
+  private static ObjectNode walked(ObjectMapper json, PatientEvaluator ev, Walk walk, String bundle, String pid, String at) {
+    ObjectNode row = json.createObjectNode();
+    try {
+      String context = ev.loadBundle(bundle);
+      List<String> fired = new ArrayList<>();
+      String doc = ev.document(walk, context, pid, at, fired);
+      ArrayNode f = row.put("ok", true).put("line", doc).putArray("fired");
+      fired.forEach(f::add);
+    } catch (PatientEvaluator.Failed e) {
+      row.put("ok", false).put("error", e.getMessage());
+    } catch (Exception e) {
+      row.put("ok", false)
+          .put("error", "the CQL engine failed on this patient: " + e.getClass().getSimpleName() + ": " + e.getMessage());
+    }
+    return row;
+  }
+
+  private static final java.util.List<PatientEvaluator> ALL = java.util.Collections.synchronizedList(new ArrayList<>());
+
+  /** Where the time went, for the profile: the reader's scan and each thread's parse, evaluation and walk. */
+  private static java.util.Map<String, Object> stats(
+      Stream stream, ThreadLocal<PatientEvaluator> evaluators, ExecutorService pool, int threads) {
+    java.util.Map<String, Object> out = new java.util.LinkedHashMap<>(stream.stats());
+    long parse = 0;
+    long eval = 0;
+    long walk = 0;
+    synchronized (ALL) {
+      for (PatientEvaluator ev : ALL) {
+        parse += ev.parseNanos;
+        eval += ev.evalNanos;
+        walk += ev.walkNanos;
+        ev.parseNanos = 0;
+        ev.evalNanos = 0;
+        ev.walkNanos = 0;
+      }
+    }
+    out.put("parseMs", parse / 1_000_000);
+    out.put("evalMs", eval / 1_000_000);
+    out.put("walkMs", walk / 1_000_000);
+    return out;
   }
 
   private static String arg(String[] args, String name) {

@@ -14,6 +14,7 @@ import java.util.List;
 import java.util.Map;
 import kotlin.Pair;
 import org.hl7.elm.r1.VersionedIdentifier;
+import org.hl7.fhir.instance.model.api.IBaseResource;
 import org.hl7.fhir.r4.model.Bundle;
 import org.hl7.fhir.r4.model.CodeableConcept;
 import org.hl7.fhir.r4.model.Coding;
@@ -50,28 +51,105 @@ final class PatientEvaluator implements RetrieveProvider, TerminologyProvider {
         new Environment(pkg.libraryManager(), Map.of(FHIR, new CompositeDataProvider(resolver, this)), this);
   }
 
+  /** The CQL engine failed on this patient, or the walk did not finish: the message for the record. */
+  static final class Failed extends Exception {
+    Failed(String message) {
+      super(message, null, false, false);
+    }
+  }
+
+  /** Nanoseconds spent parsing, evaluating and walking on this thread (for the profile). */
+  long parseNanos;
+  long evalNanos;
+  long walkNanos;
+
+  /** The request protocol's row: define values of `libraries` for the Bundle, as the Node worker answers. */
   ObjectNode evaluate(ObjectMapper json, String bundleText, String at, List<String> libraries, JsonNode expressions) {
     ObjectNode row = json.createObjectNode();
     try {
-      Bundle bundle = parser.parseResource(Bundle.class, bundleText);
-      String patient = null;
-      Map<String, List<Object>> types = new HashMap<>();
-      for (Bundle.BundleEntryComponent e : bundle.getEntry()) {
-        Resource r = e.getResource();
-        if (r == null) {
-          continue;
-        }
-        String type = r.fhirType();
-        types.computeIfAbsent(type, k -> new ArrayList<>()).add(r);
-        if (type.equals("Patient")) {
-          patient = r.getIdElement().getIdPart();
+      String patient = loadBundle(bundleText);
+      Map<String, List<String>> wanted = new HashMap<>();
+      expressions.fields().forEachRemaining(e -> {
+        List<String> defs = new ArrayList<>();
+        e.getValue().forEach(n -> defs.add(n.asText()));
+        wanted.put(e.getKey(), defs);
+      });
+      Map<String, Map<String, Object>> values = new HashMap<>();
+      String error = values(patient, at, libraries, wanted, values);
+      if (error != null) {
+        return row.put("ok", false).put("error", error);
+      }
+      ObjectNode libs = row.put("ok", true).putObject("libraries");
+      for (Map.Entry<String, Map<String, Object>> lib : values.entrySet()) {
+        ObjectNode out = libs.putObject(lib.getKey());
+        for (Map.Entry<String, Object> v : lib.getValue().entrySet()) {
+          if (v.getValue() instanceof Boolean b) {
+            out.put(v.getKey(), b);
+          } else if (v.getValue() instanceof String str) {
+            out.put(v.getKey(), str);
+          } else {
+            out.putNull(v.getKey());
+          }
         }
       }
-      byType = types;
+      return row;
+    } catch (Exception e) {
+      return row.put("ok", false).put("error", e.getClass().getSimpleName() + ": " + e.getMessage());
+    } finally {
+      byType = Map.of();
+    }
+  }
+
+  /** Parse a collection Bundle into this thread's retrieve data; the Patient's id. */
+  String loadBundle(String bundleText) {
+    long t = System.nanoTime();
+    Bundle bundle = parser.parseResource(Bundle.class, bundleText);
+    List<IBaseResource> resources = new ArrayList<>();
+    for (Bundle.BundleEntryComponent e : bundle.getEntry()) {
+      if (e.getResource() != null) {
+        resources.add(e.getResource());
+      }
+    }
+    parseNanos += System.nanoTime() - t;
+    return load(resources);
+  }
+
+  /** Parse each resource's JSON text (one NDJSON line each) into this thread's retrieve data; the Patient's id. */
+  String loadLines(List<String> lines) {
+    long t = System.nanoTime();
+    List<IBaseResource> resources = new ArrayList<>(lines.size());
+    for (String line : lines) {
+      resources.add(parser.parseResource(line));
+    }
+    parseNanos += System.nanoTime() - t;
+    return load(resources);
+  }
+
+  private String load(List<IBaseResource> resources) {
+    String patient = null;
+    Map<String, List<Object>> types = new HashMap<>();
+    for (IBaseResource r : resources) {
+      String type = ((Resource) r).fhirType();
+      types.computeIfAbsent(type, k -> new ArrayList<>()).add(r);
+      if (type.equals("Patient")) {
+        patient = r.getIdElement().getIdPart();
+      }
+    }
+    byType = types;
+    return patient;
+  }
+
+  /** Evaluate `libraries` (only the defines `expressions` names) into `into`; null, or the engine's error. */
+  private String values(String patient, String at, List<String> libraries, Map<String, List<String>> expressions,
+      Map<String, Map<String, Object>> into) {
+    long t = System.nanoTime();
+    try {
       EvaluationParams.Builder params = new EvaluationParams.Builder();
       for (String lib : libraries) {
         List<EvaluationExpressionRef> refs = new ArrayList<>();
-        expressions.path(lib).forEach(n -> refs.add(new EvaluationExpressionRef(n.asText())));
+        for (String d : expressions.getOrDefault(lib, List.of())) {
+          refs.add(new EvaluationExpressionRef(d));
+        }
         params.library(new VersionedIdentifier().withId(lib), new EvaluationParams.LibraryParams(refs));
       }
       params.setContextParameter(new Pair<>("Patient", patient));
@@ -81,26 +159,64 @@ final class PatientEvaluator implements RetrieveProvider, TerminologyProvider {
           .evaluate(params.build());
       if (results.hasExceptions()) {
         RuntimeException e = results.getExceptions().values().iterator().next();
-        return row.put("ok", false).put("error", String.valueOf(e.getMessage()));
+        return String.valueOf(e.getMessage());
       }
-      ObjectNode libs = row.put("ok", true).putObject("libraries");
       for (Map.Entry<VersionedIdentifier, EvaluationResult> r : results.getResults().entrySet()) {
-        ObjectNode values = libs.putObject(r.getKey().getId());
-        for (JsonNode n : expressions.path(r.getKey().getId())) {
-          Object v = r.getValue().get(n.asText()) == null ? null : r.getValue().get(n.asText()).getValue();
-          if (v instanceof Boolean b) {
-            values.put(n.asText(), b);
-          } else if (v instanceof String s) {
-            values.put(n.asText(), s);
-          } else {
-            // The walk reads only Booleans (conditions) and text (dynamic values): anything else counts as null.
-            values.putNull(n.asText());
+        Map<String, Object> values = new HashMap<>();
+        for (String d : expressions.getOrDefault(r.getKey().getId(), List.of())) {
+          Object v = r.getValue().get(d) == null ? null : r.getValue().get(d).getValue();
+          // The walk reads only Booleans (conditions) and text (dynamic values): anything else counts as null.
+          values.put(d, v instanceof Boolean || v instanceof String ? v : null);
+        }
+        into.put(r.getKey().getId(), values);
+      }
+      return null;
+    } catch (Exception e) {
+      return e.getClass().getSimpleName() + ": " + e.getMessage();
+    } finally {
+      evalNanos += System.nanoTime() - t;
+    }
+  }
+
+  /**
+   * The {@code recommend --json} line for the loaded patient, in the rounds Python's population mode uses: the
+   * gate libraries first, then (if the walk needs more) every library it can still reach. Fills `fired`.
+   */
+  String document(Walk walk, String contextPatient, String pid, String at, List<String> fired) throws Failed {
+    try {
+      Map<String, Map<String, Object>> have = new HashMap<>();
+      List<String> want = new ArrayList<>(walk.gate);
+      for (int round = 0; round < walk.reachable.size() + 2; round++) {
+        if (want.isEmpty()) {
+          break;
+        }
+        String error = values(contextPatient, at, want, walk.expressions, have);
+        if (error != null) {
+          throw new Failed("the CQL engine failed on this patient: " + error);
+        }
+        long t = System.nanoTime();
+        try {
+          String recs = walk.recommendations(have, fired);
+          StringBuilder line = new StringBuilder(256 + recs.length());
+          line.append("{\"patient\":");
+          Json.quote(pid, line);
+          line.append(",\"evaluatedAt\":");
+          Json.quote(at, line);
+          return line.append(",\"recommendations\":[").append(recs).append("]}").toString();
+        } catch (Walk.Missing m) {
+          fired.clear();
+          List<String> rest = new ArrayList<>();
+          for (String lib : walk.reachable) {
+            if (!have.containsKey(lib)) {
+              rest.add(lib);
+            }
           }
+          want = rest.contains(m.library) ? rest : List.of(m.library);
+        } finally {
+          walkNanos += System.nanoTime() - t;
         }
       }
-      return row;
-    } catch (Exception e) {
-      return row.put("ok", false).put("error", e.getClass().getSimpleName() + ": " + e.getMessage());
+      throw new Failed("the pathway walk did not finish (library evaluation loop); check the PlanDefinitions");
     } finally {
       byType = Map.of();
     }

@@ -1,0 +1,451 @@
+package org.example.gl.batch;
+
+import com.fasterxml.jackson.core.JsonFactory;
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonToken;
+import com.fasterxml.jackson.core.json.JsonReadFeature;
+import java.io.FileInputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.PrintStream;
+import java.nio.ByteBuffer;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CharsetDecoder;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Future;
+import java.util.function.Supplier;
+
+/**
+ * Population mode's input read in the JVM: an NDJSON file grouped by patient, exactly as Python's
+ * {@code records._ndjson_records} groups it, each patient evaluated and walked on the pool, one output line per
+ * record in input order. A record Python would report as bad is not judged here: its byte range goes back to
+ * Python, which reads that slice with its own reader and reports it with the usual position and message.
+ *
+ * <p>Output lines (tab-separated; JSON texts hold no tab or line break): {@code R consumed first last fired doc},
+ * {@code E consumed first last patient-json message-json}, {@code B consumed start end first-line}.
+ */
+final class Stream {
+  private static final JsonFactory JSON =
+      JsonFactory.builder().enable(JsonReadFeature.ALLOW_NON_NUMERIC_NUMBERS).build();
+  private static final byte[] BOM = {(byte) 0xef, (byte) 0xbb, (byte) 0xbf};
+
+  /** One resource line, as the grouping needs it. */
+  private static final class Line {
+    boolean problem;
+    String type;
+    String id;
+    String subject;
+    String patient;
+    List<String> codes;
+    String text;
+  }
+
+  /** Consecutive lines of one patient. */
+  private static final class Group {
+    String key;
+    long first;
+    long last;
+    long start;
+    long end;
+    long patientLine = -1;
+    boolean bad;
+    final List<String> all = new ArrayList<>();
+    final List<String> kept = new ArrayList<>();
+  }
+
+  private final Walk walk;
+  private final ExecutorService pool;
+  private final Supplier<PatientEvaluator> evaluators;
+  private final String at;
+  private final CharsetDecoder utf8 = StandardCharsets.UTF_8.newDecoder()
+      .onMalformedInput(CodingErrorAction.REPORT).onUnmappableCharacter(CodingErrorAction.REPORT);
+  long scanNanos;
+  long lines;
+  long dropped;
+  long records;
+
+  Stream(Walk walk, ExecutorService pool, Supplier<PatientEvaluator> evaluators, String at) {
+    this.walk = walk;
+    this.pool = pool;
+    this.evaluators = evaluators;
+    this.at = at;
+  }
+
+  /** Read `path`, evaluate every record on the pool, write one line per record to `out` in input order. */
+  void run(String path, PrintStream out, int inFlight) throws IOException, InterruptedException {
+    BlockingQueue<Future<String>> queue = new ArrayBlockingQueue<>(inFlight);
+    Future<String> end = CompletableFuture.completedFuture(null);
+    Thread writer = new Thread(() -> {
+      try {
+        for (Future<String> f = queue.take(); f != end; f = queue.take()) {
+          out.println(f.get());
+        }
+      } catch (Exception e) {
+        throw new IllegalStateException(e);
+      }
+      out.flush();
+    }, "stream-writer");
+    writer.start();
+    try (InputStream in = new FileInputStream(path)) {
+      read(in, queue);
+    } finally {
+      queue.put(end);
+      writer.join();
+    }
+  }
+
+  private byte[] line = new byte[1 << 16];
+  private int lineLen;
+
+  private void append(byte[] buf, int from, int to) {
+    int take = to - from;
+    if (lineLen + take > line.length) {
+      line = java.util.Arrays.copyOf(line, Math.max(line.length * 2, lineLen + take));
+    }
+    System.arraycopy(buf, from, line, lineLen, take);
+    lineLen += take;
+  }
+
+  private void read(InputStream in, BlockingQueue<Future<String>> queue) throws IOException, InterruptedException {
+    byte[] buf = new byte[1 << 20];
+    long offset = 0;
+    long lineno = 0;
+    Group group = null;
+    int n;
+    while ((n = in.read(buf)) >= 0) {
+      int from = 0;
+      for (int i = 0; i < n; i++) {
+        if (buf[i] == '\n') {
+          append(buf, from, i + 1);
+          long start = offset;
+          offset += lineLen;
+          group = line(line, lineLen, ++lineno, start, offset, group, queue);
+          lineLen = 0;
+          from = i + 1;
+        }
+      }
+      append(buf, from, n);
+    }
+    if (lineLen > 0) {
+      long start = offset;
+      offset += lineLen;
+      group = line(line, lineLen, ++lineno, start, offset, group, queue);
+    }
+    if (group != null) {
+      finish(group, offset, queue);
+    }
+  }
+
+  /** One line (with its newline): the grouping step of {@code _ndjson_records}; the group it leaves open. */
+  private Group line(byte[] raw, int len, long lineno, long start, long end, Group group,
+      BlockingQueue<Future<String>> queue) throws InterruptedException {
+    int from = lineno == 1 && startsWith(raw, len, BOM) ? 3 : 0;
+    int lo = from;
+    int hi = len;
+    while (lo < hi && isAsciiSpace(raw[lo])) {
+      lo++;
+    }
+    while (hi > lo && isAsciiSpace(raw[hi - 1])) {
+      hi--;
+    }
+    if (lo == hi) {
+      return group; // blank lines separate nothing and carry nothing
+    }
+    lines++;
+    Line l = scan(raw, from, len);
+    if (l.problem) {
+      if (group == null) {
+        group = newGroup(null, lineno, start);
+      }
+      group.last = lineno;
+      group.end = end;
+      group.bad = true;
+      return group;
+    }
+    String key;
+    if (l.type.equals("Patient")) {
+      key = l.id != null && !l.id.isEmpty() ? l.id : null;
+      if (key == null) {
+        if (group != null) {
+          finish(group, end, queue);
+        }
+        Group g = newGroup(null, lineno, start);
+        g.end = end;
+        g.bad = true;
+        return g;
+      }
+    } else {
+      key = patientKey(l.subject);
+      if (key == null) {
+        key = patientKey(l.patient);
+      }
+    }
+    if (group == null || (key != null && !key.equals(group.key))) {
+      if (group != null) {
+        finish(group, end, queue);
+      }
+      group = newGroup(key, lineno, start);
+    } else if (group.key == null && key != null) {
+      group.key = key;
+    }
+    group.last = lineno;
+    group.end = end;
+    if (l.type.equals("Patient")) {
+      if (group.patientLine >= 0) {
+        group.bad = true;
+        return group;
+      }
+      group.patientLine = lineno;
+    }
+    if (!group.bad) {
+      group.all.add(l.text);
+      if (keep(l)) {
+        group.kept.add(l.text);
+      } else {
+        dropped++;
+      }
+    }
+    return group;
+  }
+
+  private boolean keep(Line l) {
+    if (l.type.equals("Patient")) {
+      return true;
+    }
+    if (!walk.keep.containsKey(l.type)) {
+      return false; // no retrieve of the package ever asks for this type
+    }
+    Set<String> codes = walk.keep.get(l.type);
+    if (codes == null) {
+      return true;
+    }
+    for (String c : l.codes) {
+      if (codes.contains(c)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  private static Group newGroup(String key, long lineno, long start) {
+    Group g = new Group();
+    g.key = key;
+    g.first = lineno;
+    g.last = lineno;
+    g.start = start;
+    return g;
+  }
+
+  private void finish(Group g, long consumed, BlockingQueue<Future<String>> queue) throws InterruptedException {
+    records++;
+    if (g.bad || g.patientLine < 0) {
+      queue.put(CompletableFuture.completedFuture("B\t" + consumed + "\t" + g.start + "\t" + g.end + "\t" + g.first));
+      return;
+    }
+    queue.put(pool.submit(() -> evaluate(g, consumed)));
+  }
+
+  private String evaluate(Group g, long consumed) {
+    PatientEvaluator ev = evaluators.get();
+    String head = consumed + "\t" + g.first + "\t" + g.last + "\t";
+    try {
+      String context;
+      try {
+        context = ev.loadLines(g.kept);
+      } catch (RuntimeException e) {
+        // As the whole Bundle: a resource HAPI cannot read fails the patient with the message it always had.
+        context = ev.loadBundle(bundle(g.all));
+      }
+      List<String> fired = new ArrayList<>();
+      String doc = ev.document(walk, context, g.key, at, fired);
+      return "R\t" + head + String.join(",", fired) + "\t" + doc;
+    } catch (PatientEvaluator.Failed e) {
+      return "E\t" + head + Json.quote(g.key) + "\t" + Json.quote(e.getMessage());
+    } catch (Exception e) {
+      String msg = "the CQL engine failed on this patient: " + e.getClass().getSimpleName() + ": " + e.getMessage();
+      return "E\t" + head + Json.quote(g.key) + "\t" + Json.quote(msg);
+    }
+  }
+
+  static String bundle(List<String> resources) {
+    StringBuilder b = new StringBuilder("{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":[");
+    for (int i = 0; i < resources.size(); i++) {
+      b.append(i == 0 ? "" : ",").append("{\"resource\":").append(resources.get(i)).append('}');
+    }
+    return b.append("]}").toString();
+  }
+
+  /** The id after "Patient/" in a reference (as {@code bulk.patient_key}), or null. */
+  static String patientKey(String ref) {
+    if (ref == null) {
+      return null;
+    }
+    String[] parts = ref.split("/", -1);
+    for (int j = 0; j < parts.length - 1; j++) {
+      if (parts[j].equals("Patient") && !parts[j + 1].isEmpty()) {
+        return parts[j + 1];
+      }
+    }
+    return null;
+  }
+
+  private Line scan(byte[] raw, int from, int len) {
+    long t = System.nanoTime();
+    Line l = new Line();
+    try {
+      String text = pythonStrip(utf8.decode(ByteBuffer.wrap(raw, from, len - from)).toString());
+      l.text = text.indexOf('\r') >= 0 ? text.replace('\r', ' ') : text;
+      try (JsonParser p = JSON.createParser(text)) {
+        if (p.nextToken() != JsonToken.START_OBJECT) {
+          skipAll(p);
+          l.problem = true;
+          return l;
+        }
+        fields(p, l);
+        if (p.nextToken() != null) {
+          l.problem = true;
+        }
+      }
+      if (l.type == null || l.type.equals("Bundle")) {
+        l.problem = true;
+      }
+    } catch (CharacterCodingException e) {
+      l.problem = true;
+    } catch (IOException | RuntimeException e) {
+      l.problem = true;
+    } finally {
+      scanNanos += System.nanoTime() - t;
+    }
+    return l;
+  }
+
+  private static void skipAll(JsonParser p) throws IOException {
+    while (p.nextToken() != null) {
+      p.skipChildren();
+    }
+  }
+
+  private static void fields(JsonParser p, Line l) throws IOException {
+    l.codes = new ArrayList<>();
+    while (p.nextToken() == JsonToken.FIELD_NAME) {
+      String name = p.currentName();
+      JsonToken v = p.nextToken();
+      switch (name) {
+        case "resourceType" -> l.type = v == JsonToken.VALUE_STRING ? p.getText() : null;
+        case "id" -> l.id = v == JsonToken.VALUE_STRING ? p.getText() : null;
+        case "subject" -> l.subject = reference(p, v);
+        case "patient" -> l.patient = reference(p, v);
+        case "code" -> l.codes = codes(p, v);
+        default -> p.skipChildren();
+      }
+    }
+  }
+
+  private static String reference(JsonParser p, JsonToken v) throws IOException {
+    if (v != JsonToken.START_OBJECT) {
+      p.skipChildren();
+      return null;
+    }
+    String ref = null;
+    while (p.nextToken() == JsonToken.FIELD_NAME) {
+      String name = p.currentName();
+      JsonToken t = p.nextToken();
+      if (name.equals("reference")) {
+        ref = t == JsonToken.VALUE_STRING ? p.getText() : null;
+      }
+      p.skipChildren();
+    }
+    return ref;
+  }
+
+  private static List<String> codes(JsonParser p, JsonToken v) throws IOException {
+    List<String> out = new ArrayList<>();
+    if (v != JsonToken.START_OBJECT) {
+      p.skipChildren();
+      return out;
+    }
+    while (p.nextToken() == JsonToken.FIELD_NAME) {
+      String name = p.currentName();
+      JsonToken t = p.nextToken();
+      if (!name.equals("coding") || t != JsonToken.START_ARRAY) {
+        p.skipChildren();
+        continue;
+      }
+      while (p.nextToken() == JsonToken.START_OBJECT) {
+        String system = null;
+        String code = null;
+        while (p.nextToken() == JsonToken.FIELD_NAME) {
+          String f = p.currentName();
+          JsonToken ft = p.nextToken();
+          if (f.equals("system") && ft == JsonToken.VALUE_STRING) {
+            system = p.getText();
+          } else if (f.equals("code") && ft == JsonToken.VALUE_STRING) {
+            code = p.getText();
+          } else {
+            p.skipChildren();
+          }
+        }
+        if (system != null && code != null) {
+          out.add(system + "|" + code);
+        }
+      }
+      // A non-object inside `coding` ends the loop on its token; skip whatever remains of the array.
+      if (p.currentToken() != JsonToken.END_ARRAY) {
+        p.skipChildren();
+        while (p.nextToken() != JsonToken.END_ARRAY) {
+          p.skipChildren();
+        }
+      }
+    }
+    return out;
+  }
+
+  private static boolean startsWith(byte[] raw, int len, byte[] prefix) {
+    if (len < prefix.length) {
+      return false;
+    }
+    for (int i = 0; i < prefix.length; i++) {
+      if (raw[i] != prefix[i]) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** Python's {@code bytes.strip()} whitespace. */
+  private static boolean isAsciiSpace(byte b) {
+    return b == ' ' || b == '\t' || b == '\n' || b == '\r' || b == 0x0b || b == 0x0c;
+  }
+
+  /** Python's {@code str.strip()}: the characters {@code str.isspace} is true for, at both ends. */
+  static String pythonStrip(String s) {
+    int lo = 0;
+    int hi = s.length();
+    while (lo < hi && isPythonSpace(s.charAt(lo))) {
+      lo++;
+    }
+    while (hi > lo && isPythonSpace(s.charAt(hi - 1))) {
+      hi--;
+    }
+    return lo == 0 && hi == s.length() ? s : s.substring(lo, hi);
+  }
+
+  private static boolean isPythonSpace(char c) {
+    return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680
+        || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+  }
+
+  /** The counters for the end-of-run line. */
+  Map<String, Long> stats() {
+    return Map.of("records", records, "lines", lines, "dropped", dropped, "scanMs", scanNanos / 1_000_000);
+  }
+}

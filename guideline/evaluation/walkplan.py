@@ -1,0 +1,224 @@
+"""The pathway walk compiled for the JVM: the shared walk's decisions as a small tree the batch evaluator runs.
+
+`walk.py` is the walk; this module turns a package into the data that walk reads (each action's
+applicability defines, the recommendation it reaches, its card and activity as ready-made JSON
+text), so that the JVM can walk each patient itself and write the `recommend --json` line without
+Python touching the patient. Every piece of text in the document is rendered here by the same
+Python code as `model.document`; the JVM only chooses and joins. Content the Python walk would
+reject when it reaches it (no primary library, a non-CQL condition, a missing define or target)
+makes `compile_walk` return None, and population mode then walks in Python, which reports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from guideline.content.package import Package
+from guideline.core.errors import ContentError
+from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, ActionStep, Resolve, is_pathway, iter_actions
+from guideline.evaluation.model import Activity
+from guideline.evaluation.population import EvaluationPlan, _primary_library
+from guideline.evaluation.records import _compact
+from guideline.evaluation.walk import pathways
+
+
+class _Unsupported(Exception):
+    """The content needs the Python walk (which reports the problem when a patient reaches it)."""
+
+
+def _defines(pkg: Package, library: str) -> set[str]:
+    """The names of a compiled library's defines (from its ELM)."""
+    elm = pkg.elm.get(library) or {}
+    defs = (((elm.get("library") or {}).get("statements") or {}).get("def")) or []
+    return {str(d["name"]) for d in defs if isinstance(d, dict) and isinstance(d.get("name"), str)}
+
+
+class _Compiler:
+    """Builds the walk tree for one package; raises _Unsupported where the Python walk would fail."""
+
+    def __init__(self, pkg: Package) -> None:
+        self.pkg = pkg
+        self.recs: list[dict[str, Any]] = []
+        self.rec_index: dict[int, int] = {}
+
+    def library(self, plan: dict[str, Any]) -> str:
+        name = _primary_library(self.pkg, plan)
+        if name is None:
+            raise _Unsupported(f"{plan.get('id')}: no compiled primary library")
+        return name
+
+    def conditions(self, step: ActionStep) -> tuple[str | None, list[str]]:
+        conds = [c for c in step.action.get("condition", []) if c.get("kind") == "applicability"]
+        if not conds:
+            return None, []
+        lib = self.library(step.plan)
+        known = _defines(self.pkg, lib)
+        out: list[str] = []
+        for c in conds:
+            expr = c.get("expression") or {}
+            ident = expr.get("expression")
+            if expr.get("language") not in CQL_IDENTIFIER_LANGUAGES or not isinstance(ident, str) or ident not in known:
+                raise _Unsupported(f"{step.plan.get('id')} {step.path}: condition not a define of {lib}")
+            out.append(ident)
+        return lib, out
+
+    def pathway(self, pathway: dict[str, Any]) -> list[dict[str, Any]]:
+        resolve: Resolve = self.pathway_target
+        steps: list[tuple[ActionStep, dict[str, Any]]] = []
+        for step in iter_actions(pathway, resolve):
+            lib, cond = self.conditions(step)
+            node: dict[str, Any] = {"lib": lib, "cond": cond, "rec": -1, "sub": []}
+            ref = step.action.get("definitionCanonical")
+            if isinstance(ref, str):
+                target = self.pkg.resolve(ref)
+                if target is None:
+                    raise _Unsupported(f"{ref} is not in the package")
+                if target.get("resourceType") == "PlanDefinition" and not is_pathway(target):
+                    node["rec"] = self.recommendation(target)
+            steps.append((step, node))
+        return _nest(steps)
+
+    def pathway_target(self, ref: str) -> dict[str, Any] | None:
+        target = self.pkg.resolve(ref)
+        return target if target is not None and is_pathway(target) else None
+
+    def recommendation(self, plan: dict[str, Any]) -> int:
+        if id(plan) in self.rec_index:
+            return self.rec_index[id(plan)]
+        steps: list[tuple[ActionStep, dict[str, Any]]] = []
+        for step in iter_actions(plan):
+            lib, cond = self.conditions(step)
+            node: dict[str, Any] = {"lib": lib, "cond": cond, "sub": []}
+            if step.top:
+                node["card"] = self.card(plan, step)
+            node["activity"] = self.activity(step)
+            steps.append((step, node))
+        self.recs.append({"id": _compact(str(plan["id"])), "plainId": str(plan["id"]), "steps": _nest(steps)})
+        self.rec_index[id(plan)] = len(self.recs) - 1
+        return len(self.recs) - 1
+
+    def card(self, plan: dict[str, Any], step: ActionStep) -> dict[str, Any]:
+        action = step.action
+        detail: list[str] = []
+        lib: str | None = None
+        for dv in action.get("dynamicValue", []):
+            expr = dv.get("expression") or {}
+            if dv.get("path") == "action.description" and expr.get("language") in CQL_IDENTIFIER_LANGUAGES:
+                lib = self.library(plan)
+                detail.append(str(expr.get("expression")))
+        docs = action.get("documentation") or []
+        source = docs[0].get("citation", "") if docs and isinstance(docs[0], dict) else ""
+        return {
+            "title": _compact(str(action.get("title") or plan.get("title", ""))),
+            "source": _compact(str(source)),
+            "description": _compact(str(action.get("description", ""))),
+            "lib": lib,
+            "detail": detail,
+        }
+
+    def activity(self, step: ActionStep) -> dict[str, Any] | None:
+        ref = step.action.get("definitionCanonical")
+        if not isinstance(ref, str):
+            return None
+        ad = self.pkg.resolve(ref)
+        if ad is None or ad.get("resourceType") != "ActivityDefinition":
+            raise _Unsupported(f"{ref} is not an ActivityDefinition")
+        act = Activity.of_definition(ad)
+        return {"json": _compact(act.as_json()), "order": act.order}
+
+
+def _nest(steps: list[tuple[ActionStep, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The pre-order steps of `iter_actions` as a tree: depth-first order is kept, children after their parent.
+
+    `iter_actions` yields a step, then (if it is entered) the actions of the plan it names, then its
+    sub-actions: all of them are its children here, since the walk skips them all when it does not apply.
+    """
+    roots: list[dict[str, Any]] = []
+    stack: list[tuple[ActionStep, dict[str, Any]]] = []
+    for step, node in steps:
+        while stack and not _descends(step, stack[-1][0]):
+            stack.pop()
+        (stack[-1][1]["sub"] if stack else roots).append(node)
+        stack.append((step, node))
+    return roots
+
+
+def _descends(step: ActionStep, parent: ActionStep) -> bool:
+    """Whether `step` was reached through `parent`: a sub-action of it, or in a plan it leads into."""
+    if step.plan is parent.plan:
+        return step.path.startswith(parent.path + ".")
+    return step.depth > parent.depth
+
+
+def _retrieves(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if node.get("type") == "Retrieve":
+            yield node
+        for v in node.values():
+            yield from _retrieves(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _retrieves(v)
+
+
+def _value_set_url(pkg: Package, library: str, ref: dict[str, Any]) -> str | None:
+    """The canonical URL a ValueSetRef names (in its own library or the one it qualifies)."""
+    lib = pkg.elm.get(str(ref.get("libraryName") or library)) or {}
+    lib_body = lib.get("library") or {}
+    if ref.get("libraryName"):
+        # libraryName is the include's local name: find the library it stands for.
+        for inc in (lib_body.get("includes") or {}).get("def") or []:
+            if inc.get("localIdentifier") == ref.get("libraryName"):
+                lib_body = (pkg.elm.get(str(inc.get("path"))) or {}).get("library") or {}
+    for vs in (lib_body.get("valueSets") or {}).get("def") or []:
+        if vs.get("name") == ref.get("name") and isinstance(vs.get("id"), str):
+            return str(vs["id"])
+    return None
+
+
+def keep_filter(pkg: Package) -> dict[str, list[str] | None]:
+    """Which resources the CQL can ever retrieve: by type, all of them (None) or only these `system|code` codes.
+
+    A type no retrieve names is never read by the engine; a type whose every retrieve filters its
+    `code` on a value set of the package keeps only resources with a coding in one of them. The JVM
+    drops the others before parsing them (most of a record's Observations, for this guideline).
+    """
+    keep: dict[str, set[str] | None] = {}
+    for library, elm in pkg.elm.items():
+        lib_name = str((((elm.get("library") or {}).get("identifier")) or {}).get("id") or library)
+        for r in _retrieves(elm):
+            rtype = str(r.get("dataType", "")).rpartition("}")[2]
+            codes = r.get("codes")
+            url = (
+                _value_set_url(pkg, lib_name, codes)
+                if r.get("codeProperty") == "code" and isinstance(codes, dict) and codes.get("type") == "ValueSetRef"
+                else None
+            )
+            members = pkg.value_sets.get(url) if url is not None else None
+            if members is None or keep.get(rtype, set()) is None:
+                keep[rtype] = None
+                continue
+            have = keep.setdefault(rtype, set())
+            assert have is not None  # noqa: S101 - checked just above
+            for version in members.values():
+                have.update(f"{c['system']}|{c['code']}" for c in version)
+    return {k: sorted(v) if v is not None else None for k, v in keep.items()}
+
+
+def compile_walk(pkg: Package) -> dict[str, Any] | None:
+    """The walk tree for the JVM (pathways, recommendations, evaluation plan), or None if the content needs Python."""
+    plan = EvaluationPlan.of(pkg)
+    comp = _Compiler(pkg)
+    try:
+        trees = [comp.pathway(p) for p in pathways(pkg)]
+    except (_Unsupported, ContentError):
+        return None
+    return {
+        "gate": plan.gate,
+        "reachable": plan.reachable,
+        "expressions": plan.expressions,
+        "pathways": trees,
+        "recs": comp.recs,
+        "keep": keep_filter(pkg),
+    }
