@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -24,11 +25,13 @@ from guideline.content.outputs import build
 from guideline.content.package import Package, build_package
 from guideline.core import toolchain
 from guideline.core.config import Config, load_config
+from guideline.evaluation.jvm import JavaEngine, JavaPool
 from guideline.evaluation.population import (
     BATCH_RECORDS,
     FIRST_BATCH_RECORDS,
     EnginePool,
     PatientResult,
+    evaluate_opened,
     evaluate_population,
     result_line,
 )
@@ -80,11 +83,12 @@ class Settings:
     apply_sample: int
     cds_calls: int
     cli_sizes: tuple[int, ...]
+    engine_patients: int = 10000
 
     @classmethod
     def of(cls, quick: bool) -> Settings:
         if quick:
-            return cls(3, (100, 1000), (10, 100, 1000), 10, 40, 4, 40, (1000,))
+            return cls(3, (100, 1000), (10, 100, 1000), 10, 40, 4, 40, (1000,), 1000)
         return cls(5, (100, 1000, 10000), (10, 100, 1000), 40, 200, 20, 300, (1000, 10000))
 
 
@@ -128,7 +132,7 @@ def drain(results: Iterator[PatientResult]) -> int:
     """Consume a population run as the CLI does (one output line each); returns the patients evaluated."""
     n = 0
     for r in results:
-        if r.document is not None:
+        if r.evaluated:
             result_line(r)
             n += 1
     return n
@@ -249,6 +253,64 @@ class Bench:
             self.before_after(pkg, pool1)
         self.cli_runs()
         self.step("bulk input", self.bulk_grouping)
+
+    # 1 + 5 (issue 14): the JVM batch evaluator vs the Node workers vs the parse-only ceiling
+    # Long: four side-by-side measurements, one table and its explanation
+    def engines(self) -> None:
+        """Java batch (the JVM reads the file; or fed by Python) vs Node workers vs parsing only, same patients."""
+        n = self.s.engine_patients
+        path = self.population_file(n)
+        resources = _mean_resources(path)
+        with JavaPool(self.cfg, 2) as jpool, EnginePool(2) as npool:
+            pkg = build_package(self.cfg, npool.engines[0])
+            jpool.load(pkg)
+            java = jpool.walker
+            assert java is not None  # noqa: S101 - the package's walk compiles
+            log("engines: warming up the JVM (1,000 patients) and the workers (64)")
+            drain(evaluate_opened(pkg, open_population(self.population_file(1000)), AT, jpool))
+            drain(evaluate_population(pkg, open_population(self.population_file(64)).records(), AT, npool))
+            paths: list[tuple[str, Callable[[], int]]] = [
+                ("parse only: the JVM reads, groups and HAPI-parses every resource", lambda: _parsed(java, path, n)),
+                ("Java batch, the JVM reads the NDJSON (the CLI)", lambda: _run(pkg, path, jpool, True)),
+                ("Java batch, Python reads and sends batches (folders, Bulk, Spark)", lambda: _run(pkg, path, jpool)),
+                ("Node workers (reference engine, Python walk)", lambda: _run(pkg, path, npool)),
+            ]
+            got = {name: _measure(java, name, go, n) for name, go in paths}
+        parse = got[paths[0][0]]
+        rows = [
+            "| path | patients/s (wall) | JVM CPU s | Python CPU s | patients per CPU-second | of parse-only | "
+            "JVM peak RSS MiB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, m in got.items():
+            jvm = not name.startswith("Node")
+            cpu = m["jcpu"] + m["pcpu"] if jvm else m["pcpu"]
+            rows.append(
+                f"| {name} | {n / m['wall']:,.0f} | {m['jcpu']:.1f} | {m['pcpu']:.1f} | "
+                f"{n / cpu:,.0f}{'' if jvm else ' (Python only)'} | {parse['wall'] / m['wall']:.0%} | "
+                f"{m['rss']:.0f} |"
+            )
+        java_rate = n / got[paths[1][0]]["wall"]
+        node_rate = n / got[paths[3][0]]["wall"]
+        self.target(
+            f"Java batch, 2 threads, {n:,} patients of ~{resources:.0f} resources",
+            "≥ 2,000 patients/s (floor 1,000)",
+            f"{java_rate:,.0f} patients/s ({java_rate / node_rate:.1f}× the Node workers)",
+            java_rate >= 2000,
+        )
+        self.section(
+            "1d. Java batch vs Node workers vs the parse-only ceiling",
+            [
+                f"{n:,} synthetic patients (`scripts/synth --seed {SEED}`, ~{resources:.0f} resources each), 2 JVM "
+                "threads / 2 Node workers, measured one after the other in the same process after a warm-up. "
+                "'of parse-only' = parse-only wall time / this path's wall time (the physical limit: reading and "
+                "parsing the same JSON with the same library, HAPI's parser, no evaluation). CPU seconds are "
+                "given because the machine is shared: patients per CPU-second does not depend on how much of "
+                "the 2 cores the other users left. Node rows: the JVM columns are the idle JVM's.",
+                "",
+                *rows,
+            ],
+        )
 
     def bulk_grouping(self) -> None:
         """Reading a Bulk export (index, then patient by patient) vs the grouped NDJSON: the grouping cost."""
@@ -726,6 +788,29 @@ def _read_only(path: Path, n: int) -> dict[str, float]:
     return got
 
 
+def _parsed(java: JavaEngine, path: Path, n: int) -> int:
+    stats = java.parse_only(path)
+    return int(stats.get("records", 0)) if stats.get("records") == n else -1
+
+
+def _run(pkg: Package, path: Path, pool: Any, opened: bool = False) -> int:
+    population = open_population(path)
+    if opened:
+        return drain(evaluate_opened(pkg, population, AT, pool))
+    return drain(evaluate_population(pkg, population.records(), AT, pool))
+
+
+def _measure(java: JavaEngine, name: str, go: Callable[[], int], n: int) -> dict[str, float]:
+    """Wall time, the JVM's and this process's CPU seconds and the JVM's peak RSS (MiB) for one run of `go`."""
+    log(f"engines: {name}, {n:,} patients")
+    c0, p0, t0 = java.cpu_seconds(), time.process_time(), time.perf_counter()
+    got = go()
+    wall, jcpu, pcpu = time.perf_counter() - t0, java.cpu_seconds() - c0, time.process_time() - p0
+    assert got == n, f"{name}: {got} of {n}"  # noqa: S101 - a broken bench must not report
+    log(f"engines: {name}: {n / wall:,.0f}/s wall, JVM CPU {jcpu:.1f} s, Python CPU {pcpu:.1f} s")
+    return {"wall": wall, "jcpu": jcpu, "pcpu": pcpu, "rss": java.stats()["maxRssKiB"] / 1024}
+
+
 def _mean_resources(path: Path) -> float:
     patients = lines = 0
     with path.open("rb") as f:
@@ -826,7 +911,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=None, help="report file (default BENCHMARKS.md; --quick: .run/)")
     p.add_argument("--work", type=Path, default=None, help="folder for synthetic data (default: a temp folder)")
-    p.add_argument("--only", choices=("local", "server"), default=None, help="measure only one part")
+    p.add_argument("--only", choices=("local", "server", "engines"), default=None, help="measure only one part")
+    p.add_argument("--patients", type=int, default=None, help="patients for the engines part (default 10,000)")
     args = p.parse_args(argv)
     root = toolchain.repo_root()
     out = args.out or (root / ".run" / "BENCHMARKS.quick.md" if args.quick else root / "BENCHMARKS.md")
@@ -834,11 +920,16 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     work = args.work or Path(tempfile.mkdtemp(prefix="guideline-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(Settings.of(args.quick), work, args.server)
+    settings = Settings.of(args.quick)
+    if args.patients is not None:
+        settings = dataclasses.replace(settings, engine_patients=args.patients)
+    bench = Bench(settings, work, args.server)
     try:
-        if args.only != "server":
+        if args.only == "engines":
+            bench.step("engines", bench.engines)
+        elif args.only != "server":
             bench.step("local population", bench.local)
-        if args.only != "local":
+        if args.only not in ("local", "engines"):
             if args.server is None:
                 raise SystemExit("bench: the server parts need --server (scripts/bench starts one)")
             bench.server_parts()

@@ -169,6 +169,31 @@ class JavaEngine:
                 yield self._streamed(line, shown, index)
                 index += 1
 
+    def parse_only(self, path: Path) -> dict[str, Any]:
+        """Read and group an NDJSON population and parse every resource with HAPI, nothing else (the ceiling).
+
+        The same reader, threads and JSON library as `stream`, without evaluation: what any engine
+        reading FHIR JSON pays. Returns the JVM's counters.
+        """
+        with self._lock:
+            self._next += 1
+            self._send(
+                json.dumps({"id": self._next, "at": "", "stream": str(path.resolve()), "parseOnly": True}) + "\n"
+            )
+            line = self._pipes()[1].readline().decode("utf-8")
+            if not line.startswith("D\t"):
+                raise EngineError(f"the JVM batch evaluator stopped: {line.strip() or 'no output'}")
+            stats: dict[str, Any] = json.loads(line[2:]).get("stats", {})
+            return stats
+
+    def cpu_seconds(self) -> float:
+        """CPU time the JVM has used so far (user + system, from /proc; 0 where unavailable)."""
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def _streamed(self, line: str, shown: Path, index: int) -> PatientResult:
         tag, consumed, rest = line.split("\t", 2)
         if tag == "B":

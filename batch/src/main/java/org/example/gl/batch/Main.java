@@ -76,6 +76,7 @@ public final class Main {
       res.set("id", req.get("id"));
       if (req.has("stream")) {
         Stream stream = new Stream(walk, pool, evaluators::get, at);
+        stream.parseOnly = req.path("parseOnly").asBoolean(false);
         stream.run(req.get("stream").asText(), protocol, 8 * threads + 16);
         res.put("end", true).set("stats", json.valueToTree(stats(stream, evaluators, pool, threads)));
         protocol.println("D\t" + json.writeValueAsString(res));

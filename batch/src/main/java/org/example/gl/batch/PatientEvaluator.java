@@ -114,17 +114,6 @@ final class PatientEvaluator implements RetrieveProvider, TerminologyProvider {
     return load(resources);
   }
 
-  /** Parse each resource's JSON text (one NDJSON line each) into this thread's retrieve data; the Patient's id. */
-  String loadLines(List<String> lines) {
-    long t = System.nanoTime();
-    List<IBaseResource> resources = new ArrayList<>(lines.size());
-    for (String line : lines) {
-      resources.add(parser.parseResource(line));
-    }
-    parseNanos += System.nanoTime() - t;
-    return load(resources);
-  }
-
   private String load(List<IBaseResource> resources) {
     String patient = null;
     Map<String, List<Object>> types = new HashMap<>();
