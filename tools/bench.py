@@ -40,6 +40,7 @@ from guideline.remote.http import Client, Timeouts
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import plan_publish, publish_resources
 from guideline.validation.run import validate
+from tools import bench_spark
 from tools.synth import DEFAULT_AT, as_bundle, synth_patients, write_population
 
 SEED = 20261124
@@ -66,6 +67,12 @@ BASELINE_PLAN: dict[str, Any] = {
         }
     ],
 }
+
+
+# The Spark section's export (a Spark run starts a JVM per Python worker, so it is kept small on 2 cores).
+SPARK_PATIENTS = 1000
+SPARK_PATIENTS_QUICK = 500
+SPARK_RUNS = 3
 
 
 @dataclass(frozen=True)
@@ -658,6 +665,19 @@ class Bench:
             self.section(f"{title}: FAILED", [f"`{type(e).__name__}: {e}`"])
             return None
 
+    def spark(self) -> None:
+        """Spark local[2] vs the local path on the same export; local[1] vs local[2] (tools/bench_spark.py)."""
+        quick = max(self.s.sizes) < 10000
+        n = SPARK_PATIENTS_QUICK if quick else SPARK_PATIENTS
+        lines, fig = bench_spark.measure(self.work, n, 1 if quick else SPARK_RUNS)
+        self.section("6. Population mode on Apache Spark (embedded)", lines)
+        self.target(
+            f"Spark `local[2]` vs the local path, same {n:,}-patient export (wall time)",
+            "(recorded)",
+            f"{fig['overhead']:.2f}× (local[2] / local[1] throughput: {fig['scaling']:.2f}×)",
+            None,
+        )
+
     def server_parts(self) -> None:
         assert self.server is not None  # noqa: S101
         with Client(self.server, timeouts=Timeouts(read_s=300)) as client, Engine() as eng:
@@ -826,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=None, help="report file (default BENCHMARKS.md; --quick: .run/)")
     p.add_argument("--work", type=Path, default=None, help="folder for synthetic data (default: a temp folder)")
-    p.add_argument("--only", choices=("local", "server"), default=None, help="measure only one part")
+    p.add_argument("--only", choices=("local", "server", "spark"), default=None, help="measure only one part")
     args = p.parse_args(argv)
     root = toolchain.repo_root()
     out = args.out or (root / ".run" / "BENCHMARKS.quick.md" if args.quick else root / "BENCHMARKS.md")
@@ -836,9 +856,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     bench = Bench(Settings.of(args.quick), work, args.server)
     try:
-        if args.only != "server":
+        if args.only in (None, "local"):
             bench.step("local population", bench.local)
-        if args.only != "local":
+        if args.only in (None, "local", "spark"):
+            bench.step("Spark", bench.spark)
+        if args.only not in ("local", "spark"):
             if args.server is None:
                 raise SystemExit("bench: the server parts need --server (scripts/bench starts one)")
             bench.server_parts()
