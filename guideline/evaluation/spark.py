@@ -204,6 +204,23 @@ class JobSummary:
     partitions: int = 0
 
 
+def expand_uris(spark: SparkSession, files: list[str]) -> list[str]:
+    """`URI/*.ndjson` (see export_files) as the files it matches, by name, through Hadoop's FileSystem."""
+    sc = spark.sparkContext
+    out: list[str] = []
+    for f in files:
+        if "://" not in f or "*" not in f:
+            out.append(f)
+            continue
+        pattern = sc._jvm.org.apache.hadoop.fs.Path(f)  # type: ignore[union-attr]
+        found = pattern.getFileSystem(sc._jsc.hadoopConfiguration()).globStatus(pattern) or []
+        names = sorted(str(st.getPath().toString()) for st in found if st.isFile())
+        if not names:
+            raise BadInputError(f"{f.rsplit('/', 1)[0]}: no *.ndjson file there; expected {bulk.EXPECTED_BULK}")
+        out += names
+    return out
+
+
 def keyed_lines(spark: SparkSession, files: list[str]) -> RDD[Keyed]:
     """Every line of every file, keyed; line numbers from each file's own order (Hadoop splits keep it)."""
     sc = spark.sparkContext
@@ -261,6 +278,7 @@ def run_job(spark: SparkSession, pkg: Package, files: list[str], at: str, out: s
     from pyspark.sql import types as T
 
     sc = spark.sparkContext
+    files = expand_uris(spark, files)
     shipped = sc.broadcast(pkg)
     threads = int(sc.getConf().get("spark.task.cpus", "1"))
     results = (

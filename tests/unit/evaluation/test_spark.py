@@ -157,3 +157,41 @@ def test_bad_export_fails_before_spark_starts(tmp_path: Path) -> None:
     (tmp_path / "used" / "notes.txt").write_text("mine", encoding="utf-8")
     res = _run("population-spark", str(tmp_path / "empty"), "--out", str(tmp_path / "used"))
     assert res.returncode == ExitCode.USAGE and "is not an earlier result of this job" in res.stderr
+
+
+def test_lines_are_keyed_as_the_local_reader_keys_them() -> None:
+    """Verify (no Spark needed): BOM, CRLF, blank lines, a Patient, a resource, a shared one, broken lines."""
+    patient = '\ufeff{"resourceType": "Patient", "id": "a"}'
+    assert job.key_line(0, "P.ndjson", (patient, 0)) == [("P", "a", 0, 1, '{"resourceType": "Patient", "id": "a"}')]
+    obs = '{"resourceType": "Observation", "subject": {"reference": "http://x/fhir/Patient/a"}}\r'
+    assert job.key_line(1, "O.ndjson", (obs, 4))[0][:4] == ("R", "a", 1, 5)
+    assert job.key_line(1, "O.ndjson", ("  ", 5)) == []
+    med = '{"resourceType": "Medication", "id": "m1"}'
+    assert job.key_line(2, "M.ndjson", (med, 0))[0][:2] == ("S", "Medication/m1")
+    broken = '{"resourceType": "Observation", "subject": {"reference": "Patient/b"}, "v'
+    tag, key, _, _, message = job.key_line(1, "O.ndjson", (broken, 1))[0]
+    assert (tag, key) == ("X", "b") and message.startswith("O.ndjson line 2:")
+    assert job.key_line(1, "O.ndjson", ("[1]", 2))[0][0::4] == (
+        "B",
+        "line 3: not a FHIR resource (no resourceType); NDJSON holds one resource per line",
+    )
+
+
+def test_groups_become_the_local_readers_records() -> None:
+    """Verify the local reader's `where` and errors: a second Patient, no Patient, a poisoned patient, a Bundle."""
+    files = ["/x/Patient.ndjson", "/x/Observation.ndjson", "/x/Patient2.ndjson"]
+    p, o = '{"resourceType":"Patient","id":"d"}', '{"resourceType":"Observation"}'
+    order, rec = job.group_record(files, "d", [("R", "d", 1, 7, o), ("P", "d", 2, 1, p), ("P", "d", 0, 4, p)])
+    assert (order, rec.where, rec.error) == (
+        (1, 0, 4),
+        "/x/Patient.ndjson:4",
+        "a second Patient/d at Patient2.ndjson:1",
+    )
+    order, rec = job.group_record(files, "c", [("R", "c", 1, 9, o), ("R", "c", 1, 3, o)])
+    assert order == (2, 1, 3) and rec.where == "/x/Observation.ndjson:3"
+    assert rec.error == "no Patient resource for Patient/c in the export; export the Patient type too"
+    _, rec = job.group_record(files, "b", [("P", "b", 0, 2, p), ("X", "b", 1, 2, "Observation.ndjson line 2: bad")])
+    assert rec.error == "Observation.ndjson line 2: bad" and rec.bundle_json is None
+    _, rec = job.group_record(files, "a", [("R", "a", 1, 1, o), ("P", "a", 0, 1, p), ("S", "a", 3, 1, "{}")])
+    assert rec.error is None and rec.bundle_json is not None
+    assert [e["resource"] for e in json.loads(rec.bundle_json)["entry"]] == [json.loads(p), json.loads(o), {}]
