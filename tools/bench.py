@@ -71,7 +71,7 @@ BASELINE_PLAN: dict[str, Any] = {
 
 # The Spark section's export (a Spark run starts a JVM per Python worker, so it is kept small on 2 cores).
 SPARK_PATIENTS = 1000
-SPARK_PATIENTS_QUICK = 500
+SPARK_PATIENTS_QUICK = 200
 SPARK_RUNS = 3
 
 

@@ -68,6 +68,8 @@ def measure(work: Path, n: int, runs: int) -> tuple[list[str], dict[str, float]]
             extra = ["--workers", "2", "--out", str(out) + ".ndjson"] if argv[0] == "recommend" else ["--out", str(out)]
             sys.stderr.write(f"bench: spark section, {kind}, {n} patients, run {run + 1}/{runs}\n")
             got[kind].append(_cli([*argv, "--at", AT, *extra]))
+            r = got[kind][-1]
+            sys.stderr.write(f"bench:   wall {r.wall:.1f} s, evaluating {r.evaluating:.1f} s, {r.rate:,.0f}/s\n")
     med = {k: sorted(r.wall for r in v)[len(v) // 2] for k, v in got.items()}
     rate = {k: sorted(r.rate for r in v)[len(v) // 2] for k, v in got.items()}
     local, s2, s1 = kinds
