@@ -43,6 +43,7 @@ from guideline.remote.http import Client, Timeouts
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import plan_publish, publish_resources
 from guideline.validation.run import validate
+from tools import bench_spark
 from tools.synth import DEFAULT_AT, as_bundle, synth_patients, write_population
 
 SEED = 20261124
@@ -69,6 +70,12 @@ BASELINE_PLAN: dict[str, Any] = {
         }
     ],
 }
+
+
+# The Spark section's export (a Spark run starts a JVM per Python worker, so it is kept small on 2 cores).
+SPARK_PATIENTS = 1000
+SPARK_PATIENTS_QUICK = 200
+SPARK_RUNS = 3
 
 
 @dataclass(frozen=True)
@@ -720,6 +727,19 @@ class Bench:
             self.section(f"{title}: FAILED", [f"`{type(e).__name__}: {e}`"])
             return None
 
+    def spark(self) -> None:
+        """Spark local[2] vs the local path on the same export; local[1] vs local[2] (tools/bench_spark.py)."""
+        quick = max(self.s.sizes) < 10000
+        n = SPARK_PATIENTS_QUICK if quick else SPARK_PATIENTS
+        lines, fig = bench_spark.measure(self.work, n, 1 if quick else SPARK_RUNS)
+        self.section("6. Population mode on Apache Spark (embedded)", lines)
+        self.target(
+            f"Spark `local[2]` vs the local path, same {n:,}-patient export (wall time)",
+            "(recorded)",
+            f"{fig['overhead']:.2f}× (local[2] / local[1] throughput: {fig['scaling']:.2f}×)",
+            None,
+        )
+
     def server_parts(self) -> None:
         assert self.server is not None  # noqa: S101
         with Client(self.server, timeouts=Timeouts(read_s=300)) as client, Engine() as eng:
@@ -911,7 +931,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=None, help="report file (default BENCHMARKS.md; --quick: .run/)")
     p.add_argument("--work", type=Path, default=None, help="folder for synthetic data (default: a temp folder)")
-    p.add_argument("--only", choices=("local", "server", "engines"), default=None, help="measure only one part")
+    p.add_argument(
+        "--only", choices=("local", "server", "engines", "spark"), default=None, help="measure only one part"
+    )
     p.add_argument("--patients", type=int, default=None, help="patients for the engines part (default 10,000)")
     args = p.parse_args(argv)
     root = toolchain.repo_root()
@@ -925,11 +947,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, engine_patients=args.patients)
     bench = Bench(settings, work, args.server)
     try:
-        if args.only == "engines":
-            bench.step("engines", bench.engines)
-        elif args.only != "server":
+        if args.only in (None, "local"):
             bench.step("local population", bench.local)
-        if args.only not in ("local", "engines"):
+        if args.only in (None, "engines"):
+            bench.step("engines", bench.engines)
+        if args.only in (None, "spark"):
+            bench.step("Spark", bench.spark)
+        if args.only in (None, "server"):
             if args.server is None:
                 raise SystemExit("bench: the server parts need --server (scripts/bench starts one)")
             bench.server_parts()

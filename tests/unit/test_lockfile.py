@@ -19,9 +19,9 @@ def _lock() -> dict[str, str]:
 
 
 def test_pyproject_pins_match_the_lock() -> None:
-    """Verify that every exact pin in pyproject.toml (runtime and dev) is the version the lock installs."""
+    """Verify that every exact pin in pyproject.toml (runtime and every extra) is the version the lock installs."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    reqs = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    reqs = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
     lock = _lock()
     for req in reqs:
         name, _, version = req.partition("==")
