@@ -22,17 +22,18 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * CDS Hooks HTTP binding: {@code GET /cds-services} (discovery) and {@code POST /cds-services/{id}} (call).
- * HAPI's cds-hooks module provides the registry but no servlet for a plain JPA server, so this is it.
- * Errors are returned as JSON {@code {"error": ...}} with the HAPI status code (400 unknown service, bad request).
+ * CDS Hooks HTTP binding: {@code GET /cds-services} (discovery), {@code POST /cds-services/{id}} (call) and
+ * {@code POST /cds-services/{id}/feedback}. HAPI's cds-hooks module provides the registry (which services exist,
+ * their prefetch templates) but no servlet for a plain JPA server, so this is it. Errors are JSON
+ * {@code {"error": ...}} with a status (400 bad request, 404 unknown service or card, 412, 502/504, 500).
  *
  * <p>Prefetch ({@link PrefetchResolver}): keys the client left out, sent as null or as an OperationOutcome are read
  * from the request's {@code fhirServer} with its {@code fhirAuthorization}; without a {@code fhirServer} the call
- * answers 412; a failing EHR server answers 502/504. When {@code fhirServer} is this server itself, every key is an
- * empty Bundle and the engine reads the stored data: CR (4.4.0) evaluates with the prefetch as extra data <em>and</em>
- * the server's data, so a resource in both would be seen twice ("Expected a list with at most one element" for the
- * Patient) and a card would silently disappear. Discovery publishes the Patient template as a read
- * ({@code Patient/{{context.patientId}}}), not CR's {@code Patient?_id=...} search.
+ * answers 412; a failing EHR server answers 502/504. Evaluation ({@link CdsEvaluator}) is our own $apply path with
+ * that data only ({@code useServerData=false}); only a per-recommendation call whose {@code fhirServer} is this
+ * server lets the engine read the stored data instead. Cards: {@link CdsCards}; feedback: {@link CdsFeedback}.
+ * Discovery publishes the Patient template as a read ({@code Patient/{{context.patientId}}}), not CR's
+ * {@code Patient?_id=...} search. A servlet Filter on /cds-services/* runs before all of this.
  */
 public class CdsHooksServlet extends HttpServlet {
 	private static final Logger ourLog = LoggerFactory.getLogger(CdsHooksServlet.class);
@@ -172,7 +173,10 @@ public class CdsHooksServlet extends HttpServlet {
 				write(resp, 400, Map.of("error", "the request body must be a JSON object (CDS Hooks request)"));
 				return;
 			}
-			boolean dataHere = pointsHere(req, object.get("fhirServer"));
+			// The pathway service reads the stored data once through its prefetch templates (loopback HTTP) and
+			// evaluates all six recommendations in memory; a per-recommendation service lets the engine search the
+			// database directly (one search per retrieve), cheaper for one library.
+			boolean dataHere = pointsHere(req, object.get("fhirServer")) && !pathway;
 			List<String> plans = pathway ? recommendations.stream().map(CdsServiceJson::getId).toList() : List.of(id);
 			Map<String, String> templates =
 					pathway ? unionTemplates(recommendations) : PrefetchResolver.templates(service.getPrefetch());
