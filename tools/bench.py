@@ -49,6 +49,7 @@ from tools.synth import DEFAULT_AT, as_bundle, synth_patients, write_population
 SEED = 20261124
 AT = f"{DEFAULT_AT.isoformat()}T12:00:00Z"
 BASELINE_ID = "BenchTrivialBaseline"
+PATHWAY_CDS = "gl-treatment"  # the pathway service: every recommendation's cards in one call
 OURS_CDS = "GLR2Bromocriptine"  # the recommendation with the most logic (two effects, a dynamic card text)
 BASELINE_PLAN: dict[str, Any] = {
     "resourceType": "PlanDefinition",
@@ -717,6 +718,33 @@ class Bench:
         )
         self.target("CDS `patient-view` p95, ours vs trivial baseline", "≤ 1.5×", f"{ratio95:.2f}×", ratio95 <= 1.5)
 
+    # 3b: the pathway service (one call) vs the six per-recommendation calls, same patients
+    def pathway_vs_six(self, client: Client, patients: list[str]) -> None:
+        """One `gl-treatment` call vs the six per-recommendation calls in a row, alternating, same patient."""
+        n = max(20, self.s.cds_calls // 3)
+        six = [x["id"] for x in discover(client) if x["id"].startswith("GLR") and x["hook"] == "patient-view"]
+        if len(six) != 6:
+            raise RuntimeError(f"expected six per-recommendation services, found {sorted(six)}")
+        one_lat, six_lat = pathway_vs_six_latencies(client, patients, six, n)
+        rows = ["| what | p50 | p95 |", "|---|---|---|"]
+        for what, lat in ((f"`{PATHWAY_CDS}`, one call", one_lat), ("the six services, sum of one round", six_lat)):
+            rows.append(f"| {what} | {percentile(lat, 50) * 1000:.0f} ms | {percentile(lat, 95) * 1000:.0f} ms |")
+        r50 = percentile(one_lat, 50) / percentile(six_lat, 50)
+        r95 = percentile(one_lat, 95) / percentile(six_lat, 95)
+        rows.append(f"| ratio one / six | {r50:.2f}× | {r95:.2f}× |")
+        self.section(
+            "3b. CDS Hooks: the pathway service vs the six per-recommendation calls",
+            [
+                f"{n} rounds (after 5 warm-up rounds), alternating which goes first, over the {len(patients)} "
+                f"loaded patients; data on the server (`fhirServer` = the server). One `{PATHWAY_CDS}` call applies "
+                "the six recommendation PlanDefinitions in one request (one processor, the compiled-library "
+                "cache, GLPathway's order); the six calls each do one.",
+                "",
+                *rows,
+            ],
+        )
+        self.target("CDS pathway call p50 vs sum of six calls", "≤ 0.5×", f"{r50:.2f}×", r50 <= 0.5)
+
     def step(self, title: str, fn: Callable[[], Any]) -> Any:
         """Run one part; a failure is recorded in the report (and fails the run) but the other parts go on."""
         try:
@@ -750,6 +778,7 @@ class Bench:
             patients = self.step("$apply", lambda: self.hapi_apply(client, pkg))
             if patients:
                 self.step("CDS Hooks", lambda: self.cds(client, patients))
+                self.step("CDS pathway vs six", lambda: self.pathway_vs_six(client, patients))
             self.step("build + validate", lambda: self.build_validate(client))
 
     # ---------------------------------------------------------------- report
@@ -796,6 +825,26 @@ t2 = time.monotonic()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"open": t1 - t0, "read": t2 - t1, "patients": n, "rss": rss}))
 """
+
+
+def pathway_vs_six_latencies(
+    client: Client, patients: list[str], six: list[str], rounds: int
+) -> tuple[list[float], list[float]]:
+    """Seconds per pathway call and per round of the six calls, `rounds` each after 5 warm-up rounds."""
+    one_lat: list[float] = []
+    six_lat: list[float] = []
+    for i in range(rounds + 5):
+        pid = patients[i % len(patients)]
+        got: dict[str, float] = {}
+        for what in ("one", "six") if i % 2 == 0 else ("six", "one"):
+            t = time.perf_counter()
+            for sid in [PATHWAY_CDS] if what == "one" else six:
+                call(client, sid, patient=pid)
+            got[what] = time.perf_counter() - t
+        if i >= 5:
+            one_lat.append(got["one"])
+            six_lat.append(got["six"])
+    return one_lat, six_lat
 
 
 def _read_only(path: Path, n: int) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""`guideline cds`: the EHR-side CDS Hooks client (discovery and calls)."""
+"""`guideline cds`: the EHR-side CDS Hooks client (discovery, calls, accepting a suggestion, feedback counts)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from guideline.cli import common
+from guideline.core.errors import BadInputError
 from guideline.remote.capability import CDS_PREFETCH, check_server
-from guideline.remote.cds import CHANNELS, DEFAULT_USER, call, discover, fhir_base_for
+from guideline.remote.cds import (
+    CHANNELS,
+    DEFAULT_USER,
+    accept_suggestion,
+    call,
+    discover,
+    feedback_counts,
+    fhir_base_for,
+    find_suggestion,
+    services_for_hook,
+)
 from guideline.remote.http import Client, Timeouts, read_token
 
 
@@ -23,7 +34,7 @@ def render_card(card: dict[str, Any]) -> str:
     if src.get("label"):
         lines.append(f"    source: {src['label']}" + (f" <{src['url']}>" if src.get("url") else ""))
     for s in card.get("suggestions") or []:
-        lines.append(f"    suggestion: {s.get('label', '')}")
+        lines.append(f"    suggestion: {s.get('label', '')} (uuid {s.get('uuid', '?')})")
     for link in card.get("links") or []:
         lines.append(f"    link: {link.get('label', '')} <{link.get('url', '')}>")
     return "\n".join(lines)
@@ -35,9 +46,16 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
     services = sub.add_parser("services", help="list the CDS services (discovery)")
     common.add_server_args(services, required=True)
     common.add_json_flag(services)
-    c = sub.add_parser("call", help="call one service (or every service for the hook) for a patient")
+    c = sub.add_parser(
+        "call", help="call one service (default: every service for the hook a pathway service does not cover)"
+    )
     common.add_server_args(c, required=True)
-    c.add_argument("--service", default=None, metavar="ID", help="service id (default: every service for the hook)")
+    c.add_argument(
+        "--service",
+        default=None,
+        metavar="ID",
+        help="service id (default: every service for the hook, skipping those a listed pathway service covers)",
+    )
     c.add_argument("--hook", default="patient-view", metavar="HOOK", help="the hook to call (default patient-view)")
     c.add_argument("--patient", required=True, metavar="ID", help="Patient id on the FHIR server")
     c.add_argument(
@@ -62,6 +80,18 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
     )
     c.add_argument("--only-cards", action="store_true", help="list only services that returned cards")
     common.add_json_flag(c)
+    a = sub.add_parser("accept", help="accept a suggestion: create its draft on the EHR, then send feedback")
+    common.add_server_args(a, required=True)
+    a.add_argument("--response", type=Path, required=True, metavar="FILE", help="saved `cds call --json` output")
+    a.add_argument("--suggestion", required=True, metavar="UUID", help="uuid of the suggestion to accept")
+    a.add_argument("--ehr", required=True, metavar="URL", help="the EHR's FHIR server to create the draft on")
+    a.add_argument(
+        "--ehr-token-file", type=Path, default=None, metavar="FILE", help="bearer token of the EHR's FHIR server"
+    )
+    common.add_json_flag(a)
+    f = sub.add_parser("feedback", help="feedback the CDS server stored: counts per service, outcome and reason")
+    common.add_server_args(f, required=True)
+    common.add_json_flag(f)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -75,6 +105,10 @@ def main(args: argparse.Namespace) -> int:
                 for s in services:
                     print(f"{s['id']:<28} {s['hook']:<14} {s.get('title', '')}")
             return 0
+        if args.cds_command == "feedback":
+            return _print_feedback(feedback_counts(client), args.json)
+        if args.cds_command == "accept":
+            return _accept(client, args)
         with ExitStack() as stack:
             data, token = client, None
             if args.ehr:
@@ -86,7 +120,7 @@ def main(args: argparse.Namespace) -> int:
             if channel != "server" and channel != "fhir":
                 # Prefetch is read from the FHIR server as an EHR would: check it once for the whole run.
                 check_server(data, CDS_PREFETCH)
-            ids = [args.service] if args.service else [s["id"] for s in discover(client) if s["hook"] == args.hook]
+            ids = [args.service] if args.service else services_for_hook(discover(client), args.hook)
             results = {
                 sid: call(
                     client,
@@ -110,4 +144,40 @@ def main(args: argparse.Namespace) -> int:
         print(f"{sid}: {len(resp['cards'])} card(s)")
         for card in resp["cards"]:
             print("  " + render_card(card).replace("\n", "\n  "))
+    return 0
+
+
+def _accept(client: Client, args: argparse.Namespace) -> int:
+    """Accept one suggestion of a saved response: its draft created on the EHR, then `accepted` feedback."""
+    try:
+        responses = json.loads(args.response.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BadInputError(f"{args.response}: cannot read a saved `cds call --json` output ({e})") from None
+    if not isinstance(responses, dict):
+        raise BadInputError(f"{args.response}: not a `cds call --json` output (an object of service id -> response)")
+    service, card, suggestion = find_suggestion(responses, args.suggestion)
+    token = read_token(args.ehr_token_file) if args.ehr_token_file else None
+    with Client(args.ehr, token=token, verify_tls=not args.insecure, timeouts=Timeouts(read_s=args.timeout)) as ehr:
+        created = accept_suggestion(client, ehr, service, card, suggestion)
+    if args.json:
+        print(json.dumps({"service": service, "card": card["uuid"], "created": created}, indent=2))
+    else:
+        print(f"accepted '{suggestion.get('label', '')}' ({service}): created {', '.join(created)} on {args.ehr}")
+        print("feedback sent: accepted")
+    return 0
+
+
+def _print_feedback(counts: dict[str, dict[str, Any]], as_json: bool) -> int:
+    """Print feedback counts per service (accepted, overridden with reasons)."""
+    if as_json:
+        print(json.dumps(counts, indent=2))
+        return 0
+    if not counts:
+        print("no feedback stored")
+    for service, c in counts.items():
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(c["reasons"].items()))
+        print(
+            f"{service:<28} accepted {c['accepted']:>4}  overridden {c['overridden']:>4}"
+            + (f" ({reasons})" if reasons else "")
+        )
     return 0

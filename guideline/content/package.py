@@ -275,8 +275,59 @@ def _retrieves(node: Any, out: list[dict[str, Any]]) -> None:
             _retrieves(v, out)
 
 
-def data_requirements(names: list[str], elms: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """DataRequirements for every retrieve in the given libraries (HAPI builds prefetch from these)."""
+def _refs(node: Any, out: list[tuple[str | None, str]]) -> None:
+    """(library alias or None, name) of every ExpressionRef and FunctionRef under `node`."""
+    if isinstance(node, dict):
+        if node.get("type") in ("ExpressionRef", "FunctionRef") and isinstance(node.get("name"), str):
+            out.append((node.get("libraryName"), node["name"]))
+        for v in node.values():
+            _refs(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            _refs(v, out)
+
+
+def used_statements(name: str, elms: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per library, the statements `name` can evaluate: all of its own, and of its includes only those reached.
+
+    A definition of an included library that nothing here refers to (directly or through other definitions)
+    is left out, so a recommendation's data requirements (its CDS prefetch) list only what its logic reads.
+    """
+    reached: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    todo: list[tuple[str, dict[str, Any]]] = [(name, st) for st in _statements(elms, name)]
+    seen: set[tuple[str, str, int]] = set()
+    while todo:
+        lib, st = todo.pop()
+        key = (lib, str(st.get("name")), id(st))
+        if key in seen:
+            continue
+        seen.add(key)
+        reached.setdefault(lib, {}).setdefault(str(st.get("name")), []).append(st)
+        aliases = {d.get("localIdentifier", d["path"]): d["path"] for d in _include_defs(elms, lib)}
+        found: list[tuple[str | None, str]] = []
+        _refs(st, found)
+        for alias, ref in found:
+            target = lib if alias is None else aliases.get(alias)
+            if target in elms and target != "FHIRHelpers":
+                todo += [(target, d) for d in _statements(elms, target) if d.get("name") == ref]
+    return {lib: [st for sts in by_name.values() for st in sts] for lib, by_name in reached.items()}
+
+
+def _statements(elms: dict[str, dict[str, Any]], lib: str) -> list[dict[str, Any]]:
+    return list(((elms[lib]["library"].get("statements") or {}).get("def")) or []) if lib in elms else []
+
+
+def _include_defs(elms: dict[str, dict[str, Any]], lib: str) -> list[dict[str, Any]]:
+    return list(((elms[lib]["library"].get("includes") or {}).get("def")) or [])
+
+
+def data_requirements(
+    names: list[str], elms: dict[str, dict[str, Any]], used: dict[str, list[dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
+    """DataRequirements for every retrieve in the given libraries (HAPI builds prefetch from these).
+
+    `used` (from used_statements) limits each library to the statements listed for it.
+    """
     reqs: dict[str, dict[str, Any]] = {}
     for name in names:
         lib = elms[name]["library"]
@@ -284,7 +335,7 @@ def data_requirements(names: list[str], elms: dict[str, dict[str, Any]]) -> list
         csys = {d["name"]: d["id"] for d in (lib.get("codeSystems") or {}).get("def", [])}
         codes = {d["name"]: d for d in (lib.get("codes") or {}).get("def", [])}
         found: list[dict[str, Any]] = []
-        _retrieves(lib.get("statements"), found)
+        _retrieves(lib.get("statements") if used is None else used.get(name, []), found)
         for r in found:
             dtype = r.get("dataType", "").split("}")[-1]
             req: dict[str, Any] = {"type": dtype}
@@ -412,7 +463,7 @@ def library_content(
         "type": {"coding": [{"system": LIBRARY_TYPE_SYSTEM, "code": "logic-library"}]},
         "parameter": _library_parameters(elm["library"]),
         "relatedArtifact": _depends_on(elm, cfg),
-        "dataRequirement": data_requirements(_closure(name, elms), elms),
+        "dataRequirement": data_requirements(_closure(name, elms), elms, used_statements(name, elms)),
         "content": [
             {"contentType": "text/cql", "data": _b64(cql_text.encode("utf-8"))},
             {"contentType": "application/elm+json", "data": _b64(elm_bytes)},

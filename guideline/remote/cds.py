@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import uuid
@@ -173,3 +174,107 @@ def _templates(client: Client, service_id: str) -> dict[str, str]:
             f"known: {', '.join(sorted(services)) or 'none'}"
         )
     return dict(services[service_id].get("prefetch") or {})
+
+
+# Discovery extension on a pathway service: the ids of the services whose cards it already returns. A client
+# calling "every service for the hook" skips those, so no card is shown twice.
+PATHWAY_OF_EXTENSION = "org.example.gl.pathway-of"
+# Basic.code system of the CDS server's own records (cards sent, feedback received) in its FHIR database.
+RECORD_SYSTEM = "http://example.org/fhir/gl-treatment/cds-record"
+_EXT = "http://example.org/fhir/gl-treatment/StructureDefinition/cds-"
+
+
+def services_for_hook(services: list[dict[str, Any]], hook: str) -> list[str]:
+    """The ids to call for `hook`: every service for it, but none a listed pathway service already covers."""
+    covered = {
+        sid
+        for s in services
+        for sid in ((s.get("extension") or {}).get(PATHWAY_OF_EXTENSION) or [])
+        if s.get("hook") == hook
+    }
+    return [s["id"] for s in services if s["hook"] == hook and s["id"] not in covered]
+
+
+def find_suggestion(responses: dict[str, Any], suggestion: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(service id, card, suggestion) of the suggestion with that uuid in `cds call --json` output."""
+    for service, resp in responses.items():
+        for card in (resp or {}).get("cards") or []:
+            for s in card.get("suggestions") or []:
+                if s.get("uuid") == suggestion:
+                    return service, card, s
+    raise UsageError(f"no suggestion with uuid {suggestion} in the saved response; use a uuid from its cards")
+
+
+def feedback_url(client: Client, service: str) -> str:
+    """POST target for feedback on `service`'s cards (CDS Hooks 2.0)."""
+    return f"{cds_base_for(client.base_url)}/{service}/feedback"
+
+
+def send_feedback(client: Client, service: str, items: list[dict[str, Any]]) -> None:
+    """POST CDS Hooks 2.0 feedback for `service`; a refusal raises with the server's reason."""
+    client.post_json(feedback_url(client, service), {"feedback": items}, content_type="application/json", ok=(200,))
+
+
+def accept_suggestion(
+    client: Client, ehr: Client, service: str, card: dict[str, Any], suggestion: dict[str, Any]
+) -> list[str]:
+    """Do what a clinician accepting the suggestion does: create its draft resources on the EHR, then tell the service.
+
+    Returns the EHR references created ("ServiceRequest/123"). Only `create` actions are supported.
+    """
+    created: list[str] = []
+    for action in suggestion.get("actions") or []:
+        resource = action.get("resource")
+        if action.get("type") != "create" or not isinstance(resource, dict) or "resourceType" not in resource:
+            raise ServerRejectedError(
+                f"suggestion {suggestion.get('uuid')}: only 'create' actions with a resource are supported"
+            )
+        made = ehr.post_json(resource["resourceType"], resource, ok=(200, 201))
+        created.append(f"{resource['resourceType']}/{(made or {}).get('id', '?')}")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    send_feedback(
+        client,
+        service,
+        [
+            {
+                "card": card["uuid"],
+                "outcome": "accepted",
+                "acceptedSuggestions": [{"id": suggestion["uuid"]}],
+                "outcomeTimestamp": now,
+            }
+        ],
+    )
+    return created
+
+
+def _ext(resource: dict[str, Any], name: str) -> list[Any]:
+    """Values of the server record's extension `name` (value[x], whatever its type)."""
+    out = []
+    for e in resource.get("extension") or []:
+        if e.get("url") == _EXT + name:
+            out += [v for k, v in e.items() if k.startswith("value")]
+    return out
+
+
+def feedback_counts(client: Client) -> dict[str, dict[str, Any]]:
+    """Feedback the CDS server stored (its FHIR Basic records), counted per service: accepted, and overridden by reason.
+
+    Reasons are codes ("patient-declined"); overrides without a reason count under "(no reason)".
+    """
+    counts: dict[str, dict[str, Any]] = {}
+    url: str | None = fhir_base_for(client.base_url) + "/Basic"
+    params: dict[str, str] | None = {"code": f"{RECORD_SYSTEM}|feedback", "_count": "500"}
+    while url:
+        bundle = client.get_json(url, params=params)
+        params = None  # the next link carries them
+        for entry in bundle.get("entry") or []:
+            r = entry.get("resource") or {}
+            service = next(iter(_ext(r, "service")), "?")
+            outcome = next(iter(_ext(r, "outcome")), "?")
+            per = counts.setdefault(service, {"accepted": 0, "overridden": 0, "reasons": {}})
+            per[outcome] = per.get(outcome, 0) + 1
+            if outcome == "overridden":
+                reason = next((c.get("code") for c in _ext(r, "override-reason") if isinstance(c, dict)), "(no reason)")
+                per["reasons"][reason] = per["reasons"].get(reason, 0) + 1
+        url = next((link.get("url") for link in bundle.get("link") or [] if link.get("relation") == "next"), None)
+    return dict(sorted(counts.items()))

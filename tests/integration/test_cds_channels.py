@@ -26,6 +26,7 @@ from guideline.remote.patients import days_until, load_patient, roll_dates
 from tests.integration.conftest import Ehr
 from tests.support import CASES_DIR, TESTS
 from tests.support.casedata import CASES
+from tests.support.cdscards import Knowledge, check_card
 from tests.support.netutil import free_port
 
 SUPPORT = TESTS / "support"
@@ -64,22 +65,25 @@ def with_prefix(node: Any, prefix: str = EHR_PREFIX) -> Any:
 PATHWAY_SERVICE = "gl-treatment"
 
 
-def _cards(resp: dict[str, Any]) -> list[str]:
-    """Card summaries, after checking the CDS Hooks 2.0 card rules CR alone does not meet (uuid, summary < 140)."""
+def _cards(resp: dict[str, Any], pid: str, knowledge: Knowledge) -> list[str]:
+    """Card summaries, after checking every card's CDS Hooks 2.0 shape (uuids, summary, source, suggestions...)."""
     uuids = [uuid.UUID(c["uuid"]) for c in resp["cards"]]
-    assert len(set(uuids)) == len(uuids), "card uuids repeat"
-    assert all(len(c["summary"]) < 140 for c in resp["cards"]), [c["summary"] for c in resp["cards"]]
+    uuids += [uuid.UUID(s["uuid"]) for c in resp["cards"] for s in c.get("suggestions") or []]
+    assert len(set(uuids)) == len(uuids), "card or suggestion uuids repeat"
+    for card in resp["cards"]:
+        check_card(card, pid, knowledge)
     return [c["summary"] for c in resp["cards"]]
 
 
 def _per_service(client: Client, published: dict[str, Any], pid: str) -> tuple[set[str], list[str]]:
     """Channel (f) on each recommendation service: which fired, and all their cards in recommendation order."""
     fired, cards = set(), []
-    for plan in sorted(published["plans"], key=lambda p: p["id"]):
+    knowledge = Knowledge(published["pkg"].resources)
+    for plan in published["plans"]:  # pathway order (R1 ... R6)
         resp = call(client, plan["id"], patient=pid)
         if resp["cards"]:
             fired.add(plan["id"])
-        cards += _cards(resp)
+        cards += _cards(resp, pid, knowledge)
     return fired, cards
 
 
@@ -90,7 +94,8 @@ def _pathway_on_every_channel(
     templates = published["templates"][PATHWAY_SERVICE]
     context = {"userId": DEFAULT_USER, "patientId": prefixed_id(pid)}
     resolved = resolve_prefetch(data, templates, context)
-    out = {"server": _cards(call(client, PATHWAY_SERVICE, patient=pid))}
+    knowledge = Knowledge(published["pkg"].resources)
+    out = {"server": _cards(call(client, PATHWAY_SERVICE, patient=pid), pid, knowledge)}
     for channel in CHANNELS[1:]:
         resp = call(
             client,
@@ -102,7 +107,7 @@ def _pathway_on_every_channel(
             templates=templates,
             resolved=resolved,
         )
-        out[channel] = _cards(resp)
+        out[channel] = _cards(resp, prefixed_id(pid), knowledge)
     return out
 
 

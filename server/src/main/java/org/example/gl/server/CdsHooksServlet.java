@@ -14,27 +14,26 @@ import java.io.IOException;
 import java.net.URI;
 import java.time.Duration;
 import java.util.Comparator;
-import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.UUID;
 import java.util.stream.Collectors;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * CDS Hooks HTTP binding: {@code GET /cds-services} (discovery) and {@code POST /cds-services/{id}} (call).
- * HAPI's cds-hooks module provides the registry but no servlet for a plain JPA server, so this is it.
- * Errors are returned as JSON {@code {"error": ...}} with the HAPI status code (400 unknown service, bad request).
+ * CDS Hooks HTTP binding: {@code GET /cds-services} (discovery), {@code POST /cds-services/{id}} (call) and
+ * {@code POST /cds-services/{id}/feedback}. HAPI's cds-hooks module provides the registry (which services exist,
+ * their prefetch templates) but no servlet for a plain JPA server, so this is it. Errors are JSON
+ * {@code {"error": ...}} with a status (400 bad request, 404 unknown service or card, 412, 502/504, 500).
  *
  * <p>Prefetch ({@link PrefetchResolver}): keys the client left out, sent as null or as an OperationOutcome are read
  * from the request's {@code fhirServer} with its {@code fhirAuthorization}; without a {@code fhirServer} the call
- * answers 412; a failing EHR server answers 502/504. When {@code fhirServer} is this server itself, every key is an
- * empty Bundle and the engine reads the stored data: CR (4.4.0) evaluates with the prefetch as extra data <em>and</em>
- * the server's data, so a resource in both would be seen twice ("Expected a list with at most one element" for the
- * Patient) and a card would silently disappear. Discovery publishes the Patient template as a read
- * ({@code Patient/{{context.patientId}}}), not CR's {@code Patient?_id=...} search.
+ * answers 412; a failing EHR server answers 502/504. Evaluation ({@link CdsEvaluator}) is our own $apply path with
+ * that data only ({@code useServerData=false}); only a per-recommendation call whose {@code fhirServer} is this
+ * server lets the engine read the stored data instead. Cards: {@link CdsCards}; feedback: {@link CdsFeedback}.
+ * Discovery publishes the Patient template as a read ({@code Patient/{{context.patientId}}}), not CR's
+ * {@code Patient?_id=...} search. A servlet Filter on /cds-services/* runs before all of this.
  */
 public class CdsHooksServlet extends HttpServlet {
 	private static final Logger ourLog = LoggerFactory.getLogger(CdsHooksServlet.class);
@@ -43,21 +42,38 @@ public class CdsHooksServlet extends HttpServlet {
 	private final transient ObjectMapper mapper;
 	private final transient PrefetchResolver prefetch;
 	private final String pathwayId;
-	private static final int MAX_SUMMARY = 140;
+	private final transient CdsEvaluator evaluator;
+	private final transient CdsCards cardMaker;
+	private final transient CdsFeedback feedback;
 
-	public CdsHooksServlet(ICdsServiceRegistry registry, ObjectMapper mapper, Duration fhirServerBudget, String pathwayId) {
+	public CdsHooksServlet(
+			ICdsServiceRegistry registry,
+			ObjectMapper mapper,
+			Duration fhirServerBudget,
+			String pathwayId,
+			CdsEvaluator evaluator,
+			CdsCards cardMaker,
+			CdsFeedbackStore store) {
 		this.registry = registry;
 		this.mapper = mapper;
 		this.prefetch = new PrefetchResolver(mapper, fhirServerBudget);
 		this.pathwayId = pathwayId;
+		this.evaluator = evaluator;
+		this.cardMaker = cardMaker;
+		this.feedback = new CdsFeedback(store);
 	}
 
-	/** The per-recommendation patient-view services the pathway service runs, ordered by id (GLR1 ... GLR6). */
+	/**
+	 * The per-recommendation patient-view services the pathway service runs, in the order of the pathway
+	 * PlanDefinition's actions (R1 ... R6); services it does not reach come after, by id.
+	 */
 	private List<CdsServiceJson> recommendationServices() {
 		List<CdsServiceJson> all = registry.getCdsServicesJson().getServices();
+		List<String> order = evaluator.pathwayPlans();
 		return (all == null ? List.<CdsServiceJson>of() : all).stream()
 				.filter(s -> "patient-view".equals(s.getHook()) && !pathwayId.equals(s.getId()))
-				.sorted(Comparator.comparing(CdsServiceJson::getId))
+				.sorted(Comparator.comparing((CdsServiceJson s) -> order.contains(s.getId()) ? order.indexOf(s.getId()) : order.size())
+						.thenComparing(CdsServiceJson::getId))
 				.toList();
 	}
 
@@ -82,50 +98,29 @@ public class CdsHooksServlet extends HttpServlet {
 				+ services.stream().map(CdsServiceJson::getId).collect(Collectors.joining(", ")) + ")");
 		ObjectNode prefetchNode = s.putObject("prefetch");
 		unionTemplates(services).forEach(prefetchNode::put);
+		// CDS Hooks extension: the services whose cards this one returns, so a client calling every service for the
+		// hook can skip them (guideline cds call does) and show each card once.
+		ArrayNode covers = s.putObject("extension").putArray("org.example.gl.pathway-of");
+		services.forEach(x -> covers.add(x.getId()));
 		return s;
 	}
 
-	/** Resolves the union prefetch once, then runs each recommendation service with its own keys; cards in order. */
-	private ObjectNode callPathway(ObjectNode request, boolean dataHere) {
-		List<CdsServiceJson> services = recommendationServices();
-		Map<String, String> union = unionTemplates(services);
-		prefetch.resolve(request, union, dataHere);
-		Map<String, JsonNode> byTemplate = new HashMap<>();
-		union.forEach((k, t) -> byTemplate.put(t, request.get("prefetch").get(k)));
+	/**
+	 * Resolves the prefetch once, then applies every PlanDefinition of the call in one pass (one parsed data Bundle,
+	 * one processor, CR's library cache), cards in that order; remembers the cards for feedback.
+	 */
+	private ObjectNode evaluate(String id, ObjectNode request, List<String> plans, Map<String, String> templates, boolean dataHere) {
+		prefetch.resolve(request, templates, dataHere);
+		String patient = request.path("context").path("patientId").asText("").replaceFirst("^Patient/", "");
+		if (patient.isBlank()) {
+			throw new CdsRequestError(400, "context.patientId is missing (patient-view needs it)");
+		}
 		ObjectNode out = mapper.createObjectNode();
 		ArrayNode cards = out.putArray("cards");
-		for (CdsServiceJson service : services) {
-			ObjectNode one = request.deepCopy();
-			ObjectNode own = one.putObject("prefetch");
-			PrefetchResolver.templates(service.getPrefetch()).forEach((k, t) -> own.set(k, byTemplate.get(t)));
-			JsonNode answer = mapper.valueToTree(registry.callService(service.getId(), one));
-			answer.path("cards").forEach(cards::add);
+		for (CdsEvaluator.Applied applied : evaluator.apply(plans, patient, (ObjectNode) request.get("prefetch"), dataHere)) {
+			cardMaker.cards(applied, patient).forEach(cards::add);
 		}
-		return out;
-	}
-
-	/**
-	 * CDS Hooks 2.0 card requirements CR (4.4.0) does not meet: a {@code uuid} on every card (feedback refers to
-	 * it) and a {@code summary} under 140 characters (longer ones are cut at a word and end with an ellipsis).
-	 */
-	private ObjectNode finishCards(Object response) {
-		ObjectNode out = mapper.valueToTree(response);
-		if (!out.has("cards")) {
-			out.putArray("cards"); // the encoder drops an empty list; a response must still say "cards": []
-		}
-		for (JsonNode card : out.get("cards")) {
-			if (card instanceof ObjectNode c) {
-				if (!c.hasNonNull("uuid")) {
-					c.put("uuid", UUID.randomUUID().toString());
-				}
-				String summary = c.path("summary").asText("");
-				if (summary.length() >= MAX_SUMMARY) {
-					String cut = summary.substring(0, MAX_SUMMARY - 2);
-					int space = cut.lastIndexOf(' ');
-					c.put("summary", (space > 80 ? cut.substring(0, space) : cut) + "\u2026");
-				}
-			}
-		}
+		feedback.store().recordCards(id, cards);
 		return out;
 	}
 
@@ -159,8 +154,13 @@ public class CdsHooksServlet extends HttpServlet {
 			write(resp, 404, Map.of("error", "POST to /cds-services/{id}"));
 			return;
 		}
+		if (id.endsWith("/feedback")) {
+			postFeedback(req, resp, id.substring(0, id.length() - "/feedback".length()));
+			return;
+		}
 		CdsServiceJson service = null;
-		boolean pathway = id.equals(pathwayId) && !recommendationServices().isEmpty();
+		List<CdsServiceJson> recommendations = recommendationServices();
+		boolean pathway = id.equals(pathwayId) && !recommendations.isEmpty();
 		try {
 			service = pathway ? null : registry.getCdsServiceJson(id);
 		} catch (IllegalArgumentException e) { // HAPI-2536 unknown id (or PlanDefinition not registered yet)
@@ -173,13 +173,14 @@ public class CdsHooksServlet extends HttpServlet {
 				write(resp, 400, Map.of("error", "the request body must be a JSON object (CDS Hooks request)"));
 				return;
 			}
-			boolean dataHere = pointsHere(req, object.get("fhirServer"));
-			if (pathway) {
-				write(resp, 200, finishCards(callPathway(object, dataHere)));
-				return;
-			}
-			prefetch.resolve(object, PrefetchResolver.templates(service.getPrefetch()), dataHere);
-			write(resp, 200, finishCards(registry.callService(id, request)));
+			// The pathway service reads the stored data once through its prefetch templates (loopback HTTP) and
+			// evaluates all six recommendations in memory; a per-recommendation service lets the engine search the
+			// database directly (one search per retrieve), cheaper for one library.
+			boolean dataHere = pointsHere(req, object.get("fhirServer")) && !pathway;
+			List<String> plans = pathway ? recommendations.stream().map(CdsServiceJson::getId).toList() : List.of(id);
+			Map<String, String> templates =
+					pathway ? unionTemplates(recommendations) : PrefetchResolver.templates(service.getPrefetch());
+			write(resp, 200, evaluate(id, object, plans, templates, dataHere));
 		} catch (CdsRequestError e) {
 			ourLog.warn("CDS service {} not evaluated: HTTP {} {}", id, e.status(), e.getMessage());
 			write(resp, e.status(), Map.of("error", e.getMessage()));
@@ -191,6 +192,29 @@ public class CdsHooksServlet extends HttpServlet {
 		} catch (Exception e) {
 			ourLog.error("CDS service {} failed", id, e);
 			write(resp, 500, Map.of("error", String.valueOf(e)));
+		}
+	}
+
+	/** POST /cds-services/{id}/feedback (CDS Hooks 2.0): checked against the cards {@code id} sent, then stored. */
+	private void postFeedback(HttpServletRequest req, HttpServletResponse resp, String id) throws IOException {
+		boolean known = id.equals(pathwayId) && !recommendationServices().isEmpty();
+		try {
+			known = known || registry.getCdsServiceJson(id) != null;
+		} catch (IllegalArgumentException e) {
+			known = false;
+		}
+		if (!known) {
+			write(resp, 404, Map.of("error", "No CDS service '" + id + "' is registered"));
+			return;
+		}
+		try {
+			feedback.handle(id, mapper.readTree(req.getInputStream()));
+			write(resp, 200, mapper.createObjectNode());
+		} catch (CdsRequestError e) {
+			ourLog.warn("CDS feedback for {} refused: HTTP {} {}", id, e.status(), e.getMessage());
+			write(resp, e.status(), Map.of("error", e.getMessage()));
+		} catch (com.fasterxml.jackson.core.JacksonException e) {
+			write(resp, 400, Map.of("error", "the feedback body is not valid JSON"));
 		}
 	}
 

@@ -1,6 +1,8 @@
 package org.example.gl.server;
 
+import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.interceptor.model.RequestPartitionId;
+import ca.uhn.fhir.jpa.api.dao.DaoRegistry;
 import ca.uhn.fhir.jpa.cache.IResourceChangeEvent;
 import ca.uhn.fhir.jpa.cache.IResourceChangeListener;
 import ca.uhn.fhir.jpa.cache.IResourceChangeListenerCacheRefresher;
@@ -21,10 +23,15 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.stream.Stream;
+import ca.uhn.fhir.rest.api.server.SystemRequestDetails;
+import ca.uhn.fhir.rest.server.exceptions.ResourceNotFoundException;
 import org.hl7.fhir.instance.model.api.IIdType;
+import org.hl7.fhir.r4.model.ActivityDefinition;
+import org.hl7.fhir.r4.model.IdType;
 import org.opencds.cqf.fhir.cql.EvaluationSettings;
 import org.opencds.cqf.fhir.cql.engine.retrieve.RetrieveSettings;
 import org.opencds.cqf.fhir.cql.engine.terminology.TerminologySettings;
+import org.opencds.cqf.fhir.cr.hapi.common.IPlanDefinitionProcessorFactory;
 import org.opencds.cqf.fhir.cr.hapi.config.CrCdsHooksConfig;
 import org.opencds.cqf.fhir.cr.hapi.config.RepositoryConfig;
 import org.opencds.cqf.fhir.cr.hapi.config.r4.ApplyOperationConfig;
@@ -155,16 +162,42 @@ public class ClinicalReasoningConfig {
 		return resource -> {};
 	}
 
+	/**
+	 * CDS Hooks at /cds-services: cards from our own $apply path (CdsEvaluator, CdsCards), feedback stored in this
+	 * server's database (CdsFeedbackStore). A servlet Filter registered for /cds-services/* runs before it, so it can
+	 * refuse a call before any evaluation.
+	 */
 	@Bean
 	public ServletRegistrationBean<CdsHooksServlet> cdsHooksServlet(
 			ICdsServiceRegistry registry,
 			@Qualifier(CdsHooksConfig.CDS_HOOKS_OBJECT_MAPPER_FACTORY) ObjectMapper mapper,
+			IPlanDefinitionProcessorFactory processors,
+			DaoRegistry daos,
+			FhirContext fhirContext,
 			@Value("${guideline.cds.fhir-server-timeout-seconds:10}") long fhirServerTimeout,
-			@Value("${guideline.cds.pathway-service-id:gl-treatment}") String pathwayServiceId) {
-		var servlet = new CdsHooksServlet(registry, mapper, Duration.ofSeconds(fhirServerTimeout), pathwayServiceId);
+			@Value("${guideline.cds.pathway-service-id:gl-treatment}") String pathwayServiceId,
+			@Value("${guideline.cds.pathway-plan-definition:GLPathway}") String pathwayPlan,
+			@Value("${guideline.cds.site-base-url:}") String siteBaseUrl) {
+		var servlet = new CdsHooksServlet(
+				registry,
+				mapper,
+				Duration.ofSeconds(fhirServerTimeout),
+				pathwayServiceId,
+				new CdsEvaluator(processors, daos, fhirContext, mapper, pathwayPlan),
+				new CdsCards(fhirContext, mapper, siteBaseUrl, id -> readActivity(daos, id)),
+				new CdsFeedbackStore(daos));
 		var reg = new ServletRegistrationBean<>(servlet, "/cds-services", "/cds-services/*");
 		reg.setName("cds-hooks");
 		return reg;
+	}
+
+	private static ActivityDefinition readActivity(DaoRegistry daos, String id) {
+		try {
+			return daos.getResourceDao(ActivityDefinition.class)
+					.read(new IdType("ActivityDefinition", id), new SystemRequestDetails());
+		} catch (ResourceNotFoundException e) {
+			return null;
+		}
 	}
 
 	@Bean

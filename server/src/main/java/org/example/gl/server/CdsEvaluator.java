@@ -1,0 +1,194 @@
+package org.example.gl.server;
+
+import ca.uhn.fhir.context.FhirContext;
+import ca.uhn.fhir.jpa.api.dao.DaoRegistry;
+import ca.uhn.fhir.jpa.api.dao.IFhirResourceDao;
+import ca.uhn.fhir.parser.IParser;
+import ca.uhn.fhir.repository.IRepository;
+import ca.uhn.fhir.rest.api.server.SystemRequestDetails;
+import ca.uhn.fhir.rest.server.exceptions.ResourceNotFoundException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import org.hl7.fhir.instance.model.api.IBaseResource;
+import org.hl7.fhir.r4.model.Bundle;
+import org.hl7.fhir.r4.model.CarePlan;
+import org.hl7.fhir.r4.model.Extension;
+import org.hl7.fhir.r4.model.IdType;
+import org.hl7.fhir.r4.model.OperationOutcome;
+import org.hl7.fhir.r4.model.PlanDefinition;
+import org.hl7.fhir.r4.model.Resource;
+import org.opencds.cqf.fhir.cr.hapi.common.IPlanDefinitionProcessorFactory;
+import org.opencds.cqf.fhir.cr.plandefinition.PlanDefinitionProcessor;
+import org.opencds.cqf.fhir.utility.monad.Eithers;
+
+/**
+ * Our own CDS evaluation path: clinical-reasoning's PlanDefinition {@code $apply} processor, in-process, on each
+ * recommendation PlanDefinition, with the request's data passed as {@code data} and {@code useServerData=false}.
+ *
+ * <p>Why not CR's CDS service (CdsCrService): it evaluates with the prefetch as extra data <em>and</em> this server's
+ * stored data, so a patient stored here under the same id as the EHR's is seen twice and cards silently vanish
+ * (GLR2 did). Here the engine sees exactly one copy: the EHR's (prefetch + fhirServer reads, merged into one Bundle,
+ * parsed once per call), or, when the request's fhirServer is this server, only the stored data
+ * ({@code useServerData=true}, no {@code data}). One processor per call shares the parsed data and CR's library cache
+ * across the recommendations; the pathway service runs them in the order of the pathway PlanDefinition's actions.
+ */
+public class CdsEvaluator {
+	/** The CarePlan extension CR puts on an $apply result whose evaluation failed somewhere. */
+	private static final String CQF_MESSAGES = "http://hl7.org/fhir/StructureDefinition/cqf-messages";
+
+	private final IPlanDefinitionProcessorFactory processors;
+	private final DaoRegistry daos;
+	private final FhirContext fhir;
+	private final ObjectMapper mapper;
+	private final String pathwayPlanId;
+
+	public CdsEvaluator(
+			IPlanDefinitionProcessorFactory processors,
+			DaoRegistry daos,
+			FhirContext fhir,
+			ObjectMapper mapper,
+			String pathwayPlanId) {
+		this.processors = processors;
+		this.daos = daos;
+		this.fhir = fhir;
+		this.mapper = mapper;
+		this.pathwayPlanId = pathwayPlanId;
+	}
+
+	/** One recommendation's $apply result: its PlanDefinition and the CarePlan (with the contained RequestGroup). */
+	public record Applied(PlanDefinition plan, CarePlan carePlan) {}
+
+	/** The stored PlanDefinition with this id, or null. */
+	public PlanDefinition plan(String id) {
+		IFhirResourceDao<PlanDefinition> dao = daos.getResourceDao(PlanDefinition.class);
+		try {
+			return dao.read(new IdType("PlanDefinition", id), new SystemRequestDetails());
+		} catch (ResourceNotFoundException e) {
+			return null;
+		}
+	}
+
+	/**
+	 * The recommendation PlanDefinition ids the pathway reaches, in the order of its actions (R1 ... R6), nested
+	 * pathways followed; empty when the pathway PlanDefinition is not stored.
+	 */
+	public List<String> pathwayPlans() {
+		Set<String> out = new LinkedHashSet<>();
+		PlanDefinition pathway = plan(pathwayPlanId);
+		if (pathway != null) {
+			collect(pathway.getAction(), out, new LinkedHashSet<>(List.of(pathwayPlanId)));
+		}
+		return new ArrayList<>(out);
+	}
+
+	private void collect(List<PlanDefinition.PlanDefinitionActionComponent> actions, Set<String> out, Set<String> seen) {
+		for (PlanDefinition.PlanDefinitionActionComponent a : actions) {
+			String ref = a.hasDefinitionCanonicalType() ? a.getDefinitionCanonicalType().getValue() : null;
+			if (ref != null && ref.contains("PlanDefinition/")) {
+				String id = ref.substring(ref.lastIndexOf("PlanDefinition/") + "PlanDefinition/".length()).split("\\|")[0];
+				PlanDefinition nested = seen.add(id) ? plan(id) : null;
+				if (nested != null && nested.getAction().stream().anyMatch(PlanDefinition.PlanDefinitionActionComponent::hasDefinitionCanonicalType)
+						&& nested.getAction().stream().noneMatch(PlanDefinition.PlanDefinitionActionComponent::hasTrigger)) {
+					collect(nested.getAction(), out, seen); // a nested pathway: its recommendations in place
+				} else if (nested != null) {
+					out.add(id);
+				}
+			}
+			collect(a.getAction(), out, seen);
+		}
+	}
+
+	/**
+	 * Applies each PlanDefinition for the patient. {@code prefetch}: every key a searchset Bundle or resource (the
+	 * resolver's output); ignored when {@code dataHere} (the engine reads this server's stored data instead).
+	 */
+	public List<Applied> apply(List<String> planIds, String patientId, ObjectNode prefetch, boolean dataHere) {
+		Bundle data = dataHere ? null : mergedData(prefetch);
+		PlanDefinitionProcessor processor = processors.create(new SystemRequestDetails());
+		List<Applied> out = new ArrayList<>();
+		for (String id : planIds) {
+			PlanDefinition plan = plan(id);
+			if (plan == null) {
+				throw new CdsRequestError(404, "PlanDefinition/" + id + " is not stored on this server; publish the package");
+			}
+			IBaseResource result = processor.apply(
+					Eithers.forRight3(plan),
+					"Patient/" + patientId,
+					null, null, null, null, null, null, null, null,
+					null,
+					dataHere,
+					data,
+					null,
+					(IRepository) null,
+					(IRepository) null,
+					(IRepository) null);
+			if (!(result instanceof CarePlan carePlan)) {
+				throw new CdsRequestError(500, "$apply of PlanDefinition/" + id + " did not return a CarePlan");
+			}
+			List<String> errors = engineErrors(carePlan);
+			if (!errors.isEmpty()) {
+				throw new CdsRequestError(500, "the engine reported errors applying PlanDefinition/" + id + ": "
+						+ String.join("; ", errors));
+			}
+			out.add(new Applied(plan, carePlan));
+		}
+		return out;
+	}
+
+	/** Messages of the OperationOutcomes CR attached (cqf-messages): an evaluation that failed is never "no cards". */
+	private static List<String> engineErrors(CarePlan carePlan) {
+		List<String> out = new ArrayList<>();
+		for (Extension e : carePlan.getExtensionsByUrl(CQF_MESSAGES)) {
+			String ref = e.getValue() instanceof org.hl7.fhir.r4.model.Reference r ? r.getReference() : "";
+			for (Resource c : carePlan.getContained()) {
+				if (c instanceof OperationOutcome oo && ref.equals("#" + c.getIdPart())) {
+					oo.getIssue().forEach(i -> out.add(i.getDiagnostics()));
+				}
+			}
+		}
+		return out;
+	}
+
+	/**
+	 * All prefetched resources in one collection Bundle, each once (by type and id: a Medication reached by two
+	 * searches' _include is one resource); OperationOutcomes (a search's warnings) dropped.
+	 */
+	Bundle mergedData(ObjectNode prefetch) {
+		Map<String, JsonNode> byKey = new LinkedHashMap<>();
+		for (JsonNode value : prefetch) {
+			if (value == null || !value.isObject()) {
+				continue;
+			}
+			List<JsonNode> resources = new ArrayList<>();
+			if ("Bundle".equals(value.path("resourceType").asText())) {
+				value.path("entry").forEach(e -> resources.add(e.get("resource")));
+			} else {
+				resources.add(value);
+			}
+			for (JsonNode r : resources) {
+				if (r == null || !r.isObject() || "OperationOutcome".equals(r.path("resourceType").asText())) {
+					continue;
+				}
+				String key = r.path("resourceType").asText() + "/" + r.path("id").asText(String.valueOf(byKey.size()));
+				byKey.putIfAbsent(key, r);
+			}
+		}
+		ObjectNode bundle = mapper.createObjectNode();
+		bundle.put("resourceType", "Bundle").put("type", "collection");
+		byKey.values().forEach(r -> bundle.withArray("entry").addObject().set("resource", r));
+		IParser parser = fhir.newJsonParser();
+		try {
+			return parser.parseResource(Bundle.class, mapper.writeValueAsString(bundle));
+		} catch (IOException | ca.uhn.fhir.parser.DataFormatException e) {
+			throw new CdsRequestError(400, "prefetch is not valid FHIR R4 JSON: " + e.getMessage());
+		}
+	}
+}
