@@ -8,6 +8,7 @@ from pathlib import Path
 from guideline.content.cql import shared_engine
 from guideline.content.package import build_package
 from guideline.core.config import load_config
+from guideline.core.fsutil import check_out_dir
 from guideline.evaluation.community import MANIFEST, export_layout, read_cases
 
 
@@ -33,6 +34,7 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Build the package, evaluate every library for every case, write the layout and say what it holds."""
     config = load_config()
+    check_out_dir(args.out, MANIFEST, "test export")  # before the minute of work, not after
     cases = read_cases(args.cases or config.cases_dir)
     engine = shared_engine()
     pkg = build_package(config, engine)

@@ -37,10 +37,36 @@ DATA_ABSENT_EXT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 UCUM = "http://unitsofmeasure.org"
 
 
-def _decimal_defines(elm: Mapping[str, Any]) -> set[str]:
-    """The defines whose ELM result type is System.Decimal (cql-execution gives 5.0 as the number 5)."""
+_DECIMAL = "{urn:hl7-org:elm-types:r1}Decimal"
+
+
+def decimal_paths(spec: Any, path: str = "") -> set[str]:
+    """Where a CQL result type holds a Decimal: "" for the value itself, "a.b" for tuple element b of element a.
+
+    cql-execution gives the Decimal 5.0 as the number 5, so the ELM result type decides between
+    valueDecimal and valueInteger. Lists and interval bounds keep their element's path.
+    """
+    if not isinstance(spec, dict):
+        return set()
+    if spec.get("resultTypeName") == _DECIMAL or spec.get("name") == _DECIMAL:
+        return {path}
+    kind = spec.get("type")
+    if kind == "ListTypeSpecifier" or "resultTypeSpecifier" in spec:
+        inner = spec.get("elementType") if kind == "ListTypeSpecifier" else spec.get("resultTypeSpecifier")
+        return decimal_paths(inner, path)
+    if kind == "IntervalTypeSpecifier":
+        return decimal_paths(spec.get("pointType"), path)
+    if kind == "TupleTypeSpecifier":
+        out: set[str] = set()
+        for el in spec.get("element") or []:
+            out |= decimal_paths(el.get("elementType"), f"{path}.{el.get('name')}".lstrip("."))
+        return out
+    return set()
+
+
+def _decimals_by_define(elm: Mapping[str, Any]) -> dict[str, set[str]]:
     defs = ((elm.get("library") or {}).get("statements") or {}).get("def") or []
-    return {d["name"] for d in defs if str(d.get("resultTypeName", "")).endswith("}Decimal")}
+    return {d["name"]: decimal_paths(d) for d in defs}
 
 
 def _absent(name: str) -> dict[str, Any]:
@@ -58,7 +84,7 @@ def _fhir_value(name: str, v: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": name, f"value{fhir_type[0].upper()}{fhir_type[1:]}": body}
 
 
-def _interval(name: str, v: Mapping[str, Any], decimal: bool) -> dict[str, Any]:
+def _interval(name: str, v: Mapping[str, Any], decimals: set[str], path: str) -> dict[str, Any]:
     low, high = v.get("low"), v.get("high")
     kinds = {x.get("type") for x in (low, high) if isinstance(x, dict)}
     if kinds <= {"DateTime", "Date"} and kinds and v.get("lowClosed", True) and v.get("highClosed", True):
@@ -66,7 +92,7 @@ def _interval(name: str, v: Mapping[str, Any], decimal: bool) -> dict[str, Any]:
     if kinds == {"Quantity"}:
         rng = {k: _quantity(x) for k, x in (("low", low), ("high", high)) if x}
         return {"name": name, "valueRange": rng}
-    parts = [p for key, x in (("low", low), ("high", high)) for p in to_parameters(key, x, decimal)]
+    parts = [p for key, x in (("low", low), ("high", high)) for p in to_parameters(key, x, decimals, path)]
     parts += [{"name": "lowClosed", "valueBoolean": v.get("lowClosed", True)}]
     parts += [{"name": "highClosed", "valueBoolean": v.get("highClosed", True)}]
     return {"name": name, "part": parts}
@@ -83,7 +109,7 @@ def _coding(v: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v[k] for k in ("system", "version", "code", "display") if v.get(k) is not None}
 
 
-def _typed(name: str, v: Mapping[str, Any], decimal: bool) -> dict[str, Any]:
+def _typed(name: str, v: Mapping[str, Any], decimals: set[str], path: str) -> dict[str, Any]:
     """One engine value carrying a `type` (the worker's JSON shape) as one parameter."""
     kind = v.get("type")
     simple: dict[str, Callable[[Mapping[str, Any]], tuple[str, Any]]] = {
@@ -103,43 +129,46 @@ def _typed(name: str, v: Mapping[str, Any], decimal: bool) -> dict[str, Any]:
         key, value = simple[str(kind)](v)
         return {"name": name, key: value}
     if kind == "Interval" or kind == "Uncertainty":
-        return _interval(name, {"lowClosed": True, "highClosed": True, **v}, decimal)
+        return _interval(name, {"lowClosed": True, "highClosed": True, **v}, decimals, path)
     if kind == "FHIR":
         return _fhir_value(name, v)
     if kind == "Tuple":
         elements = v.get("elements") or {}
-        return {"name": name, "part": [p for k, x in elements.items() for p in to_parameters(k, x, decimal)]}
+        parts = [p for k, x in elements.items() for p in to_parameters(k, x, decimals, f"{path}.{k}".lstrip("."))]
+        return {"name": name, "part": parts}
     raise UsageError(f"expression '{name}' has a value of type {kind} that has no Parameters form")
 
 
-def to_parameters(name: str, value: Any, decimal: bool = False) -> list[dict[str, Any]]:
+def to_parameters(name: str, value: Any, decimals: set[str] | None = None, path: str = "") -> list[dict[str, Any]]:
     """The Parameters.parameter entries for one expression's value (a list gives one entry per item).
 
-    `decimal` marks a define whose CQL type is Decimal, so that an integral value stays a decimal.
+    `decimals` (see decimal_paths) says where the CQL type is Decimal, so that an integral value
+    there stays a decimal; `path` is where `value` sits in the expression's result.
     """
+    decimals = decimals or set()
     if value is None:
         return [_absent(name)]
     if isinstance(value, list):
         if not value:
             return [{"name": name, "_valueBoolean": {"extension": [{"url": EMPTY_LIST_EXT, "valueBoolean": True}]}}]
-        return [p for item in value for p in to_parameters(name, item, decimal)]
+        return [p for item in value for p in to_parameters(name, item, decimals, path)]
     if isinstance(value, bool):
         return [{"name": name, "valueBoolean": value}]
     if isinstance(value, str):
         return [{"name": name, "valueString": value}]
     if isinstance(value, int | float):
-        if decimal or isinstance(value, float) and not value.is_integer():
+        if path in decimals or isinstance(value, float) and not value.is_integer():
             return [{"name": name, "valueDecimal": value}]
         return [{"name": name, "valueInteger": int(value)}]
     if isinstance(value, dict):
-        return [_typed(name, value, decimal)]
+        return [_typed(name, value, decimals, path)]
     raise UsageError(f"expression '{name}' has a value the engine should not give: {value!r}")
 
 
 def expected_results(values: Mapping[str, Any], elm: Mapping[str, Any]) -> dict[str, Any]:
     """The `expected-results` Parameters for one library and patient: every expression, in the library's order."""
-    decimals = _decimal_defines(elm)
-    params = [p for name, value in values.items() for p in to_parameters(name, value, name in decimals)]
+    decimals = _decimals_by_define(elm)
+    params = [p for name, value in values.items() for p in to_parameters(name, value, decimals.get(name))]
     return {"resourceType": "Parameters", "id": EXPECTED_ID, "parameter": params}
 
 

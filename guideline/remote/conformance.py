@@ -235,12 +235,16 @@ def _cds_cell(ch: Channels, pid: str, want: dict[str, list[str]]) -> Cell:
     return Cell(AGREE if sorted(fired) == expected else DISAGREE, expected, sorted(fired))
 
 
-def run_case(ch: Channels, support: dict[str, str], case: Case, prefix: str) -> tuple[CaseResult, list[str]]:
-    """Load one scenario (prefixed, dates rolled to today), ask each supported channel; (result, keys loaded)."""
+def run_case(ch: Channels, support: dict[str, str], case: Case, prefix: str, loaded: list[str]) -> CaseResult:
+    """Load one scenario (prefixed, dates rolled to today) and ask each supported channel.
+
+    Its resources are added to `loaded` before they are sent, so that a run stopped mid-load
+    (Ctrl-C, a refused write) still deletes whatever reached the server.
+    """
     days = days_until(case.at)
     bundle = prefixed(roll_dates(case.bundle, days), prefix)
     tx = as_transaction(bundle)
-    keys = [e["request"]["url"] for e in tx["entry"]]
+    loaded += [e["request"]["url"] for e in tx["entry"]]
     ch.fhir.post_json("", tx)
     result = CaseResult(case.name, prefix + case.patient)
     want = expected_codes(case.recommendations)
@@ -250,7 +254,7 @@ def run_case(ch: Channels, support: dict[str, str], case: Case, prefix: str) -> 
             result.cells[name] = Cell(NOT_SUPPORTED, detail=support[name])
         else:
             result.cells[name] = cells[name](ch, prefix + case.patient, want)
-    return result, keys
+    return result
 
 
 def delete_loaded(client: Client, keys: list[str]) -> str:
@@ -293,8 +297,7 @@ def run_conformance(
     loaded: list[str] = []
     try:
         for case in cases:
-            result, keys = run_case(ch, report.support, case, prefix)
-            loaded += keys
+            result = run_case(ch, report.support, case, prefix, loaded)
             report.results.append(result)
             if progress is not None:
                 progress(result)
