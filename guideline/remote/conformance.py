@@ -270,7 +270,6 @@ def delete_loaded(client: Client, keys: list[str]) -> str:
     return f"deleted {len(keys)} resources"
 
 
-# Long: the run's one sequence (publish, support, each case, cleanup in `finally`); split, it would hide the cleanup.
 def run_conformance(
     ch: Channels,
     pkg: Package,
