@@ -17,7 +17,7 @@ import requests
 
 from guideline.cli import main as cli
 from guideline.content.cql import Engine
-from guideline.content.package import build_package
+from guideline.content.package import Package, build_package
 from guideline.core.config import Config, load_config
 from guideline.core.errors import ExitCode
 from guideline.core.evaltime import time_parameters
@@ -109,13 +109,18 @@ def _broken_project(tmp: Path) -> Config:
     return load_config(tmp)
 
 
-def test_a_broken_server_is_reported(
-    fresh_server: str, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Verify that a server holding a changed threshold under our version exits 9 and names the disagreeing cases."""
-    broken = build_package(_broken_project(tmp_path), engine)
+@pytest.fixture(scope="module")
+def broken_server(fresh_server: str, engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Package]:
+    """A second, empty server holding the broken package (published there first, so no cached ELM is older)."""
+    broken = build_package(_broken_project(tmp_path_factory.mktemp("broken")), engine)
     with Client(fresh_server) as client:
         publish_resources(client, broken.resources)
+    return fresh_server, broken
+
+
+def test_a_broken_server_is_reported(broken_server: tuple[str, Package], capsys: pytest.CaptureFixture[str]) -> None:
+    """Verify that a server holding a changed threshold under our version exits 9 and names the disagreeing cases."""
+    fresh_server = broken_server[0]
     cases = ["r2-insulin-just-above", "gl-adult-no-data"]
     rc, doc = _run(
         ["--server", fresh_server, "--cds", _cds(fresh_server), *[a for c in cases for a in ("--case", c)]], capsys
@@ -147,9 +152,14 @@ def test_bad_input_exits_with_its_code(tmp_path: Path, capsys: pytest.CaptureFix
     assert "no scenario named no-such-case" in capsys.readouterr().err
 
 
-def test_layout_values_match_hapi_library_evaluate(published: dict[str, Any], server_url: str, engine: Engine) -> None:
-    """Verify that HAPI's Library/$evaluate (Java CQL engine) gives exactly the layout's expected-results Parameters."""
-    pkg = published["pkg"]
+def test_layout_values_match_hapi_library_evaluate(broken_server: tuple[str, Package], engine: Engine) -> None:
+    """Verify that HAPI's Library/$evaluate (Java CQL engine) gives exactly our expected-results Parameters.
+
+    On the module's own server: a Medication retrieve is not patient-scoped, so on the session's
+    server other tests' Medications would show up. That server holds the package with the changed
+    threshold; the comparison is of engines, and the reference engine evaluates the same package.
+    """
+    server_url, pkg = broken_server
     ensure_loaded(pkg, engine)
     cases = [c for c in read_cases(CASES_DIR) if c.name in SUBSET]
     bad = []
