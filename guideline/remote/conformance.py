@@ -12,6 +12,7 @@ disagreement. What was loaded is deleted at the end in one transaction unless `k
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from guideline.remote.publish import PublishResult, plan_publish, publish_resour
 
 CHANNELS = ("apply", "cds")
 AGREE, DISAGREE, NOT_SUPPORTED, ERROR = "agree", "DISAGREE", "not supported", "ERROR"
+FHIR_ID_MAX = 64  # FHIR R4: an id is at most 64 characters
 # HTTP answers that mean "this server has no such operation" rather than "it failed".
 _UNSUPPORTED_STATUS = (404, 405, 501)
 
@@ -110,6 +112,13 @@ def run_prefix() -> str:
     return f"cf-{secrets.token_hex(3)}-"
 
 
+def prefixed_id(rid: str, prefix: str) -> str:
+    """`rid` under the run's prefix; a digest of `rid` instead when that would pass FHIR's 64 characters."""
+    if len(prefix + rid) <= FHIR_ID_MAX:
+        return prefix + rid
+    return prefix + hashlib.sha256(rid.encode("utf-8")).hexdigest()[:32]
+
+
 def prefixed(bundle: dict[str, Any], prefix: str) -> dict[str, Any]:
     """A copy of a patient bundle with every resource id, and every reference to one, carrying `prefix`."""
     keys = {
@@ -122,13 +131,13 @@ def prefixed(bundle: dict[str, Any], prefix: str) -> dict[str, Any]:
         if isinstance(v, dict):
             out = {k: walk(x, k) for k, x in v.items()}
             if "resourceType" in out and out.get("id") and f"{out['resourceType']}/{out['id']}" in keys:
-                out["id"] = prefix + out["id"]
+                out["id"] = prefixed_id(out["id"], prefix)
             return out
         if isinstance(v, list):
             return [walk(x, key) for x in v]
         if key == "reference" and isinstance(v, str) and v in keys:
             rtype, _, rid = v.partition("/")
-            return f"{rtype}/{prefix}{rid}"
+            return f"{rtype}/{prefixed_id(rid, prefix)}"
         return v
 
     result: dict[str, Any] = walk(bundle)
@@ -246,14 +255,15 @@ def run_case(ch: Channels, support: dict[str, str], case: Case, prefix: str, loa
     tx = as_transaction(bundle)
     loaded += [e["request"]["url"] for e in tx["entry"]]
     ch.fhir.post_json("", tx)
-    result = CaseResult(case.name, prefix + case.patient)
+    pid = prefixed_id(case.patient, prefix)
+    result = CaseResult(case.name, pid)
     want = expected_codes(case.recommendations)
     cells: dict[str, Callable[[Channels, str, dict[str, list[str]]], Cell]] = {"apply": _apply_cell, "cds": _cds_cell}
     for name in CHANNELS:
         if support[name] != "supported":
             result.cells[name] = Cell(NOT_SUPPORTED, detail=support[name])
         else:
-            result.cells[name] = cells[name](ch, prefix + case.patient, want)
+            result.cells[name] = cells[name](ch, pid, want)
     return result
 
 
@@ -304,5 +314,8 @@ def run_conformance(
         if keep:
             report.cleanup = f"kept {len(loaded)} resources (ids starting {prefix})"
         else:
-            report.cleanup = delete_loaded(ch.fhir, loaded)
+            try:
+                report.cleanup = delete_loaded(ch.fhir, loaded)
+            except GuidelineError as e:  # never hides the error that stopped the run, if one did
+                report.cleanup = f"cleanup FAILED ({e.message}); delete the resources whose ids start {prefix}"
     return report

@@ -15,6 +15,7 @@ from guideline.remote.conformance import (
     Cell,
     Report,
     prefixed,
+    prefixed_id,
     run_prefix,
     unsupported,
 )
@@ -44,6 +45,28 @@ def test_prefixed_rewrites_ids_and_references_to_them_only() -> None:
     assert obs["performer"][0]["reference"] == "Practitioner/elsewhere"
     assert obs["code"]["text"] == "Patient/p1"
     assert bundle["entry"][0]["resource"]["id"] == "p1"  # the input is not changed
+
+
+def test_prefixed_ids_stay_within_64_characters() -> None:
+    """Verify that an id too long for the prefix becomes a digest, the same in the resource and its references."""
+    long = "safety4-insulin-atc-statement-no-result-medicationstatement-2"  # 61 characters, a real scenario's
+    bundle = {
+        "entry": [
+            {"resource": {"resourceType": "MedicationStatement", "id": long}},
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "o",
+                    "derivedFrom": [{"reference": f"MedicationStatement/{long}"}],
+                }
+            },
+        ]
+    }
+    out = prefixed(bundle, "cf-abc123-")
+    new = out["entry"][0]["resource"]["id"]
+    assert len(new) <= 64 and new.startswith("cf-abc123-") and new == prefixed_id(long, "cf-abc123-")
+    assert out["entry"][1]["resource"]["derivedFrom"][0]["reference"] == f"MedicationStatement/{new}"
+    assert prefixed_id("short", "cf-abc123-") == "cf-abc123-short"
 
 
 def test_run_prefixes_differ_and_fit_fhir_ids() -> None:
