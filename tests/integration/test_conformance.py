@@ -31,7 +31,7 @@ from tests.support import CASES_DIR, ROOT
 pytestmark = pytest.mark.server
 
 # Between them these fire every recommendation and leave each one out somewhere; every scenario on
-# every channel of this server is already compared in test_server_cases.py (~12 s a scenario here).
+# every channel of this server is already compared in test_server_cases.py (~7-12 s a scenario here).
 SUBSET = ["gl-adult-no-data", "r2-insulin-just-above", "r3-type2-diabetes", "r5-child", "no-gl-metabolic"]
 
 
