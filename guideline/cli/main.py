@@ -24,6 +24,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "population mode as an Apache Spark job on a Bulk Data export (local[*] or a cluster)",
     ),
     "validate": ("guideline.cli.validate", "check sources, dist/, a bundle or a package (all layers)"),
+    "conformance": (
+        "guideline.cli.conformance",
+        "run the scenarios against any CPG $apply / CDS Hooks server and report agreement",
+    ),
+    "export-tests": (
+        "guideline.cli.export_tests",
+        "write the scenarios in the CQL community's test layout (input/tests/library/...)",
+    ),
     "render": (
         "guideline.cli.render",
         "write the static HTML site (diagram, recommendations, cases) to site/",

@@ -18,6 +18,7 @@ class ExitCode:
     VERSION_CONFLICT = 6  # publish would overwrite a released version with different content
     BAD_INPUT = 7  # an input file (patient bundle, population) cannot be read or understood
     ENGINE_ERROR = 8  # the CQL engine failed while evaluating
+    DISAGREEMENT = 9  # conformance: a server's answers differ from the expected results (report written)
 
 
 @dataclass

@@ -108,12 +108,11 @@ def _subsetted(cs: dict[str, Any]) -> bool:
     return any(t.get("code") == "SUBSETTED" for t in (cs.get("meta") or {}).get("tag", []) if isinstance(t, dict))
 
 
-def check_server(client: Client, needs: Needs = PUBLISH) -> dict[str, Any]:
-    """Check the CapabilityStatement: FHIR 4.0.x plus what `needs` asks for, else ServerRejectedError.
+def missing_capabilities(client: Client, needs: Needs) -> tuple[dict[str, Any], list[str]]:
+    """(the statement read last, what `needs` asks for that it lacks); ServerRejectedError if not FHIR R4.
 
     One request for only the elements it checks (`_elements`); only a server that answers a
     subset without them (it cannot subset nested elements) is asked again, for the whole statement.
-    Returns the statement read last.
     """
     cs = _statement(client, {"_elements": needs.elements()})
     caps = Capabilities.of(cs)
@@ -126,7 +125,15 @@ def check_server(client: Client, needs: Needs = PUBLISH) -> dict[str, Any]:
             f"{client.base_url} is FHIR {caps.version or 'unknown'}; {needs.purpose} needs FHIR "
             "R4 (4.0.x): point --server at an R4 endpoint"
         )
-    missing = caps.missing(needs)
+    return cs, caps.missing(needs)
+
+
+def check_server(client: Client, needs: Needs = PUBLISH) -> dict[str, Any]:
+    """Check the CapabilityStatement: FHIR 4.0.x plus what `needs` asks for, else ServerRejectedError.
+
+    Returns the statement read last (see missing_capabilities).
+    """
+    cs, missing = missing_capabilities(client, needs)
     if missing:
         raise ServerRejectedError(
             f"{client.base_url} does not support {' or '.join(missing)} (not in its CapabilityStatement), "

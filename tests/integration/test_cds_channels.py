@@ -22,10 +22,10 @@ from guideline.content.cql import Engine
 from guideline.evaluation.patient import recommend
 from guideline.remote.cds import CHANNELS, DEFAULT_USER, call, cds_base_for, resolve_prefetch
 from guideline.remote.http import Client
-from guideline.remote.patients import days_until, load_patient, roll_dates
+from guideline.remote.patients import load_patient
 from tests.integration.conftest import Ehr
 from tests.support import CASES_DIR, TESTS
-from tests.support.casedata import CASES
+from tests.support.casedata import CASES, on_rolled_case, read_case
 from tests.support.cdscards import Knowledge, check_card
 from tests.support.netutil import free_port
 
@@ -120,20 +120,16 @@ def test_every_channel_agrees_with_local(
     Reference: the per-recommendation services on channel (f) fire exactly for local recommend's recommendations,
     and their cards, in recommendation order, are what the pathway service answers on every channel.
     """
-    expected = json.loads((case / "expected.json").read_text(encoding="utf-8"))
-    bundle = json.loads((case / "patient.json").read_text(encoding="utf-8"))
-    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
-    for _ in range(2):  # redo once if the UTC date changed mid-case (the roll is in whole days)
-        days = days_until(expected["at"])
-        rolled = roll_dates(bundle, days)
-        at = roll_dates({"at": expected["at"]}, days)["at"]
+    expected, bundle, pid = read_case(case)
+
+    def on_servers(rolled: dict[str, Any], _at: str) -> tuple[set[str], list[str], dict[str, Any]]:
         with Client(server_url) as client, Client(ehr.url, token=ehr.token) as data:
             load_patient(client, rolled)
             load_patient(data, with_prefix(rolled))
             fired, cards = _per_service(client, published, pid)
-            results = _pathway_on_every_channel(client, data, ehr.token, published, pid)
-        if days_until(expected["at"]) == days:
-            break
+            return fired, cards, _pathway_on_every_channel(client, data, ehr.token, published, pid)
+
+    (fired, cards, results), rolled, at = on_rolled_case(expected["at"], bundle, on_servers)
     local = {r["id"] for r in recommend(published["pkg"], rolled, at, engine)["recommendations"]}
     row = {ch: ("ok" if fired == local and got == cards else "DIFF") for ch, got in results.items()}
     CHANNEL_AGREEMENT.append((case.name, row))

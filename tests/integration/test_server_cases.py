@@ -21,10 +21,10 @@ from guideline.evaluation.records import PatientRecord
 from guideline.remote.apply import apply_patient
 from guideline.remote.cds import call
 from guideline.remote.http import Client
-from guideline.remote.patients import days_until, load_patient, roll_dates
+from guideline.remote.patients import load_patient
 from guideline.remote.publish import publish_resources
 from tests.support import CASES_DIR
-from tests.support.casedata import CASES
+from tests.support.casedata import CASES, on_rolled_case, read_case
 
 pytestmark = pytest.mark.server
 
@@ -56,23 +56,16 @@ def test_case_agrees_across_engines(
 ) -> None:
     """Verify that $apply, the CDS patient-view call, local recommend (Node and JVM) and expected.json agree."""
     pkg: Package = published["pkg"]
-    expected = json.loads((case / "expected.json").read_text(encoding="utf-8"))
-    bundle = json.loads((case / "patient.json").read_text(encoding="utf-8"))
-    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
-    for _ in range(2):  # redo once if the UTC date changed mid-case (the roll is in whole days)
-        days = days_until(expected["at"])
-        rolled = roll_dates(bundle, days)
-        at = roll_dates({"at": expected["at"]}, days)["at"]
+    expected, bundle, pid = read_case(case)
+
+    def on_server(rolled: dict[str, Any], _at: str) -> tuple[dict[str, list[str]], set[str]]:
         with Client(server_url) as client:
             load_patient(client, rolled)
             server = _codes(apply_patient(client, "", pid, published["plans"]))
-            cds_fired = set()
-            for plan in published["plans"]:
-                resp = call(client, plan["id"], patient=pid)
-                if resp["cards"]:
-                    cds_fired.add(plan["id"])
-        if days_until(expected["at"]) == days:
-            break
+            fired = {p["id"] for p in published["plans"] if call(client, p["id"], patient=pid)["cards"]}
+        return server, fired
+
+    (server, cds_fired), rolled, at = on_rolled_case(expected["at"], bundle, on_server)
     # The data as written (not rolled), evaluated as of the case's pinned time through the CQL
     # parameter: what `guideline apply --at` does.
     with Client(server_url) as client:
@@ -107,8 +100,7 @@ def test_case_agrees_across_engines(
 
 
 def _case_bundle(name: str) -> tuple[dict[str, Any], str]:
-    bundle = json.loads((CASES_DIR / name / "patient.json").read_text(encoding="utf-8"))
-    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    _, bundle, pid = read_case(CASES_DIR / name)
     return bundle, pid
 
 
