@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import threading
@@ -34,6 +35,7 @@ from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import publish_resources
 from tests.support import CASES_DIR, ROOT
 from tests.support.deploy import free_port_run
+from tests.support.netutil import free_port
 
 pytestmark = pytest.mark.server
 
@@ -80,7 +82,10 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeSet]:
     token_file.write_text(token + "\n", encoding="utf-8")
     token_file.chmod(0o600)
     port = free_port_run(2)
-    started = _start(port, token_file, tmp / "data")
+    # the cluster runs as the postgres user, which cannot enter pytest's 0700 temp folders
+    data = ROOT / ".run" / f"test-nodes-{port}"
+    shutil.rmtree(data, ignore_errors=True)
+    started = _start(port, token_file, data)
     try:
         assert started.returncode == 0, f"node set did not start:\n{started.stderr[-3000:]}"
         assert token not in started.stderr + started.stdout, "the write token was printed"
@@ -90,11 +95,23 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeSet]:
             [f"http://127.0.0.1:{port + i}/fhir" for i in (1, 2)],
             token,
             token_file,
-            tmp / "data",
+            data,
         )
     finally:
         stopped = _server(port, "stop")
+        shutil.rmtree(data, ignore_errors=True)
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_open_writes_stay_on_loopback_and_nodes_need_postgres() -> None:
+    """Verify that scripts/server refuses a non-loopback address without a write token, and --nodes without
+    PostgreSQL, each with one line saying what to add, before starting anything."""
+    port = free_port()
+    wide = _server(port, "start", "--bind", "192.0.2.1")  # TEST-NET-1: refused before anything binds
+    assert wide.returncode == 1 and "--write-token-file" in wide.stderr, wide.stderr
+    two = _server(port, "start", "--nodes", "2")
+    assert two.returncode == 1 and "--db postgres" in two.stderr, two.stderr
+    assert not (ROOT / ".run" / f"server-{port}.pid").exists()
 
 
 def _count(client: Client, rtype: str) -> int:

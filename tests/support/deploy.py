@@ -17,7 +17,10 @@ def db_args() -> list[str]:
 
 
 def free_port_run(n: int) -> int:
-    """A port P such that P..P+n are all free now (a proxy on P, nodes on P+1..P+n)."""
+    """A port P with P..P+n all free now (a proxy on P, nodes on P+1..P+n); GUIDELINE_TEST_NODES_PORT if set."""
+    fixed = os.environ.get("GUIDELINE_TEST_NODES_PORT", "")
+    if fixed:
+        return int(fixed)
     for _ in range(50):
         p = free_port()
         if p + n > 65535:
