@@ -351,10 +351,30 @@ def _pg(nodes: NodeSet, action: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
 
 
-def test_postgres_down_during_cds_is_a_clear_5xx_and_recovers_without_restart(nodes: NodeSet) -> None:
+def _answers(base: str) -> bool:
+    try:
+        return requests.get(base + "/metadata", timeout=10).ok
+    except requests.ConnectionError:
+        return False
+
+
+def _wait_for_service(base: str) -> None:
+    deadline = time.monotonic() + 120
+    url = base.removesuffix("/fhir") + "/cds-services"
+    while PLAN not in {s["id"] for s in requests.get(url, timeout=60).json()["services"]}:
+        assert time.monotonic() < deadline, f"{PLAN} not registered on {base} within 120 s"
+        time.sleep(1)
+
+
+def test_postgres_down_during_cds_is_a_clear_5xx_and_recovers_without_restart(
+    nodes: NodeSet, package: list[dict[str, Any]]
+) -> None:
     """Verify that with PostgreSQL stopped mid-way, CDS calls answer 5xx (never 200 with no cards), and answer with
     the card again within 30 s of PostgreSQL being back, on the same JVMs."""
-    survivor = next(b for b in nodes.nodes if requests.get(b + "/metadata", timeout=10).ok)
+    survivor = next(b for b in nodes.nodes if _answers(b))  # the previous test may have killed one
+    with Client(survivor, token=nodes.token) as c:
+        publish_resources(c, package)  # a no-op after the tests above
+    _wait_for_service(survivor)
     pid, _ = _boundary_patient(survivor, nodes.token)
     url = survivor.removesuffix("/fhir") + f"/cds-services/{PLAN}"
     body = {
@@ -391,6 +411,8 @@ def test_postgres_down_during_cds_is_a_clear_5xx_and_recovers_without_restart(no
 def test_restarting_both_nodes_from_disk_keeps_the_package(nodes: NodeSet, package: list[dict[str, Any]]) -> None:
     """Verify that stopping the node set and starting it again on the same --data keeps the published package
     (a re-publish is a no-op) and R3 still fires for the boundary patient on both nodes."""
+    with Client(nodes.proxy, token=nodes.token) as c:
+        publish_resources(c, package)  # a no-op after the tests above
     stopped = _server(nodes.port, "stop")
     assert stopped.returncode == 0, stopped.stderr
     started = _start(nodes.port, nodes.token_file, nodes.data)
