@@ -40,6 +40,7 @@ from guideline.remote.http import Client, Timeouts
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import plan_publish, publish_resources
 from guideline.validation.run import validate
+from tools.deploybench import deploy_section, splice_section
 from tools.synth import DEFAULT_AT, as_bundle, synth_patients, write_population
 
 SEED = 20261124
@@ -850,7 +851,12 @@ def main(argv: list[str] | None = None) -> int:
     shown = [a for i, a in enumerate(given) if a != "--server" and (i == 0 or given[i - 1] != "--server")]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(bench.render(shown, started, info), encoding="utf-8")
+    # the deployment section comes from `scripts/bench --deploy` (tools/deploybench.py): keep it
+    kept = deploy_section(out.read_text(encoding="utf-8")) if out.exists() else ""
+    tmp.write_text(
+        splice_section(bench.render(shown, started, info), kept) if kept else bench.render(shown, started, info),
+        encoding="utf-8",
+    )
     os.replace(tmp, out)
     log(f"wrote {out}")
     if bench.failures:

@@ -289,6 +289,29 @@ def report(rows: dict[str, dict[str, Any]], soak_rows: list[dict[str, Any]], arg
     return "\n".join(out) + "\n"
 
 
+HEADING = "## 6. Deployment"
+
+
+def splice_section(document: str, section: str) -> str:
+    """`document` with its deployment section (HEADING up to the next "## " heading) replaced by `section`
+    (appended when it has none; removed when `section` is empty)."""
+    start = document.find(HEADING)
+    if start < 0:
+        return document.rstrip("\n") + ("\n\n" + section if section else "\n")
+    end = document.find("\n## ", start + len(HEADING))
+    rest = document[end + 1 :] if end >= 0 else ""
+    return document[:start] + section + ("\n" + rest if rest else "")
+
+
+def deploy_section(document: str) -> str:
+    """The deployment section of `document` ("" if none), so scripts/bench's full run keeps it."""
+    start = document.find(HEADING)
+    if start < 0:
+        return ""
+    end = document.find("\n## ", start + len(HEADING))
+    return document[start : end + 1] if end >= 0 else document[start:]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure every set-up in turn (one running at a time) and write the section."""
     p = argparse.ArgumentParser(prog="scripts/bench --deploy")
@@ -297,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soak", type=float, default=600, help="soak length in seconds on two nodes (0: none)")
     p.add_argument("--rate", type=float, default=4, help="soak calls per second (default 4)")
     p.add_argument("--bucket", type=float, default=60, help="soak report interval in seconds (default 60)")
-    p.add_argument("--out", type=Path, default=ROOT / ".run" / "BENCHMARKS.deploy.md")
+    p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="its section is replaced (or added)")
     args = p.parse_args(argv)
     args.port = args.port or free_port_run(2)
     token = secrets.token_urlsafe(24)
@@ -321,8 +344,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"soak for {args.soak:.0f} s at {args.rate:g}/s")
                 soak_rows = soak(url, pid, pids, args.soak, args.rate, args.bucket)
     token_file.unlink()
-    text = report(rows, soak_rows, args)
-    tmp = args.out.with_suffix(".tmp")
+    old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    text = splice_section(old, report(rows, soak_rows, args))
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(args.out)
     log(f"wrote {args.out}")
