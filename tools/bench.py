@@ -40,6 +40,7 @@ from guideline.remote.http import Client, Timeouts
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import plan_publish, publish_resources
 from guideline.validation.run import validate
+from tools import deploybench
 from tools.deploybench import deploy_section, splice_section
 from tools.synth import DEFAULT_AT, as_bundle, synth_patients, write_population
 
@@ -820,6 +821,9 @@ def profiling_section() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["--deploy"]:
+        return deploybench.main(given[1:])
     p = argparse.ArgumentParser(prog="scripts/bench", description="Measure and write BENCHMARKS.md.")
     p.add_argument("--quick", action="store_true", help="fewer, smaller runs for development (no 10,000 run)")
     p.add_argument(
@@ -828,6 +832,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="report file (default BENCHMARKS.md; --quick: .run/)")
     p.add_argument("--work", type=Path, default=None, help="folder for synthetic data (default: a temp folder)")
     p.add_argument("--only", choices=("local", "server"), default=None, help="measure only one part")
+    p.add_argument(
+        "--deploy",
+        action="store_true",
+        help="instead: the deployment set-ups side by side (first argument; the rest go to tools/deploybench.py)",
+    )
     args = p.parse_args(argv)
     root = toolchain.repo_root()
     out = args.out or (root / ".run" / "BENCHMARKS.quick.md" if args.quick else root / "BENCHMARKS.md")

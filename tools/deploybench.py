@@ -209,7 +209,8 @@ def soak(url: str, pid: str, pids: list[int], seconds: float, rate: float, bucke
         n = 0
         while True:
             due = start + offset + n * interval
-            if due - start >= seconds:
+            # bounded by the clock too: a server slower than the rate makes the schedule fall behind, not longer
+            if due - start >= seconds or time.monotonic() - start >= seconds:
                 return
             time.sleep(max(0.0, due - time.monotonic()))
             t, o = _one_call(url, pid, want)
