@@ -43,7 +43,8 @@ from guideline.remote.http import Client, Timeouts
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import plan_publish, publish_resources
 from guideline.validation.run import validate
-from tools import bench_spark
+from tools import bench_spark, deploybench
+from tools.deploybench import deploy_section, splice_section
 from tools.synth import DEFAULT_AT, as_bundle, synth_patients, write_population
 
 SEED = 20261124
@@ -973,6 +974,9 @@ def profiling_section() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["--deploy"]:
+        return deploybench.main(given[1:])
     p = argparse.ArgumentParser(prog="scripts/bench", description="Measure and write BENCHMARKS.md.")
     p.add_argument("--quick", action="store_true", help="fewer, smaller runs for development (no 10,000 run)")
     p.add_argument(
@@ -984,6 +988,11 @@ def main(argv: list[str] | None = None) -> int:
         "--only", choices=("local", "server", "engines", "spark"), default=None, help="measure only one part"
     )
     p.add_argument("--patients", type=int, default=None, help="patients for the engines part (default 10,000)")
+    p.add_argument(
+        "--deploy",
+        action="store_true",
+        help="instead: the deployment set-ups side by side (first argument; the rest go to tools/deploybench.py)",
+    )
     args = p.parse_args(argv)
     root = toolchain.repo_root()
     out = args.out or (root / ".run" / "BENCHMARKS.quick.md" if args.quick else root / "BENCHMARKS.md")
@@ -1014,7 +1023,12 @@ def main(argv: list[str] | None = None) -> int:
     shown = [a for i, a in enumerate(given) if a != "--server" and (i == 0 or given[i - 1] != "--server")]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(bench.render(shown, started, info), encoding="utf-8")
+    # the deployment section comes from `scripts/bench --deploy` (tools/deploybench.py): keep it
+    kept = deploy_section(out.read_text(encoding="utf-8")) if out.exists() else ""
+    tmp.write_text(
+        splice_section(bench.render(shown, started, info), kept) if kept else bench.render(shown, started, info),
+        encoding="utf-8",
+    )
     os.replace(tmp, out)
     log(f"wrote {out}")
     if bench.failures:

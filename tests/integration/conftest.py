@@ -20,6 +20,7 @@ from guideline.remote.cds import discover
 from guideline.remote.http import Client
 from guideline.remote.publish import publish_resources
 from tests.support import ROOT
+from tests.support.deploy import db_args
 from tests.support.netutil import free_port
 
 
@@ -96,7 +97,7 @@ def fresh_server() -> Iterator[str]:
     """
     env = {**os.environ, "GUIDELINE_SERVER_PORT": str(free_port())}
     script = str(ROOT / "scripts" / "server")
-    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, check=False)
+    started = subprocess.run([script, "start", *db_args()], env=env, capture_output=True, text=True, check=False)
     try:
         assert started.returncode == 0, f"the second server did not start: {started.stderr[-2000:]}"
         yield started.stdout.strip().rstrip("/")

@@ -23,6 +23,7 @@ from guideline.remote.http import Client, RetryPolicy
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import publish_resources
 from tests.support import ROOT
+from tests.support.deploy import db_args
 from tests.support.netutil import free_port
 
 pytestmark = pytest.mark.server
@@ -51,7 +52,7 @@ def _server(cmd: str, port: int, *extra: str) -> str:
 def data_server(tmp_path: Path) -> Iterator[tuple[str, int, Path]]:
     port = free_port()
     data = tmp_path / "h2"
-    url = _server("start", port, "--data", str(data))
+    url = _server("start", port, "--data", str(data), *db_args())
     try:
         yield url, port, data
     finally:
@@ -112,7 +113,7 @@ def test_killed_mid_publish_leaves_nothing_partial(
     assert not t.is_alive()
     assert failure, "the publish should have failed: its server was killed mid-transaction"
 
-    url = _server("start", port, "--data", str(data))
+    url = _server("start", port, "--data", str(data), *db_args())
     with Client(url) as c:
         want = len([r for r in resources if r["resourceType"] == BULK_TYPE])
         stored = _count(c, BULK_TYPE)

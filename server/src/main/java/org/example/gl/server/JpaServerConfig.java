@@ -20,8 +20,14 @@ import ca.uhn.fhir.rest.server.provider.ResourceProviderFactory;
 import ca.uhn.fhir.rest.server.util.ISearchParamRegistry;
 import com.zaxxer.hikari.HikariDataSource;
 import jakarta.persistence.EntityManagerFactory;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import javax.sql.DataSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -37,7 +43,7 @@ import org.springframework.orm.jpa.JpaTransactionManager;
 import org.springframework.orm.jpa.LocalContainerEntityManagerFactoryBean;
 import org.springframework.transaction.annotation.EnableTransactionManagement;
 
-/** HAPI JPA storage on H2 and the FHIR REST endpoint. */
+/** HAPI JPA storage (H2 by default, or PostgreSQL) and the FHIR REST endpoint. */
 @Configuration
 @EnableTransactionManagement
 // JpaR4Config: R4 DAOs/providers (+ JpaConfig); HapiJpaConfig: paging, fulltext (disabled), stale-search cleanup
@@ -50,20 +56,64 @@ public class JpaServerConfig {
 	 * database in that directory, so loaded content survives a restart. DB_CLOSE_ON_EXIT=FALSE lets Spring close the
 	 * pool (and thus the database) on shutdown instead of racing H2's own shutdown hook; TRACE_LEVEL_FILE=0:
 	 * no .trace.db file (Hibernate probes H2 with harmless failing DDL for its temporary tables).
+	 *
+	 * <p>With the environment variable GUIDELINE_DB_URL = jdbc:postgresql://HOST:PORT/DB (scripts/server start
+	 * --db postgres sets it for its private cluster), PostgreSQL instead; user from GUIDELINE_DB_USER, password from
+	 * the file named by GUIDELINE_DB_PASSWORD_FILE (first line) or GUIDELINE_DB_PASSWORD. Read from the environment,
+	 * not from -D options, so a password never appears on a command line; only the URL is logged.
 	 */
 	@Bean
 	public DataSource dataSource(@Value("${guideline.data-dir:}") String dataDir) {
+		HikariDataSource ds = new HikariDataSource();
+		String pgUrl = strip(System.getenv("GUIDELINE_DB_URL"));
+		if (!pgUrl.isBlank()) {
+			if (!pgUrl.startsWith("jdbc:postgresql:")) {
+				throw new IllegalStateException(
+						"GUIDELINE_DB_URL must be a jdbc:postgresql://HOST:PORT/DATABASE URL (only PostgreSQL is supported)");
+			}
+			ourLog.info("Database: PostgreSQL {}", pgUrl.replaceAll("\\?.*", ""));
+			ds.setDriverClassName("org.postgresql.Driver");
+			ds.setJdbcUrl(pgUrl);
+			ds.setUsername(strip(System.getenv("GUIDELINE_DB_USER")).isBlank() ? "postgres" : strip(System.getenv("GUIDELINE_DB_USER")));
+			ds.setPassword(dbPassword());
+			// fail a request quickly (a 5xx) while the database is unreachable instead of queueing for 30 s
+			ds.setConnectionTimeout(5000);
+			ds.setMaximumPoolSize(10);
+			return ds;
+		}
 		String url = dataDir.isBlank()
 				? "jdbc:h2:mem:guideline;DB_CLOSE_DELAY=-1"
 				: "jdbc:h2:file:" + Path.of(dataDir).toAbsolutePath().resolve("guideline") + ";DB_CLOSE_ON_EXIT=FALSE;TRACE_LEVEL_FILE=0";
 		ourLog.info("Database: {}", url);
-		HikariDataSource ds = new HikariDataSource();
 		ds.setDriverClassName("org.h2.Driver");
 		ds.setJdbcUrl(url);
 		ds.setUsername("sa");
 		ds.setPassword("");
 		ds.setMaximumPoolSize(10);
 		return ds;
+	}
+
+	private static String strip(String value) {
+		return value == null ? "" : value.strip();
+	}
+
+	private static String dbPassword() {
+		String file = strip(System.getenv("GUIDELINE_DB_PASSWORD_FILE"));
+		if (file.isBlank()) {
+			return strip(System.getenv("GUIDELINE_DB_PASSWORD"));
+		}
+		try {
+			return Files.readString(Path.of(file), StandardCharsets.UTF_8).lines().findFirst().orElse("").strip();
+		} catch (IOException e) {
+			throw new UncheckedIOException("cannot read GUIDELINE_DB_PASSWORD_FILE " + file, e);
+		}
+	}
+
+	/** HAPI's own Hibernate dialect for the database in use (its schema and SQL differ per database). */
+	static String dialect() {
+		return strip(System.getenv("GUIDELINE_DB_URL")).isBlank()
+				? "ca.uhn.fhir.jpa.model.dialect.HapiFhirH2Dialect"
+				: "ca.uhn.fhir.jpa.model.dialect.HapiFhirPostgresDialect";
 	}
 
 	@Bean
@@ -121,7 +171,9 @@ public class JpaServerConfig {
 		LocalContainerEntityManagerFactoryBean emf =
 				HapiEntityManagerFactoryUtil.newEntityManagerFactory(beanFactory, fhirContext, storageSettings);
 		emf.setPersistenceUnitName("HAPI_PU");
-		emf.setJpaPropertyMap(jpaProperties.getProperties()); // spring.jpa.properties.* in application.yaml
+		Map<String, Object> props = new HashMap<>(jpaProperties.getProperties()); // spring.jpa.properties.*
+		props.put("hibernate.dialect", dialect());
+		emf.setJpaPropertyMap(props);
 		emf.setDataSource(dataSource);
 		return emf;
 	}
@@ -154,7 +206,7 @@ public class JpaServerConfig {
 		server.setDefaultResponseEncoding(EncodingEnum.JSON);
 		JpaCapabilityStatementProvider capabilities = new JpaCapabilityStatementProvider(
 				server, systemDao, storageSettings, searchParamRegistry, validationSupport);
-		capabilities.setImplementationDescription("Guideline development FHIR server (HAPI JPA, H2)");
+		capabilities.setImplementationDescription("Guideline development FHIR server (HAPI JPA, " + (strip(System.getenv("GUIDELINE_DB_URL")).isBlank() ? "H2" : "PostgreSQL") + ")");
 		server.setServerConformanceProvider(capabilities);
 		return server;
 	}
