@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from guideline.cli import common
+from guideline.cli import cds_auth, common
 from guideline.remote.capability import CDS_PREFETCH, check_server
 from guideline.remote.cds import CHANNELS, DEFAULT_USER, call, discover, fhir_base_for
 from guideline.remote.http import Client, Timeouts, read_token
@@ -61,11 +61,15 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         help="bearer token of the EHR's FHIR server, sent to it and as fhirAuthorization (never printed)",
     )
     c.add_argument("--only-cards", action="store_true", help="list only services that returned cards")
+    cds_auth.add_jwt_args(c)
     common.add_json_flag(c)
+    cds_auth.define_keygen(sub)
 
 
 def main(args: argparse.Namespace) -> int:
-    """List the CDS services, or call them for a patient and print their cards."""
+    """List the CDS services, or call them for a patient and print their cards (or make a JWT key pair)."""
+    if args.cds_command == "keygen":
+        return cds_auth.keygen_main(args)
     with common.client_from_args(args, fhir_base_for(args.server)) as client:
         if args.cds_command == "services":
             services = discover(client)
@@ -75,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
                 for s in services:
                     print(f"{s['id']:<28} {s['hook']:<14} {s.get('title', '')}")
             return 0
+        cds_auth.apply_jwt(args, client)
         with ExitStack() as stack:
             data, token = client, None
             if args.ehr:
