@@ -44,6 +44,9 @@ from tools.synth import DEFAULT_AT, as_bundle, synth_patients, write_population
 
 SEED = 20261124
 AT = f"{DEFAULT_AT.isoformat()}T12:00:00Z"
+# `scripts/bench --cds` (tools/bench_cds.py) owns this block of BENCHMARKS.md; a full run keeps it as it was.
+CDS_BEGIN = "<!-- cds-load:begin (scripts/bench --cds) -->"
+CDS_END = "<!-- cds-load:end -->"
 BASELINE_ID = "BenchTrivialBaseline"
 OURS_CDS = "GLR2Bromocriptine"  # the recommendation with the most logic (two effects, a dynamic card text)
 BASELINE_PLAN: dict[str, Any] = {
@@ -849,8 +852,12 @@ def main(argv: list[str] | None = None) -> int:
     # The server URL is the bench's own (a free port): not part of the command a reader reruns.
     shown = [a for i, a in enumerate(given) if a != "--server" and (i == 0 or given[i - 1] != "--server")]
     out.parent.mkdir(parents=True, exist_ok=True)
+    text = bench.render(shown, started, info)
+    old = out.read_text(encoding="utf-8") if out.exists() else ""
+    if CDS_BEGIN in old and CDS_END in old:
+        text = text.rstrip("\n") + "\n\n" + CDS_BEGIN + old.split(CDS_BEGIN, 1)[1].split(CDS_END, 1)[0] + CDS_END + "\n"
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(bench.render(shown, started, info), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out)
     log(f"wrote {out}")
     if bench.failures:
