@@ -822,7 +822,12 @@ def profiling_section() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/bench", description="Measure and write BENCHMARKS.md.")
+    p = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Measure and write BENCHMARKS.md.",
+        epilog="scripts/bench --cds [--quick]: CDS Hooks under load and the server JIT choice (tools/bench_cds.py, "
+        "its own servers, its own BENCHMARKS.md section)",
+    )
     p.add_argument("--quick", action="store_true", help="fewer, smaller runs for development (no 10,000 run)")
     p.add_argument(
         "--server", default=None, metavar="URL", help="FHIR base of the local server (scripts/bench starts it)"
