@@ -49,6 +49,9 @@ from tools.synth import DEFAULT_AT, as_bundle, synth_patients, write_population
 
 SEED = 20261124
 AT = f"{DEFAULT_AT.isoformat()}T12:00:00Z"
+# `scripts/bench --cds` (tools/bench_cds.py) owns this block of BENCHMARKS.md; a full run keeps it as it was.
+CDS_BEGIN = "<!-- cds-load:begin (scripts/bench --cds) -->"
+CDS_END = "<!-- cds-load:end -->"
 BASELINE_ID = "BenchTrivialBaseline"
 PATHWAY_CDS = "gl-treatment"  # the pathway service: every recommendation's cards in one call
 OURS_CDS = "GLR2Bromocriptine"  # the recommendation with the most logic (two effects, a dynamic card text)
@@ -977,7 +980,12 @@ def main(argv: list[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     if given[:1] == ["--deploy"]:
         return deploybench.main(given[1:])
-    p = argparse.ArgumentParser(prog="scripts/bench", description="Measure and write BENCHMARKS.md.")
+    p = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Measure and write BENCHMARKS.md.",
+        epilog="scripts/bench --cds [--quick]: CDS Hooks under load and the server JIT choice (tools/bench_cds.py, "
+        "its own servers, its own BENCHMARKS.md section)",
+    )
     p.add_argument("--quick", action="store_true", help="fewer, smaller runs for development (no 10,000 run)")
     p.add_argument(
         "--server", default=None, metavar="URL", help="FHIR base of the local server (scripts/bench starts it)"
@@ -1022,13 +1030,22 @@ def main(argv: list[str] | None = None) -> int:
     # The server URL is the bench's own (a free port): not part of the command a reader reruns.
     shown = [a for i, a in enumerate(given) if a != "--server" and (i == 0 or given[i - 1] != "--server")]
     out.parent.mkdir(parents=True, exist_ok=True)
+    text = bench.render(shown, started, info)
+    old = out.read_text(encoding="utf-8") if out.exists() else ""
+    # Two sections come from their own runs and are kept as they were: the CDS load block
+    # (`scripts/bench --cds`, between its markers) and the deployment section (`scripts/bench --deploy`).
+    cds_block = ""
+    if CDS_BEGIN in old and CDS_END in old:
+        head, rest = old.split(CDS_BEGIN, 1)
+        body, tail = rest.split(CDS_END, 1)
+        cds_block, old = CDS_BEGIN + body + CDS_END + "\n", head + tail
+    kept = deploy_section(old)
+    if kept:
+        text = splice_section(text, kept)
+    if cds_block:
+        text = text.rstrip("\n") + "\n\n" + cds_block
     tmp = out.with_name(f".{out.name}.tmp")
-    # the deployment section comes from `scripts/bench --deploy` (tools/deploybench.py): keep it
-    kept = deploy_section(out.read_text(encoding="utf-8")) if out.exists() else ""
-    tmp.write_text(
-        splice_section(bench.render(shown, started, info), kept) if kept else bench.render(shown, started, info),
-        encoding="utf-8",
-    )
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out)
     log(f"wrote {out}")
     if bench.failures:

@@ -245,7 +245,7 @@ def soak(url: str, pid: str, pids: list[int], seconds: float, rate: float, bucke
 def report(rows: dict[str, dict[str, Any]], soak_rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """The Markdown section."""
     out = [
-        "## 6. Deployment: one node H2, one node PostgreSQL, two nodes PostgreSQL behind HAProxy",
+        "## 8. Deployment: one node H2, one node PostgreSQL, two nodes PostgreSQL behind HAProxy",
         "",
         f"`scripts/bench --deploy` (tools/deploybench.py), {time.strftime('%Y-%m-%d', time.gmtime())}, "
         f"{os.cpu_count()} cores, shared with other work. CDS `patient-view` on `{SERVICE}` for the boundary "
@@ -290,7 +290,7 @@ def report(rows: dict[str, dict[str, Any]], soak_rows: list[dict[str, Any]], arg
     return "\n".join(out) + "\n"
 
 
-HEADING = "## 6. Deployment"
+HEADING = "## 8. Deployment"
 
 
 def splice_section(document: str, section: str) -> str:
@@ -299,9 +299,15 @@ def splice_section(document: str, section: str) -> str:
     start = document.find(HEADING)
     if start < 0:
         return document.rstrip("\n") + ("\n\n" + section if section else "\n")
-    end = document.find("\n## ", start + len(HEADING))
+    end = _section_end(document, start)
     rest = document[end + 1 :] if end >= 0 else ""
     return document[:start] + section + ("\n" + rest if rest else "")
+
+
+def _section_end(document: str, start: int) -> int:
+    """Where the section at `start` ends: the next "## " heading or marked block (e.g. the CDS load block), or -1."""
+    ends = [i for i in (document.find(m, start + len(HEADING)) for m in ("\n## ", "\n<!-- ")) if i >= 0]
+    return min(ends) if ends else -1
 
 
 def deploy_section(document: str) -> str:
@@ -309,7 +315,7 @@ def deploy_section(document: str) -> str:
     start = document.find(HEADING)
     if start < 0:
         return ""
-    end = document.find("\n## ", start + len(HEADING))
+    end = _section_end(document, start)
     return document[start : end + 1] if end >= 0 else document[start:]
 
 

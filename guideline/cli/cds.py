@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from guideline.cli import common
+from guideline.cli import cds_auth, common
 from guideline.core.errors import BadInputError
 from guideline.remote.capability import CDS_PREFETCH, check_server
 from guideline.remote.cds import (
@@ -79,6 +79,7 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         help="bearer token of the EHR's FHIR server, sent to it and as fhirAuthorization (never printed)",
     )
     c.add_argument("--only-cards", action="store_true", help="list only services that returned cards")
+    cds_auth.add_jwt_args(c)
     common.add_json_flag(c)
     a = sub.add_parser("accept", help="accept a suggestion: create its draft on the EHR, then send feedback")
     common.add_server_args(a, required=True)
@@ -88,14 +89,18 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
     a.add_argument(
         "--ehr-token-file", type=Path, default=None, metavar="FILE", help="bearer token of the EHR's FHIR server"
     )
+    cds_auth.add_jwt_args(a)
     common.add_json_flag(a)
     f = sub.add_parser("feedback", help="feedback the CDS server stored: counts per service, outcome and reason")
     common.add_server_args(f, required=True)
     common.add_json_flag(f)
+    cds_auth.define_keygen(sub)
 
 
 def main(args: argparse.Namespace) -> int:
-    """List the CDS services, or call them for a patient and print their cards."""
+    """List the CDS services, or call them for a patient and print their cards (or make a JWT key pair)."""
+    if args.cds_command == "keygen":
+        return cds_auth.keygen_main(args)
     with common.client_from_args(args, fhir_base_for(args.server)) as client:
         if args.cds_command == "services":
             services = discover(client)
@@ -107,6 +112,8 @@ def main(args: argparse.Namespace) -> int:
             return 0
         if args.cds_command == "feedback":
             return _print_feedback(feedback_counts(client), args.json)
+        # Both accept (its feedback POST) and call reach the services: sign them when asked.
+        cds_auth.apply_jwt(args, client)
         if args.cds_command == "accept":
             return _accept(client, args)
         with ExitStack() as stack:
