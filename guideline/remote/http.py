@@ -335,11 +335,27 @@ _REFUSALS: dict[int, tuple[type[ServerRejectedError], str]] = {
 }
 
 
+def _service_error(resp: requests.Response) -> str:
+    """The `{"error": "..."}` text a CDS Hooks service (ours, or another) answers with; '' when there is none."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return ""
+    error = body.get("error") if isinstance(body, dict) else None
+    return f": {error}" if isinstance(error, str) and error else ""
+
+
 def _rejected(method: str, url: str, resp: requests.Response) -> ServerRejectedError:
-    """The typed error for a non-retried, unexpected status, with the server's OperationOutcome."""
+    """The typed error for a non-retried, unexpected status, with the server's OperationOutcome
+    (or a CDS service's error text)."""
     outcome = _outcome(resp)
     cls, hint = _REFUSALS.get(resp.status_code, (ServerRejectedError, ""))
-    msg = f"{method} {url} failed with HTTP {resp.status_code}{_outcome_suffix(outcome)}"
+    cds = "/cds-services/" in url
+    detail = _outcome_suffix(outcome) or (_service_error(resp) if cds else "")
+    msg = f"{method} {url} failed with HTTP {resp.status_code}{detail}"
+    if resp.status_code == 401 and cds:
+        # A CDS service's 401 is about the caller's JWT (CDS Hooks security), not the FHIR bearer token.
+        hint = "this CDS service requires signed calls: pass --jwt-key PEM --jwt-iss ISS (see `guideline cds keygen`)"
     if hint:
         msg += f" ({hint})"
     return cls(msg, status=resp.status_code, outcome=outcome)

@@ -30,6 +30,20 @@ def _strip(resource: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if k != "id"}
 
 
+def test_cds_on_an_empty_server_is_404_not_500(fresh_server: str) -> None:
+    """Verify that a CDS call or feedback before any knowledge is installed is a 404 naming the service.
+
+    HAPI's service registry throws a NullPointerException while no service is registered; that used to be a 500.
+    This test must run before `installed` fills the module's server: it is first in the file on purpose.
+    """
+    root = fresh_server.removesuffix("/fhir")
+    body = {"hook": "patient-view", "hookInstance": "x", "context": {"patientId": "p", "userId": "Practitioner/1"}}
+    for path in ("gl-treatment", "GLR1InsulinAssessment", "gl-treatment/feedback"):
+        resp = requests.post(f"{root}/cds-services/{path}", json=body, timeout=60)
+        assert resp.status_code == 404, (path, resp.status_code, resp.text)
+        assert "No CDS service" in resp.json()["error"], resp.text
+
+
 @pytest.fixture(scope="module")
 def installed(
     fresh_server: str, config: Config, engine: Engine, tmp_path_factory: pytest.TempPathFactory

@@ -404,3 +404,13 @@ def test_redirects_to_another_origin_do_not_carry_the_token(stub: Stub, waits: l
         _client(stub, waits, token=TOKEN).get_json("metadata")
     assert stub.seen[0].headers["Authorization"] == f"Bearer {TOKEN}"
     assert "Authorization" not in other.seen[0].headers
+
+
+def test_cds_service_401_names_the_jwt_flags_and_the_services_reason(stub: Stub, waits: list[float]) -> None:
+    """Verify that a CDS service's 401 carries its `{"error"}` text and points at --jwt-key, not --token-file."""
+    stub.routes["POST /cds-services/gl-treatment"] = Reply(401, {"error": "unauthorized: no bearer token"})
+    client = _client(stub, waits)
+    with pytest.raises(ForbiddenError) as err:
+        client.request("POST", f"{stub.url}/cds-services/gl-treatment", json_body={"hook": "patient-view"})
+    assert "HTTP 401: unauthorized: no bearer token" in err.value.message
+    assert "--jwt-key" in err.value.message and "--token-file" not in err.value.message

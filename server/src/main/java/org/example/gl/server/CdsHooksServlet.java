@@ -158,12 +158,10 @@ public class CdsHooksServlet extends HttpServlet {
 			postFeedback(req, resp, id.substring(0, id.length() - "/feedback".length()));
 			return;
 		}
-		CdsServiceJson service = null;
 		List<CdsServiceJson> recommendations = recommendationServices();
 		boolean pathway = id.equals(pathwayId) && !recommendations.isEmpty();
-		try {
-			service = pathway ? null : registry.getCdsServiceJson(id);
-		} catch (IllegalArgumentException e) { // HAPI-2536 unknown id (or PlanDefinition not registered yet)
+		CdsServiceJson service = pathway ? null : registeredService(id);
+		if (!pathway && service == null) {
 			write(resp, 404, Map.of("error", "No CDS service '" + id + "' is registered"));
 			return;
 		}
@@ -195,14 +193,22 @@ public class CdsHooksServlet extends HttpServlet {
 		}
 	}
 
+	/**
+	 * The registered service {@code id}, or null. HAPI's registry throws IllegalArgumentException (HAPI-2536) for
+	 * an unknown id, and a NullPointerException while no service at all is registered (a server with no knowledge
+	 * published yet): both mean "no such service", a 404 rather than a 500.
+	 */
+	private CdsServiceJson registeredService(String id) {
+		try {
+			return registry.getCdsServiceJson(id);
+		} catch (IllegalArgumentException | NullPointerException e) {
+			return null;
+		}
+	}
+
 	/** POST /cds-services/{id}/feedback (CDS Hooks 2.0): checked against the cards {@code id} sent, then stored. */
 	private void postFeedback(HttpServletRequest req, HttpServletResponse resp, String id) throws IOException {
-		boolean known = id.equals(pathwayId) && !recommendationServices().isEmpty();
-		try {
-			known = known || registry.getCdsServiceJson(id) != null;
-		} catch (IllegalArgumentException e) {
-			known = false;
-		}
+		boolean known = (id.equals(pathwayId) && !recommendationServices().isEmpty()) || registeredService(id) != null;
 		if (!known) {
 			write(resp, 404, Map.of("error", "No CDS service '" + id + "' is registered"));
 			return;
