@@ -123,3 +123,14 @@ def client_from_args(args: argparse.Namespace, base_url: str | None = None) -> C
         verify_tls=not args.insecure,
         timeouts=Timeouts(read_s=args.timeout),
     )
+
+
+def positive_int(value: str) -> int:
+    """argparse type for counts (workers, partitions, batch sizes): a whole number of at least 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return n

@@ -18,16 +18,6 @@ from guideline.evaluation.bulk import EXPECTED_BULK
 from guideline.evaluation.jvm import batch_classpath
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
-    return n
-
-
 def define_parser(parser: argparse.ArgumentParser) -> None:
     """Add this subcommand's flags: EXPORT, --out, --master, --partitions, --at, --keep-going."""
     parser.add_argument(
@@ -51,7 +41,7 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--partitions",
-        type=_positive_int,
+        type=common.positive_int,
         default=None,
         metavar="N",
         help="patient partitions evaluated in parallel (default: Spark's default parallelism)",

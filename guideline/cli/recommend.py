@@ -27,16 +27,6 @@ from guideline.evaluation.patient import evaluate
 from guideline.evaluation.records import Population, open_population
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
-    return n
-
-
 def define_parser(parser: argparse.ArgumentParser) -> None:
     """Add this subcommand's flags to `parser`: --patient-bundle or --population (with its options), --at, --json."""
     what = parser.add_mutually_exclusive_group(required=True)
@@ -57,7 +47,7 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
     pop = parser.add_argument_group("population mode")
     pop.add_argument(
         "--workers",
-        type=_positive_int,
+        type=common.positive_int,
         default=None,
         metavar="N",
         help=f"JVM threads (--engine java) or Node worker processes (--engine js); default: the number of CPUs, "
