@@ -112,13 +112,7 @@ class JavaEngine:
         head = json.dumps({"at": at, "libraries": list(libraries), "expressions": wanted})
         with self._lock:
             self._next += 1
-            line = f'{{"id":{self._next},{head[1:-1]},"bundles":[{",".join(bundles_json)}]}}\n'
-            stdin, _ = self._pipes()
-            try:
-                stdin.write(line.encode("utf-8"))
-                stdin.flush()
-            except OSError as e:
-                raise EngineError(f"the JVM batch evaluator stopped: {e}") from None
+            self._send(f'{{"id":{self._next},{head[1:-1]},"bundles":[{",".join(bundles_json)}]}}\n')
             answer = self._read()
         rows: list[dict[str, Any]] = answer["rows"]
         return rows
