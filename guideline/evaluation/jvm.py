@@ -32,6 +32,8 @@ from guideline.evaluation.walkplan import compile_walk
 MAIN_CLASS = "org.example.gl.batch.Main"
 # C2 JIT and the parallel collector: a batch run is long enough for the slower start to pay off.
 DEFAULT_JAVA_OPTS = "-Xmx1g -XX:+UseParallelGC"
+# How every protocol line starts: a JSON object, or a stream tag (result, bad bytes, error, done).
+_PROTOCOL_STARTS = (b"{", b"R\t", b"B\t", b"E\t", b"D\t")
 
 
 def batch_classpath() -> str:
@@ -86,12 +88,33 @@ class JavaEngine:
         assert self._proc.stdin is not None and self._proc.stdout is not None  # noqa: S101 - both are PIPE
         return self._proc.stdin, self._proc.stdout
 
+    def _line(self) -> bytes:
+        """The next protocol line; anything else the JVM prints on stdout goes to its log.
+
+        The JVM itself writes some messages to stdout whatever `Main` does with `System.out` (JFR's
+        "Started recording", `-verbose:gc`, unified logging set up by GUIDELINE_BATCH_JAVA_OPTS): those
+        lines start with neither `{` nor a protocol tag, so they are logged instead of breaking the protocol.
+        Returns b"" when the JVM has stopped.
+        """
+        out = self._pipes()[1]
+        while True:
+            line = out.readline()
+            if not line or line.startswith(_PROTOCOL_STARTS):
+                return line
+            self._log.write(b"stdout: " + line)
+
     def _read(self) -> dict[str, Any]:
-        line = self._pipes()[1].readline()
+        line = self._line()
         if not line:
             tail = self._log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
             raise EngineError(f"the JVM batch evaluator stopped: {' | '.join(tail) or 'no output'}")
-        answer: dict[str, Any] = json.loads(line)
+        try:
+            answer: dict[str, Any] = json.loads(line)
+        except ValueError as e:
+            raise EngineError(
+                f"the JVM batch evaluator wrote a broken protocol line ({e}): {line[:120]!r}; "
+                "check GUIDELINE_BATCH_JAVA_OPTS for options that print to stdout"
+            ) from None
         return answer
 
     def evaluate_batch(
@@ -154,7 +177,7 @@ class JavaEngine:
             self._send(json.dumps({"id": self._next, "at": at, "stream": str(shown.resolve())}) + "\n")
             index = 0
             while True:
-                line = self._pipes()[1].readline().decode("utf-8")
+                line = self._line().decode("utf-8")
                 if not line:
                     self._read()  # raises with the JVM's last words
                 if line.startswith("D\t"):
@@ -174,7 +197,7 @@ class JavaEngine:
             self._send(
                 json.dumps({"id": self._next, "at": "", "stream": str(path.resolve()), "parseOnly": True}) + "\n"
             )
-            line = self._pipes()[1].readline().decode("utf-8")
+            line = self._line().decode("utf-8")
             if not line.startswith("D\t"):
                 raise EngineError(f"the JVM batch evaluator stopped: {line.strip() or 'no output'}")
             stats: dict[str, Any] = json.loads(line[2:]).get("stats", {})

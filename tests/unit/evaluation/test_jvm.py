@@ -188,3 +188,24 @@ def test_cli_engines_report_bad_records_identically(tmp_path: Path, capsys: pyte
     assert len(err["js"]) >= 7, err["js"]
     assert err["java"] == err["js"]
     assert out["java"].read_bytes() == out["js"].read_bytes()
+
+
+def test_jvm_chatter_on_stdout_does_not_break_the_protocol(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verify that JVM options printing to stdout (JFR's start-up lines, as when profiling) leave results intact.
+
+    The JVM writes those lines to stdout whatever its logging is set to; before, they crashed the CLI
+    with a JSON traceback.
+    """
+    pop = tmp_path / "pop.ndjson"
+    write_population(pop, synth_patients(17, 12), "ndjson")
+    plain, chatty = tmp_path / "plain.ndjson", tmp_path / "chatty.ndjson"
+    argv = ["recommend", "--population", str(pop), "--at", AT, "--workers", "1", "--out"]
+    assert cli.main([*argv, str(plain)]) == ExitCode.OK
+    monkeypatch.setenv(
+        "GUIDELINE_BATCH_JAVA_OPTS", f"-Xmx512m -XX:StartFlightRecording=filename={tmp_path / 'rec.jfr'} -verbose:gc"
+    )
+    assert cli.main([*argv, str(chatty)]) == ExitCode.OK
+    assert "12 evaluated, 0 skipped" in capsys.readouterr().err
+    assert chatty.read_bytes() == plain.read_bytes()
