@@ -488,7 +488,8 @@ class Bench:
         """`guideline recommend --population` end to end at each size (and --scale N once): time and peak RSS."""
         first_mem = ("?", "0")
         rows = [
-            "| patients | wall time (one run) | patients/s evaluating | start-up | peak RSS: CLI | peak RSS: engine (the JVM) |",
+            "| patients | wall time (one run) | patients/s evaluating | start-up | peak RSS: CLI | "
+            "peak RSS: engine (the JVM) |",
             "|---|---|---|---|---|---|",
         ]
         sizes = self.s.cli_sizes + ((self.s.scale,) if self.s.scale else ())
