@@ -124,9 +124,9 @@ def _rss_mb(pids: list[int]) -> float:
 def running(setup: Setup, port: int, token_file: Path) -> Iterator[str]:
     """A started deployment's URL; stopped afterwards."""
     log(f"starting {setup.label} on port {port}")
-    url = _server(port, "start", *setup.args, token_file=token_file)
     try:
-        yield url
+        # inside the try: an interrupted or failed start may have started PostgreSQL or a node already
+        yield _server(port, "start", *setup.args, token_file=token_file)
     finally:
         _server(port, "stop", token_file=token_file)
 
