@@ -232,7 +232,6 @@ def _writing(dest: Path, source: Path) -> Iterator[IO[bytes]]:
         ) from None
 
 
-# Long: one streaming loop that decompresses, copies, sniffs and counts in a single pass over the file.
 def read_through(path: Path, dest: IO[bytes] | None, sniff: Callable[[bytes], None] | None) -> int:
     """Read a data file block by block (a `*.gz` one decompressed), copying its text to `dest`: its non-blank lines.
 
