@@ -23,8 +23,8 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "export",
         metavar="EXPORT",
-        help="a Bulk Data export folder (one NDJSON file per resource type, optional manifest), or a URI Spark "
-        "reads (hdfs://…, s3a://…: every *.ndjson in it)",
+        help="a Bulk Data export folder (one NDJSON file per resource type, plain or .ndjson.gz, optional manifest), "
+        "or a URI Spark reads (hdfs://…, s3a://…: every *.ndjson and *.ndjson.gz in it)",
     )
     parser.add_argument(
         "--out",

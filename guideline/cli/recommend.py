@@ -41,8 +41,8 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="PATH",
         help="many patients: a directory of patient Bundles (*.json, in file-name order), an NDJSON file of "
-        "resources grouped by patient, or a Bulk Data export folder (one NDJSON file per resource type); "
-        "writes one `--json` document per line",
+        "resources grouped by patient (or gzipped, *.ndjson.gz), or a Bulk Data export folder (one NDJSON file "
+        "per resource type, *.ndjson or *.ndjson.gz); writes one `--json` document per line",
     )
     pop = parser.add_argument_group("population mode")
     pop.add_argument(

@@ -6,20 +6,27 @@ and which patient it belongs to, in a SQLite database in a temporary folder; the
 patient by patient and each patient's lines are read back from the files by offset. Memory holds one
 patient and SQLite's small page cache whatever the size of the export; the disk holds the index
 (~60 bytes per resource).
+
+Servers send exports gzipped and clients often keep them so: a `*.ndjson.gz` file is decompressed once,
+streaming, into the index's temporary folder, and that copy is indexed (reading by byte offset needs it);
+messages still name the `.gz` file, with the line numbers of its decompressed text.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlparse
 
 from guideline.core.errors import BadInputError
@@ -29,10 +36,17 @@ from guideline.evaluation.bundles import binary_kind, first_text
 PATIENT_LINKS = ("subject", "patient")
 
 # What a Bulk Data export folder must hold, for messages.
-EXPECTED_BULK = "a Bulk Data export folder (one NDJSON file per resource type, e.g. Patient.ndjson, Observation.ndjson)"
+EXPECTED_BULK = (
+    "a Bulk Data export folder (one NDJSON file per resource type, e.g. Patient.ndjson, Observation.ndjson, "
+    "or gzipped: Patient.ndjson.gz)"
+)
+# The names of an export's data files: NDJSON, plain or as the server sent it, gzipped.
+DATA_SUFFIXES = (".ndjson", ".ndjson.gz")
 
 _BOM = b"\xef\xbb\xbf"
 _SNIFF_BYTES = 64 * 1024
+# Files are read (counted, decompressed) in blocks of this size: memory never holds a whole file.
+_BLOCK = 1024 * 1024
 # Rows are written to the index in chunks of this many lines (one transaction per chunk).
 _CHUNK = 20_000
 # A reference to a resource in the export, as it appears in a line's JSON text ("Medication/m1").
@@ -68,52 +82,194 @@ def is_manifest(path: Path) -> bool:
     return isinstance(data, dict) and isinstance(data.get("output"), list) and "transactionTime" in data
 
 
-def export_files(folder: Path, ndjson: list[Path], manifests: list[Path]) -> list[Path]:
-    """The export's data files: those the manifest lists (in its order), or every *.ndjson by name.
+def is_data_file(path: Path) -> bool:
+    """Whether a file is an export data file by its name: `*.ndjson`, or `*.ndjson.gz` as servers send them."""
+    return path.name.endswith(DATA_SUFFIXES)
 
-    Raises BadInputError for several manifests, a manifest naming a file that is not in the folder,
-    or a folder whose data files are binary or hold no line at all.
+
+@dataclass(frozen=True)
+class DataFile:
+    """One data file of an export: the file messages name, and where its NDJSON text is read."""
+
+    path: Path  # the file in the export; a .gz file keeps its name in every message
+    text: Path  # its NDJSON text: `path` itself, or the decompressed copy of a .gz file
+
+
+def export_files(folder: Path, ndjson: list[Path], manifests: list[Path], unpack: Path | None = None) -> list[DataFile]:
+    """The export's data files: those the manifest lists (in its order), or every *.ndjson[.gz] by name.
+
+    A manifest url naming `X.ndjson` is found as `X.ndjson` in the folder, else as `X.ndjson.gz` (clients
+    keep the files gzipped as the server sent them; and `X.ndjson.gz` is found as `X.ndjson` once unpacked).
+    A manifest item's `count` (Bulk Data IG: the number of resources in the file) is checked against the
+    file's non-blank lines, counted streaming; an item without one is not checked. A `.gz` file is always
+    read whole, streaming, to prove it is a complete gzip file: with `unpack` (a folder) its text is
+    written there in the same pass and becomes the DataFile's `text`; without, `text` is the .gz file
+    (Spark decompresses it itself).
+
+    Raises BadInputError for several manifests, a manifest naming a file that is not in the folder, a
+    count that does not match, a .gz file that is not a complete gzip file, both X.ndjson and X.ndjson.gz
+    without a manifest to choose, or a folder whose data files are binary or hold no line at all.
     """
     if len(manifests) > 1:
         names = ", ".join(p.name for p in manifests)
         raise BadInputError(f"{folder}: several export manifests ({names}); keep the one that belongs to the export")
-    files = _manifest_files(folder, manifests[0]) if manifests else sorted(ndjson, key=lambda p: p.name)
-    if not files:
+    listed = _manifest_files(folder, manifests[0]) if manifests else [(p, None, "") for p in _by_name(folder, ndjson)]
+    if not listed:
         raise BadInputError(f"{folder}: the export manifest lists no output file; expected {EXPECTED_BULK}")
+    files: list[DataFile] = []
     any_line = False
-    for path in files:
-        any_line = _check_data_file(path) or any_line
+    for path, count, item in listed:
+        text, has_line, lines = _check_data_file(path, unpack, counting=count is not None)
+        if count is not None and lines != count:
+            raise BadInputError(
+                f"{manifests[0]}: {item} says {path.name} holds {count} resources, but {path} has {lines} "
+                "non-blank lines: the download is incomplete or the file changed; download the file again"
+            )
+        files.append(DataFile(path, text))
+        any_line = has_line or any_line
     if not any_line:
         raise BadInputError(f"{folder}: every NDJSON file of the export is empty; expected {EXPECTED_BULK}")
     return files
 
 
-def _manifest_files(folder: Path, manifest: Path) -> list[Path]:
+def _by_name(folder: Path, ndjson: list[Path]) -> list[Path]:
+    """Every data file in name order (X.ndjson.gz where X.ndjson would be); X.ndjson beside X.ndjson.gz is refused."""
+    plain = {p.name for p in ndjson if not p.name.endswith(".gz")}
+    both = sorted(p.name for p in ndjson if p.name.endswith(".gz") and p.name.removesuffix(".gz") in plain)
+    if both:
+        raise BadInputError(
+            f"{folder}: holds both {both[0].removesuffix('.gz')} and {both[0]} (the same file twice?); "
+            "keep one of them, or add the export manifest naming the files to read"
+        )
+    return sorted(ndjson, key=lambda p: p.name.removesuffix(".gz"))
+
+
+def _manifest_files(folder: Path, manifest: Path) -> list[tuple[Path, int | None, str]]:
+    """(file, its manifest `count` or None, "output[i]") for each file the manifest lists, in its order."""
     data = json.loads(manifest.read_bytes().removeprefix(_BOM))
-    files: list[Path] = []
+    files: list[tuple[Path, int | None, str]] = []
     for i, item in enumerate(data["output"]):
         url = item.get("url") if isinstance(item, dict) else None
         if not isinstance(url, str) or not url:
             raise BadInputError(f"{manifest}: output[{i}] has no url; a manifest lists each file as {{type, url}}")
+        count = item.get("count")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise BadInputError(
+                f"{manifest}: output[{i}].count is {json.dumps(count)}, not a number of resources; "
+                "fix the manifest or remove the count"
+            )
         # The url is where the server offered the file; the download keeps its last path segment.
         name = Path(urlparse(url).path).name
-        path = folder / name
-        if not path.is_file():
+        path = _downloaded(folder, name)
+        if path is None:
+            also = f" (nor {_other_form(name)})" if _other_form(name) else ""
             raise BadInputError(
-                f"{manifest}: output[{i}] names {name}, which is not in {folder}; download every file of the export"
+                f"{manifest}: output[{i}] names {name}, which is not in {folder}{also}; "
+                "download every file of the export"
             )
-        if path not in files:
-            files.append(path)
+        if path not in [f[0] for f in files]:
+            files.append((path, count, f"output[{i}]"))
     return files
 
 
-def _check_data_file(path: Path) -> bool:
-    """Refuse a data file that is not NDJSON text; True when it holds at least one non-blank line."""
-    head = first_text(path, "the export file")
+def _other_form(name: str) -> str | None:
+    """The other name a downloaded data file may have: gzipped (X.ndjson.gz) or unpacked (X.ndjson)."""
+    if name.endswith(".ndjson"):
+        return name + ".gz"
+    return name.removesuffix(".gz") if name.endswith(".ndjson.gz") else None
+
+
+def _downloaded(folder: Path, name: str) -> Path | None:
+    """The file of the folder a manifest url names: by its name, else by its other form (see _other_form)."""
+    for candidate in (name, _other_form(name)):
+        if candidate and (folder / candidate).is_file():
+            return folder / candidate
+    return None
+
+
+def _check_data_file(path: Path, unpack: Path | None, counting: bool) -> tuple[Path, bool, int | None]:
+    """Refuse a data file that is not NDJSON text: (where its text is, whether it has a line, its lines if counted).
+
+    A plain file not counted is only sniffed (its first bytes); a .gz file, or one whose lines are counted,
+    is read whole, streaming (and a .gz one decompressed into `unpack` when given).
+    """
+    gzipped = path.name.endswith(".gz")
+    if not gzipped and not counting:
+        head = first_text(path, "the export file")
+        _refuse_binary(path, head)
+        return path, bool(head), None
+    if not gzipped or unpack is None:
+        lines = read_through(path, None, lambda head: _refuse_binary(path, head))
+        return path, lines > 0, lines
+    unpack.mkdir(parents=True, exist_ok=True)
+    text = unpack / path.name.removesuffix(".gz")
+    with _writing(text, path) as dest:
+        lines = read_through(path, dest, lambda head: _refuse_binary(path, head))
+    return text, lines > 0, lines
+
+
+def _refuse_binary(path: Path, head: bytes) -> None:
     kind = binary_kind(head) if head else None
     if kind is not None:
         raise BadInputError(f"{path}: {kind}, not NDJSON; expected {EXPECTED_BULK}")
-    return bool(head)
+
+
+def gunzip(path: Path, dest: Path) -> None:
+    """Decompress a gzipped file into `dest`, streaming; BadInputError naming `path` unless it is complete gzip."""
+    with _writing(dest, path) as out:
+        read_through(path, out, None)
+
+
+@contextmanager
+def _writing(dest: Path, source: Path) -> Iterator[IO[bytes]]:
+    """`dest` open for writing; a failure to write (a full disk) is a BadInputError naming both files."""
+    try:
+        with dest.open("wb") as out:
+            yield out
+    except OSError as e:
+        raise BadInputError(
+            f"{source}: cannot write its decompressed copy {dest}: {e.strerror or e}; free space there"
+        ) from None
+
+
+def read_through(path: Path, dest: IO[bytes] | None, sniff: Callable[[bytes], None] | None) -> int:
+    """Read a data file block by block (a `*.gz` one decompressed), copying its text to `dest`: its non-blank lines.
+
+    `sniff` sees the first bytes that are not whitespace (after a UTF-8 BOM), once, before the rest is
+    read: it may raise to refuse the file. Memory holds one block whatever the size of the file. A .gz
+    file that is empty, truncated or corrupt (CRC, bad data) is a BadInputError naming it.
+    """
+    gzipped = path.name.endswith(".gz")
+    lines = 0
+    content = False  # the current line holds more than whitespace
+    head = b""
+    try:
+        if gzipped and path.stat().st_size == 0:
+            raise EOFError("the file is empty")
+        with gzip.open(path, "rb") if gzipped else path.open("rb") as src:
+            first = True
+            # The first read is long enough to hold a whole BOM (buffered reads return all they are asked for).
+            while block := src.read(max(_BLOCK, len(_BOM)) if first else _BLOCK):
+                if first:
+                    block, first = block.removeprefix(_BOM), False
+                if sniff is not None and not head and block.strip():
+                    head = block[:_SNIFF_BYTES]
+                    sniff(head)
+                if dest is not None:
+                    try:
+                        dest.write(block)
+                    except OSError as e:
+                        raise BadInputError(f"{path}: cannot write its decompressed copy: {e.strerror or e}") from None
+                pieces = block.split(b"\n")
+                for piece in pieces[:-1]:
+                    lines += 1 if content or piece.strip() else 0
+                    content = False
+                content = content or bool(pieces[-1].strip())
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise BadInputError(f"{path}: not a complete gzip file ({e}); download it again") from None
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot read the export file: {e.strerror or e}") from None
+    return lines + (1 if content else 0)
 
 
 @dataclass
@@ -129,10 +285,22 @@ class Group:
 class BulkIndex:
     """The on-disk index of an export: patients in the order of their Patient lines, each with its lines."""
 
-    def __init__(self, files: list[Path]) -> None:
-        self.files = files
+    def __init__(self, folder: Path, ndjson: list[Path], manifests: list[Path]) -> None:
+        """Check the export (see export_files; `.gz` files are unpacked into the index's folder) and index it."""
+        start = time.monotonic()
         self._tmp = tempfile.TemporaryDirectory(prefix="guideline-bulk-")
         self.db = sqlite3.connect(Path(self._tmp.name) / "index.sqlite", isolation_level=None)
+        try:
+            data = export_files(folder, ndjson, manifests, unpack=Path(self._tmp.name) / "unpacked")
+            self.files = [d.path for d in data]  # named in messages
+            self._texts = [d.text for d in data]  # read
+            self._index(data)
+        except BaseException:
+            self.close()
+            raise
+        self.seconds = time.monotonic() - start  # checking, unpacking and indexing
+
+    def _index(self, data: list[DataFile]) -> None:
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "cache_size=-8000"):
             self.db.execute(f"PRAGMA {pragma}")
         self.db.executescript(
@@ -143,31 +311,32 @@ class BulkIndex:
             CREATE TABLE bad(file INT, lineno INT, message TEXT);
             """
         )
-        start = time.monotonic()
-        self.resources = sum(self._scan(i, path) for i, path in enumerate(files))
+        self.resources = sum(self._scan(i, d.path, d.text) for i, d in enumerate(data))
         self.db.execute("CREATE INDEX line_by_patient ON line(pkey, file, off)")
         self.db.execute("CREATE INDEX poison_by_patient ON poison(pkey)")
         self.patients = self._count("SELECT count(DISTINCT pkey) FROM line") + self._count("SELECT count(*) FROM bad")
         self.has_shared = self._count("SELECT count(*) FROM shared") > 0
-        self.seconds = time.monotonic() - start
 
     def _count(self, sql: str) -> int:
         return int(self.db.execute(sql).fetchone()[0])
 
     def close(self) -> None:
-        """Drop the index (its folder is removed)."""
+        """Drop the index (its folder, with the unpacked copies of .gz files, is removed)."""
         self.db.close()
         self._tmp.cleanup()
 
     # Long: one loop over a file's lines, placing each; splitting it would only pass the row lists around.
-    def _scan(self, file: int, path: Path) -> int:
-        """Index one data file: each line under its patient, shared resources by reference, bad lines apart."""
+    def _scan(self, file: int, path: Path, text: Path) -> int:
+        """Index one data file (its text at `text`): each line under its patient, shared ones by reference, bad apart.
+
+        Messages name `path`, the file in the export (a .gz one, whose text is its decompressed copy).
+        """
         rows: list[tuple[str, int, int, int, int, int]] = []
         shared: list[tuple[str, int, int, int]] = []
         count = 0
         off = 0
         try:
-            f = path.open("rb")
+            f = text.open("rb")
         except OSError as e:
             raise BadInputError(f"{path}: cannot read the export file: {e.strerror or e}") from None
         with f:
@@ -220,7 +389,7 @@ class BulkIndex:
         """Lines that could not be placed first, then every patient in Patient-line order, then groups without one."""
         for file, lineno, message in self.db.execute("SELECT file, lineno, message FROM bad ORDER BY file, lineno"):
             yield Group(f"{self.files[file]}:{lineno}", None, error=message)
-        fds = [os.open(p, os.O_RDONLY) for p in self.files]
+        fds = [os.open(p, os.O_RDONLY) for p in self._texts]
         try:
             order = self.db.execute(
                 "SELECT pkey, min(CASE WHEN patient = 1 THEN file * 4294967296 + lineno END) AS first, "

@@ -170,11 +170,12 @@ class JavaEngine:
 
         Records the JVM would reject come back as byte ranges; they are read here with the same
         reader as `Population.records()`, so their positions and messages are the ones it gives.
+        The JVM reads `population.text` (a `.gz` population's decompressed copy); messages name `path`.
         """
-        shown = population.path
+        shown, text = population.path, population.text
         with self._lock:
             self._next += 1
-            self._send(json.dumps({"id": self._next, "at": at, "stream": str(shown.resolve())}) + "\n")
+            self._send(json.dumps({"id": self._next, "at": at, "stream": str(text.resolve())}) + "\n")
             index = 0
             while True:
                 line = self._line().decode("utf-8")
@@ -183,7 +184,7 @@ class JavaEngine:
                 if line.startswith("D\t"):
                     self.last_stats = json.loads(line[2:]).get("stats", {})
                     return
-                yield self._streamed(line, shown, index)
+                yield self._streamed(line, shown, text, index)
                 index += 1
 
     def parse_only(self, path: Path) -> dict[str, Any]:
@@ -211,11 +212,11 @@ class JavaEngine:
             return 0.0
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def _streamed(self, line: str, shown: Path, index: int) -> PatientResult:
+    def _streamed(self, line: str, shown: Path, text: Path, index: int) -> PatientResult:
         tag, consumed, rest = line.split("\t", 2)
         if tag == "B":
             start, end, line_no = (int(x) for x in rest.split("\t"))
-            records = ndjson_slice(shown, start, end, line_no, index)
+            records = ndjson_slice(text, start, end, line_no, index, shown=shown)
             if len(records) != 1 or records[0].error is None:
                 raise EngineError(f"{shown}: the JVM and Python read the lines from {line_no} differently")
             records[0].progress = int(consumed)

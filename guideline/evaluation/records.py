@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from guideline.core.errors import BadInputError
-from guideline.evaluation.bulk import BulkIndex, export_files, is_manifest, patient_key
+from guideline.evaluation.bulk import BulkIndex, gunzip, is_data_file, is_manifest, patient_key
 from guideline.evaluation.bundles import binary_kind, first_text, load_patient_bundle
 
 
@@ -31,12 +32,20 @@ class PatientRecord:
 class Population:
     """An opened population input: a directory of patient bundles, an NDJSON file or a Bulk Data export."""
 
-    path: Path
+    path: Path  # as given: named in every message
     kind: str  # "directory" | "ndjson" | "bulk"
     total: int  # the size of the input in `unit`, for progress and ETA
     unit: str  # "files" | "bytes" | "patients"
     _files: list[Path] = field(default_factory=list, repr=False)
     bulk: BulkIndex | None = field(default=None, repr=False)
+    # A gzipped NDJSON file's decompressed copy, in a temporary folder this population owns.
+    _unpacked: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+    _text: Path | None = field(default=None, repr=False)
+
+    @property
+    def text(self) -> Path:
+        """Where an NDJSON population's text is read: `path`, or the decompressed copy of a `.gz` file."""
+        return self._text or self.path
 
     def records(self) -> Iterator[PatientRecord]:
         """The patients in input order, read one at a time (memory does not grow with the input)."""
@@ -44,12 +53,14 @@ class Population:
             return _bulk_records(self.bulk)
         if self.kind == "directory":
             return _directory_records(self._files)
-        return _ndjson_records(self.path)
+        return _ndjson_records(self.text, self.path)
 
     def close(self) -> None:
-        """Drop what opening made on disk (the Bulk export's index); the records cannot be read after."""
+        """Drop what opening made on disk (a Bulk export's index, a .gz file's copy); records cannot be read after."""
         if self.bulk is not None:
             self.bulk.close()
+        if self._unpacked is not None:
+            self._unpacked.cleanup()
 
     def __enter__(self) -> Population:
         return self
@@ -60,8 +71,8 @@ class Population:
 
 # What --population takes, for messages about a PATH in which nothing is recognised as input.
 EXPECTED = (
-    "a folder of patient Bundles (*.json), an NDJSON file of FHIR resources grouped by patient, "
-    "or a Bulk Data export folder (one NDJSON file per resource type)"
+    "a folder of patient Bundles (*.json), an NDJSON file of FHIR resources grouped by patient (or gzipped, "
+    "*.ndjson.gz), or a Bulk Data export folder (one NDJSON file per resource type, *.ndjson or *.ndjson.gz)"
 )
 
 # How much of an NDJSON file is looked at before starting: enough to tell text from an archive or image.
@@ -72,8 +83,10 @@ _BOM = b"\xef\xbb\xbf"  # accepted on line 1, as exports from Windows tools ofte
 def open_population(path: Path) -> Population:
     """A directory of `*.json` patient Bundles (in file-name order), an NDJSON file, or a Bulk Data export.
 
-    A folder holding `*.ndjson` files is a Bulk Data export (optionally with its manifest): it is
-    indexed by patient on disk here, so close the Population (or use it as a context manager).
+    A folder holding `*.ndjson` (or `*.ndjson.gz`) files is a Bulk Data export (optionally with its
+    manifest): it is indexed by patient on disk here. A file named `*.gz` is gzipped NDJSON: it is
+    decompressed here into a temporary folder (messages still name the .gz file, with the line numbers
+    of its text). Close the Population (or use it as a context manager) to remove what opening made.
     Raises BadInputError when nothing in `path` can be input: missing, a folder with neither `*.json`
     nor `*.ndjson`, an empty NDJSON file or export, or a file that is not NDJSON text at all (an
     archive, an image, one pretty-printed JSON document). Bad records inside usable input are
@@ -87,15 +100,31 @@ def open_population(path: Path) -> Population:
         raise BadInputError(f"{path}: cannot read the population: {e.strerror or e}; expected {EXPECTED}") from None
     if not path.is_file():
         raise BadInputError(f"{path}: not a directory of patient Bundles nor an NDJSON file; expected {EXPECTED}")
+    if path.name.endswith(".gz"):
+        return _open_gzipped(path)
     _check_ndjson_start(path)
     return Population(path, "ndjson", size, "bytes")
+
+
+def _open_gzipped(path: Path) -> Population:
+    """A gzipped NDJSON file, decompressed (streaming) into a temporary folder the Population owns."""
+    tmp = tempfile.TemporaryDirectory(prefix="guideline-population-")
+    text = Path(tmp.name) / path.name.removesuffix(".gz")
+    try:
+        gunzip(path, text)
+        _check_ndjson_start(text, shown=path)
+        size = text.stat().st_size
+    except BaseException:
+        tmp.cleanup()
+        raise
+    return Population(path, "ndjson", size, "bytes", _unpacked=tmp, _text=text)
 
 
 def _open_directory(path: Path) -> Population:
     try:
         entries = [p for p in path.iterdir() if not p.name.startswith(".")]
         files = sorted((p for p in entries if p.suffix == ".json" and p.is_file()), key=lambda p: p.name)
-        ndjson = [p for p in entries if p.suffix == ".ndjson" and p.is_file()]
+        ndjson = [p for p in entries if is_data_file(p) and p.is_file()]
     except OSError as e:
         raise BadInputError(f"{path}: cannot list the population directory: {e.strerror or e}") from None
     if ndjson:
@@ -114,7 +143,7 @@ def _open_bulk(path: Path, json_files: list[Path], ndjson: list[Path]) -> Popula
             f"{path}: holds both NDJSON files (a Bulk Data export) and other *.json files ({others[0]}, ...); "
             "put patient Bundles and an export in separate folders"
         )
-    index = BulkIndex(export_files(path, ndjson, manifests))
+    index = BulkIndex(path, ndjson, manifests)
     if index.patients == 0:
         index.close()
         raise BadInputError(f"{path}: the export holds no patient; expected {EXPECTED}")
@@ -126,9 +155,13 @@ def _bulk_records(index: BulkIndex) -> Iterator[PatientRecord]:
         yield PatientRecord(i, group.where, group.patient, group.bundle_json, group.error, progress=i + 1)
 
 
-def _check_ndjson_start(path: Path) -> None:
-    """Fail fast on a file that holds no lines or is not NDJSON text (before the slow engine start)."""
-    head = first_text(path, "the population")
+def _check_ndjson_start(text: Path, shown: Path | None = None) -> None:
+    """Fail fast on a file that holds no lines or is not NDJSON text (before the slow engine start).
+
+    `shown` names the file in messages when `text` is its decompressed copy.
+    """
+    path = shown or text
+    head = first_text(text, "the population")
     if not head:
         raise BadInputError(f"{path}: the file is empty (no NDJSON lines); expected {EXPECTED}")
     kind = binary_kind(head)
@@ -230,31 +263,34 @@ def _parse_line(raw: bytes, lineno: int) -> tuple[str, dict[str, Any], str | Non
     return text, resource, None
 
 
-def ndjson_slice(path: Path, start: int, end: int, first_line: int, index: int) -> list[PatientRecord]:
+def ndjson_slice(
+    path: Path, start: int, end: int, first_line: int, index: int, shown: Path | None = None
+) -> list[PatientRecord]:
     """The records of lines `first_line`... of an NDJSON file, bytes [start, end): as `records()` reads them there.
 
     The JVM reads NDJSON populations itself and hands back the byte range of each record it would
-    have to reject, so that the position and message come from this one reader.
+    have to reject, so that the position and message come from this one reader. `shown` names the
+    file in `where` when `path` is a decompressed copy (Population.text).
     """
-    return list(_ndjson_records(path, start, end, first_line, index))
+    return list(_ndjson_records(path, shown or path, start, end, first_line, index))
 
 
 def _ndjson_records(
-    path: Path, start: int = 0, end: int | None = None, first_line: int = 1, first_index: int = 0
+    path: Path, shown: Path, start: int = 0, end: int | None = None, first_line: int = 1, first_index: int = 0
 ) -> Iterator[PatientRecord]:
-    """Group consecutive lines by patient (see the README, 'Population mode', for the rules)."""
-    shown = str(path)
+    """Group consecutive lines of `path` by patient (see the README, 'Population mode'); `where` names `shown`."""
+    name = str(shown)
     counter = itertools.count(first_index)  # records in input order
     group: _Group | None = None
     consumed = start
 
     def finish(g: _Group) -> PatientRecord:
-        return g.record(shown, next(counter), consumed)
+        return g.record(name, next(counter), consumed)
 
     try:
         f = path.open("rb")
     except OSError as e:
-        raise BadInputError(f"{shown}: cannot read the population: {e.strerror or e}") from None
+        raise BadInputError(f"{name}: cannot read the population: {e.strerror or e}") from None
     with f:
         f.seek(start)
         for lineno, raw in enumerate(f, first_line):

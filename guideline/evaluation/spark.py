@@ -59,13 +59,20 @@ def require_pyspark() -> None:
         raise ToolchainError(f"pyspark is not installed in this environment; {toolchain.SETUP_HINT}") from None
 
 
+# The data files of an export at a URI, as a Hadoop glob: NDJSON, plain or gzipped.
+URI_GLOB = "*.{ndjson,ndjson.gz}"
+
+
 def export_files(path: str) -> list[str]:
     """The export's data files, as paths Spark reads: a local folder is checked as `recommend --population` checks it.
 
-    A URI (`hdfs://…`, `s3a://…`) is passed to Spark as `URI/*.ndjson` (no manifest, no checks here).
+    That is bulk.export_files: the manifest's files (with its `count`s checked) or every `*.ndjson` and
+    `*.ndjson.gz`; a .gz file is read through once here to prove it is complete, and Spark's text reader
+    decompresses it itself (line numbers are those of its text, as in the local path). A URI (`hdfs://…`,
+    `s3a://…`) is passed to Spark as `URI/*.{ndjson,ndjson.gz}` (no manifest, no checks here).
     """
     if "://" in path and not path.startswith("file://"):
-        return [path.rstrip("/") + "/*.ndjson"]
+        return [f"{path.rstrip('/')}/{URI_GLOB}"]
     folder = Path(path.removeprefix("file://"))
     if not folder.is_dir():
         raise BadInputError(f"{folder}: not a folder; expected {bulk.EXPECTED_BULK}")
@@ -73,11 +80,11 @@ def export_files(path: str) -> list[str]:
         entries = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
     except OSError as e:
         raise BadInputError(f"{folder}: cannot list the export folder: {e.strerror or e}") from None
-    ndjson = [p for p in entries if p.suffix == ".ndjson"]
+    ndjson = [p for p in entries if bulk.is_data_file(p)]
     manifests = [p for p in entries if p.suffix == ".json" and bulk.is_manifest(p)]
     if not ndjson:
-        raise BadInputError(f"{folder}: no *.ndjson file in this folder; expected {bulk.EXPECTED_BULK}")
-    return [str(p) for p in bulk.export_files(folder, ndjson, manifests)]
+        raise BadInputError(f"{folder}: no *.ndjson nor *.ndjson.gz file in this folder; expected {bulk.EXPECTED_BULK}")
+    return [str(f.path) for f in bulk.export_files(folder, ndjson, manifests)]
 
 
 # ---------------------------------------------------------------- executor side: keying lines
@@ -205,7 +212,7 @@ class JobSummary:
 
 
 def expand_uris(spark: SparkSession, files: list[str]) -> list[str]:
-    """`URI/*.ndjson` (see export_files) as the files it matches, by name, through Hadoop's FileSystem."""
+    """`URI/*.{ndjson,ndjson.gz}` (see export_files) as the files it matches, by name, through Hadoop's FileSystem."""
     sc = spark.sparkContext
     out: list[str] = []
     for f in files:
@@ -214,9 +221,14 @@ def expand_uris(spark: SparkSession, files: list[str]) -> list[str]:
             continue
         pattern = sc._jvm.org.apache.hadoop.fs.Path(f)  # type: ignore[union-attr]
         found = pattern.getFileSystem(sc._jsc.hadoopConfiguration()).globStatus(pattern) or []
-        names = sorted(str(st.getPath().toString()) for st in found if st.isFile())
+        # By name without .gz, as the local path orders them.
+        names = sorted(
+            (str(st.getPath().toString()) for st in found if st.isFile()), key=lambda n: n.removesuffix(".gz")
+        )
         if not names:
-            raise BadInputError(f"{f.rsplit('/', 1)[0]}: no *.ndjson file there; expected {bulk.EXPECTED_BULK}")
+            raise BadInputError(
+                f"{f.rsplit('/', 1)[0]}: no *.ndjson nor *.ndjson.gz file there; expected {bulk.EXPECTED_BULK}"
+            )
         out += names
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,20 +175,26 @@ def _with_bad_records(good: Path, bad: Path) -> None:
 
 
 def test_cli_engines_report_bad_records_identically(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Verify that bad records are skipped with the same positions and messages on both engines (--keep-going)."""
+    """Verify that bad records are skipped with the same positions and messages on both engines (--keep-going).
+
+    And from the same file gzipped (the JVM reads its decompressed copy): the same lines, the .gz file named.
+    """
     good = tmp_path / "good.ndjson"
     write_population(good, synth_patients(23, 36, observations=(5, 40)), "ndjson")
     pop = tmp_path / "pop.ndjson"
     _with_bad_records(good, pop)
+    gz = tmp_path / "pop.ndjson.gz"
+    gz.write_bytes(gzip.compress(pop.read_bytes()))
     out, err = {}, {}
-    for engine in ("java", "js"):
+    for engine, path in (("java", pop), ("js", pop), ("java-gz", gz)):
         out[engine] = tmp_path / f"{engine}.ndjson"
-        argv = ["recommend", "--population", str(pop), "--at", AT, "--workers", "2", "--out", str(out[engine])]
-        assert cli.main([*argv, "--engine", engine, "--keep-going"]) == ExitCode.OK
+        argv = ["recommend", "--population", str(path), "--at", AT, "--workers", "2", "--out", str(out[engine])]
+        assert cli.main([*argv, "--engine", engine.removesuffix("-gz"), "--keep-going"]) == ExitCode.OK
         err[engine] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("skipped:")]
     assert len(err["js"]) >= 7, err["js"]
     assert err["java"] == err["js"]
-    assert out["java"].read_bytes() == out["js"].read_bytes()
+    assert err["java-gz"] == [line.replace(f"{pop}:", f"{gz}:") for line in err["java"]]
+    assert out["java"].read_bytes() == out["js"].read_bytes() == out["java-gz"].read_bytes()
 
 
 def test_jvm_chatter_on_stdout_does_not_break_the_protocol(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from collections.abc import Iterator
@@ -164,6 +165,25 @@ def test_bulk_export_and_grouped_ndjson_give_identical_output(
     assert len(bulk.splitlines()) == 120 and '"recommendations":[{' in bulk
 
 
+def test_cli_reads_a_gzipped_export_as_its_text(
+    package: Package, pool2: EnginePool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verify: an export with gzipped files (manifest urls naming X.ndjson) writes the plain population's bytes."""
+    patients = list(synth_patients(18, 30, observations=(10, 150)))
+    write_population(tmp_path / "pop.ndjson", iter(patients), "ndjson")
+    write_population(tmp_path / "bulk", iter(patients), "bulk")
+    for name in ("Observation.ndjson", "Patient.ndjson"):  # the others stay plain
+        plain = tmp_path / "bulk" / name
+        plain.with_name(f"{name}.gz").write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+    expected = "".join(result_line(r) for r in _run(package, tmp_path / "pop.ndjson", pool2))
+    out = tmp_path / "gz.ndjson"
+    argv = ["--at", AT, "--engine", "js", "--workers", "1", "--out", str(out)]
+    assert cli.main(["recommend", "--population", str(tmp_path / "bulk"), *argv]) == ExitCode.OK
+    assert "30 evaluated, 0 skipped" in capsys.readouterr().err
+    assert out.read_text(encoding="utf-8") == expected and expected.count("\n") == 30
+
+
 # ---------------------------------------------------------------- bad records
 
 
@@ -319,12 +339,17 @@ def test_cli_reads_a_bulk_export_and_reports_its_bad_lines(tmp_path: Path, capsy
     write_population(export, synth_patients(16, 3, observations=(2, 2)), "bulk")
     with (export / "Observation.ndjson").open("a", encoding="utf-8") as f:
         f.write("{broken\n")
+    # The manifest counts the line too (a count that does not match is refused before any record is read).
+    manifest = json.loads((export / "manifest.json").read_text(encoding="utf-8"))
+    for item in manifest["output"]:
+        item["count"] += item["url"] == "Observation.ndjson"
+    (export / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     out = tmp_path / "r.ndjson"
     rc = cli.main(["recommend", "--population", str(export), "--at", AT, "--workers", "1", "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == ExitCode.BAD_INPUT
-    files = json.loads((export / "manifest.json").read_text(encoding="utf-8"))["output"]
-    resources = sum(f["count"] for f in files) + 1
+    files = manifest["output"]
+    resources = sum(f["count"] for f in files)
     assert f"population: Bulk Data export of {len(files)} file(s), {resources} resources grouped by patient" in err
     assert f"skipped: {export / 'Observation.ndjson'}:7: line 7:2: not valid JSON" in err
     assert len(out.read_text(encoding="utf-8").splitlines()) == 3

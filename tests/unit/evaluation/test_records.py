@@ -105,3 +105,43 @@ def test_patient_bundle_folder_and_binary_are_one_line_errors(tmp_path: Path) ->
     blank.write_bytes(b"  \n")
     with pytest.raises(BadInputError, match="the file is empty"):
         load_patient_bundle(blank)
+
+
+def test_gzipped_ndjson_reads_as_its_text(tmp_path: Path) -> None:
+    """Verify: pop.ndjson.gz gives pop.ndjson's records, located by the .gz name; its copy goes with close()."""
+    patients = [json.dumps({"resourceType": "Patient", "id": f"p{i}"}) for i in range(3)]
+    text = ("\n".join([patients[0], "not json", *patients[1:]]) + "\n").encode()
+    (tmp_path / "pop.ndjson").write_bytes(text)
+    gz = tmp_path / "pop.ndjson.gz"
+    gz.write_bytes(gzip.compress(text))
+    plain = list(open_population(tmp_path / "pop.ndjson").records())
+    with open_population(gz) as population:
+        assert population.kind == "ndjson" and population.path == gz and population.text.read_bytes() == text
+        assert population.total == len(text) and population.unit == "bytes"
+        got = list(population.records())
+    assert not population.text.exists() and not population.text.parent.exists()
+    assert [(r.where, r.patient, r.bundle_json, r.error) for r in got] == [
+        (r.where.replace("pop.ndjson", "pop.ndjson.gz"), r.patient, r.bundle_json, r.error) for r in plain
+    ]
+    assert got[0].where == f"{gz}:1-2" and got[0].error is not None and got[0].error.startswith("line 2:1: not valid")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (gzip.compress(b'{"resourceType": "Patient", "id": "a"}\n')[:-10], "not a complete gzip file ("),
+        (b"", "not a complete gzip file (the file is empty)"),
+        (b'{"resourceType": "Patient", "id": "a"}\n', "not a complete gzip file (Not a gzipped file"),
+        (gzip.compress(b"\n\n"), "the file is empty (no NDJSON lines)"),
+        (gzip.compress(b'{\n  "resourceType": "Bundle"\n}\n'), "an indented JSON document"),
+        (gzip.compress(gzip.compress(b"{}\n")), "a gzip archive"),
+    ],
+    ids=["truncated", "empty-file", "not-gzip", "no-lines", "indented", "gzip-in-gzip"],
+)
+def test_gzipped_ndjson_that_is_not_input_is_refused(tmp_path: Path, content: bytes, message: str) -> None:
+    """Verify that a broken .gz population, or one whose text is not NDJSON, is one error naming the .gz file."""
+    gz = tmp_path / "pop.ndjson.gz"
+    gz.write_bytes(content)
+    with pytest.raises(BadInputError) as err:
+        open_population(gz)
+    assert err.value.message.startswith(f"{gz}: ") and message in err.value.message

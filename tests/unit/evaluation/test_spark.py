@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from guideline.core.errors import ExitCode, ToolchainError
+from guideline.core.errors import BadInputError, ExitCode, ToolchainError
 from guideline.evaluation import spark as job
 from guideline.evaluation.bundles import load_patient_bundle
 from tests.support import ROOT
@@ -27,6 +29,7 @@ BAD_LINES = {
     ],
     "Patient.ndjson": ['{"resourceType": "Patient", "gender": "male"}'],
 }
+GZIPPED = "Observation.ndjson.gz"
 
 
 def _case_resources() -> Iterator[dict[str, Any]]:
@@ -43,7 +46,10 @@ def _case_resources() -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic export (40 patients) plus the scenarios, a shared Medication and a few bad lines, per type."""
+    """A synthetic export (40 patients) plus the scenarios, a shared Medication and a few bad lines, per type.
+
+    Observation.ndjson is gzipped, as servers send it (Spark decompresses it itself, the local path unpacks it).
+    """
     folder = tmp_path_factory.mktemp("spark") / "export"
     write_population(folder, synth_patients(41, 40, observations=(10, 60)), "bulk")
     (folder / "manifest.json").unlink()  # every *.ndjson is read, including those added below
@@ -66,6 +72,9 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, lines in extra.items():
         with (folder / name).open("a", encoding="utf-8") as f:
             f.write("".join(line + "\n" for line in lines))
+    obs = folder / "Observation.ndjson"
+    (folder / GZIPPED).write_bytes(gzip.compress(obs.read_bytes()))
+    obs.unlink()
     return folder
 
 
@@ -110,7 +119,7 @@ def test_spark_local_mode_writes_what_the_local_path_writes(export: Path, tmp_pa
     skipped = _skipped(local.stderr)
     assert len(skipped) == 3 and _skipped(spark.stderr) == skipped
     # The three bad lines, located as the local path locates them (both lists are equal, so check one).
-    obs = (export / "Observation.ndjson").read_text(encoding="utf-8").splitlines()
+    obs = gzip.decompress((export / GZIPPED).read_bytes()).decode("utf-8").splitlines()
     pats = (export / "Patient.ndjson").read_text(encoding="utf-8").splitlines()
     bad_obs, bad_pat, poisoned = (
         obs.index("no") + 1,
@@ -118,14 +127,17 @@ def test_spark_local_mode_writes_what_the_local_path_writes(export: Path, tmp_pa
         obs.index(BAD_LINES["Observation.ndjson"][0]) + 1,
     )
     where = {line.split(": ", 2)[1].rsplit("/", 1)[-1]: line.split(": ", 2)[2] for line in skipped}
-    assert where[f"Observation.ndjson:{bad_obs}"].startswith(f"line {bad_obs}:1: not valid JSON")
+    assert where[f"{GZIPPED}:{bad_obs}"].startswith(f"line {bad_obs}:1: not valid JSON")
     assert where[f"Patient.ndjson:{bad_pat}"] == f"line {bad_pat}: the Patient has no id; give it one"
-    assert where["Patient.ndjson:4"].startswith(f"Observation.ndjson line {poisoned}:")  # syn41-000003
-    _check_parquet(out / job.PARQUET_DIR, expected)
+    assert where["Patient.ndjson:4"].startswith(f"{GZIPPED} line {poisoned}:")  # syn41-000003
+    _check_parquet(out / job.PARQUET_DIR, expected, export)
 
 
-def _check_parquet(folder: Path, expected: list[str]) -> None:
-    """Spark's own Parquet reader (parquet-mr) reads back the same documents, patients and recommendation ids."""
+def _check_parquet(folder: Path, expected: list[str], export: Path) -> None:
+    """Spark's own Parquet reader (parquet-mr) reads back the same documents, patients and recommendation ids.
+
+    And, in the same session, the glob a URI export is read with finds the plain and the gzipped files by name.
+    """
     from pyspark.sql import SparkSession
 
     spark = (
@@ -138,8 +150,14 @@ def _check_parquet(folder: Path, expected: list[str]) -> None:
     )
     try:
         rows = spark.read.parquet(str(folder)).collect()
+        [pattern] = job.export_files("hdfs:///x")
+        found = job.expand_uris(spark, [f"file://{export}/{pattern.rsplit('/', 1)[1]}"])
     finally:
         spark.stop()
+    names = sorted(
+        (p.name for p in export.iterdir() if p.suffix in (".ndjson", ".gz")), key=lambda n: n.removesuffix(".gz")
+    )
+    assert [f.rsplit("/", 1)[1] for f in found] == names and GZIPPED in names
     assert sorted(r["document"] + "\n" for r in rows) == sorted(expected)
     for r in rows:
         doc = json.loads(r["document"])
@@ -152,11 +170,34 @@ def test_bad_export_fails_before_spark_starts(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     res = _run("population-spark", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
     assert res.returncode == ExitCode.BAD_INPUT
-    assert "no *.ndjson file in this folder; expected a Bulk Data export folder" in res.stderr
+    assert "no *.ndjson nor *.ndjson.gz file in this folder; expected a Bulk Data export folder" in res.stderr
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "notes.txt").write_text("mine", encoding="utf-8")
     res = _run("population-spark", str(tmp_path / "empty"), "--out", str(tmp_path / "used"))
     assert res.returncode == ExitCode.USAGE and "is not an earlier result of this job" in res.stderr
+
+
+def test_export_files_are_checked_before_spark_starts(tmp_path: Path) -> None:
+    """Verify (no Spark started): gzipped files are listed, and manifest counts and gzip streams checked, at once."""
+    export = tmp_path / "export"
+    write_population(export, synth_patients(42, 4, observations=(3, 5)), "bulk")
+    obs = export / "Observation.ndjson"
+    gz = export / GZIPPED
+    gz.write_bytes(gzip.compress(obs.read_bytes()))
+    obs.unlink()
+    files = job.export_files(str(export))
+    listed = json.loads((export / "manifest.json").read_text(encoding="utf-8"))["output"]
+    assert [Path(f).name for f in files] == [i["url"].replace("Observation.ndjson", GZIPPED) for i in listed]
+    assert GZIPPED in [Path(f).name for f in files]
+    assert job.export_files("hdfs:///exports/x/") == ["hdfs:///exports/x/*.{ndjson,ndjson.gz}"]
+    lines = gzip.decompress(gz.read_bytes()).splitlines(keepends=True)
+    gz.write_bytes(gzip.compress(b"".join(lines[:-1])))  # a resource short of the manifest's count
+    with pytest.raises(BadInputError, match=re.escape(f"{gz} has {len(lines) - 1} non-blank lines")):
+        job.export_files(str(export))
+    (export / "manifest.json").unlink()  # no count: still a complete gzip file is required
+    gz.write_bytes(gz.read_bytes()[:-12])
+    with pytest.raises(BadInputError, match=re.escape(f"{gz}: not a complete gzip file")):
+        job.export_files(str(export))
 
 
 def test_lines_are_keyed_as_the_local_reader_keys_them() -> None:
