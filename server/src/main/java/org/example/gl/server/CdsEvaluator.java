@@ -17,10 +17,6 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 import org.hl7.fhir.instance.model.api.IBaseResource;
 import org.hl7.fhir.r4.model.Bundle;
 import org.hl7.fhir.r4.model.CarePlan;
@@ -41,27 +37,12 @@ import org.opencds.cqf.fhir.utility.monad.Eithers;
  * stored data, so a patient stored here under the same id as the EHR's is seen twice and cards silently vanish
  * (GLR2 did). Here the engine sees exactly one copy: the EHR's (prefetch + fhirServer reads, merged into one Bundle,
  * parsed once per call), or, when the request's fhirServer is this server, only the stored data
- * ({@code useServerData=true}, no {@code data}). The data is parsed once per call and CR's library cache is shared
- * across the recommendations; the pathway service returns them in the order of the pathway PlanDefinition's actions.
- *
- * <p>A call with several recommendations (the pathway service) applies them in parallel, one task per PlanDefinition
- * on a shared pool with one thread per core: the six applies are independent (no result of one is input to another),
- * and applied one after another they made the pathway call as slow as the six separate calls (BENCHMARKS.md 3b:
- * p50 1.02x the sum of six). The pool is shared by all requests, so under load the cores stay the limit instead of
- * requests x six threads competing for them. Each task gets its own processor and its own copy of the data Bundle
- * (the processor may annotate the resources it reads).
+ * ({@code useServerData=true}, no {@code data}). One processor per call shares the parsed data and CR's library cache
+ * across the recommendations; the pathway service runs them in the order of the pathway PlanDefinition's actions.
  */
 public class CdsEvaluator {
 	/** The CarePlan extension CR puts on an $apply result whose evaluation failed somewhere. */
 	private static final String CQF_MESSAGES = "http://hl7.org/fhir/StructureDefinition/cqf-messages";
-
-	/** Applies run here: one thread per core, shared by every request (daemon threads: they never hold the JVM up). */
-	private static final ExecutorService POOL = Executors.newFixedThreadPool(
-			Math.max(1, Runtime.getRuntime().availableProcessors()), r -> {
-				Thread t = new Thread(r, "cds-apply");
-				t.setDaemon(true);
-				return t;
-			});
 
 	private final IPlanDefinitionProcessorFactory processors;
 	private final DaoRegistry daos;
@@ -131,64 +112,35 @@ public class CdsEvaluator {
 	 */
 	public List<Applied> apply(List<String> planIds, String patientId, ObjectNode prefetch, boolean dataHere) {
 		Bundle data = dataHere ? null : mergedData(prefetch);
-		List<PlanDefinition> plans = new ArrayList<>();
+		PlanDefinitionProcessor processor = processors.create(new SystemRequestDetails());
+		List<Applied> out = new ArrayList<>();
 		for (String id : planIds) {
 			PlanDefinition plan = plan(id);
 			if (plan == null) {
 				throw new CdsRequestError(404, "PlanDefinition/" + id + " is not stored on this server; publish the package");
 			}
-			plans.add(plan);
-		}
-		if (plans.size() == 1) {
-			return List.of(applyOne(plans.get(0), patientId, data, dataHere));
-		}
-		List<Future<Applied>> running = new ArrayList<>();
-		for (PlanDefinition plan : plans) {
-			Bundle own = data == null ? null : data.copy();
-			running.add(POOL.submit(() -> applyOne(plan, patientId, own, dataHere)));
-		}
-		List<Applied> out = new ArrayList<>();
-		try {
-			for (Future<Applied> f : running) {
-				out.add(f.get()); // in the pathway's order, whichever finished first
+			IBaseResource result = processor.apply(
+					Eithers.forRight3(plan),
+					"Patient/" + patientId,
+					null, null, null, null, null, null, null, null,
+					null,
+					dataHere,
+					data,
+					null,
+					(IRepository) null,
+					(IRepository) null,
+					(IRepository) null);
+			if (!(result instanceof CarePlan carePlan)) {
+				throw new CdsRequestError(500, "$apply of PlanDefinition/" + id + " did not return a CarePlan");
 			}
-		} catch (InterruptedException e) {
-			Thread.currentThread().interrupt();
-			throw new CdsRequestError(503, "the CDS call was interrupted while applying its recommendations");
-		} catch (ExecutionException e) {
-			if (e.getCause() instanceof RuntimeException re) {
-				throw re; // CdsRequestError (with its status) or the engine's own failure, as a sequential apply
+			List<String> errors = engineErrors(carePlan);
+			if (!errors.isEmpty()) {
+				throw new CdsRequestError(500, "the engine reported errors applying PlanDefinition/" + id + ": "
+						+ String.join("; ", errors));
 			}
-			throw new IllegalStateException(e.getCause());
-		} finally {
-			running.forEach(f -> f.cancel(true)); // a failed call leaves no work behind
+			out.add(new Applied(plan, carePlan));
 		}
 		return out;
-	}
-
-	private Applied applyOne(PlanDefinition plan, String patientId, Bundle data, boolean dataHere) {
-		PlanDefinitionProcessor processor = processors.create(new SystemRequestDetails());
-		String id = plan.getIdElement().getIdPart();
-		IBaseResource result = processor.apply(
-				Eithers.forRight3(plan),
-				"Patient/" + patientId,
-				null, null, null, null, null, null, null, null,
-				null,
-				dataHere,
-				data,
-				null,
-				(IRepository) null,
-				(IRepository) null,
-				(IRepository) null);
-		if (!(result instanceof CarePlan carePlan)) {
-			throw new CdsRequestError(500, "$apply of PlanDefinition/" + id + " did not return a CarePlan");
-		}
-		List<String> errors = engineErrors(carePlan);
-		if (!errors.isEmpty()) {
-			throw new CdsRequestError(500, "the engine reported errors applying PlanDefinition/" + id + ": "
-					+ String.join("; ", errors));
-		}
-		return new Applied(plan, carePlan);
 	}
 
 	/** Messages of the OperationOutcomes CR attached (cqf-messages): an evaluation that failed is never "no cards". */
