@@ -1147,8 +1147,26 @@ JAVA_PROFILING_ROWS = [
 ]
 
 
+# The CDS pathway service (issue 12): its profile, what was tried, what is next.
+CDS_PROFILING_ROWS = [
+    (
+        "3b, quiet (2026-11-29 22:40): the pathway call `gl-treatment` took p50 1.02x, p95 2.52x the sum of "
+        "the six per-recommendation calls. JFR on the server during 3b (752 request-thread samples, full "
+        "stacks; pathway calls and rounds of six alternate): 25 % in the loopback FHIR searches only the "
+        "pathway call makes for its prefetch (the union of the six services' templates: whole resource types "
+        "per patient, no code filter, evaluated in memory after), as much as the six calls spend in their own"
+        " database searches (25 %, value-set codes inline); CQL evaluation 16 %, CR's processor 12 %, JSON in"
+        " and out 19 %, the knowledge freshness fingerprint about 1 %",
+        "tried: the six applies of one call in parallel on a pool with one thread per core: p50 1.05x, p95 "
+        "1.84x (no gain: the applies do not overlap), reverted. Next: prefetch templates carrying the code "
+        "filters of the libraries' data requirements (smaller reads for EHRs too), or the pathway call "
+        "searching this server's database directly with one retrieve cache shared by its six applies",
+    ),
+]
+
+
 def profiling_section() -> list[str]:
-    """The profiling section: the Node worker's findings and fixes, then the JVM batch evaluator's."""
+    """The profiling section: the Node worker's findings and fixes, the JVM batch evaluator's, the CDS pathway's."""
     rows = ["| finding (share of worker CPU before) | fix (ours) |", "|---|---|"]
     rows += [f"| {finding} | {fix} |" for finding, fix in PROFILING_ROWS]
     return [
@@ -1165,6 +1183,12 @@ def profiling_section() -> list[str]:
         "| finding | change (ours) |",
         "|---|---|",
         *(f"| {finding} | {change} |" for finding, change in JAVA_PROFILING_ROWS),
+        "",
+        "### The CDS pathway service (`gl-treatment`)",
+        "",
+        "| finding | change (ours) |",
+        "|---|---|",
+        *(f"| {finding} | {change} |" for finding, change in CDS_PROFILING_ROWS),
     ]
 
 
