@@ -111,6 +111,27 @@ def _cpu_s(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def _live_heap_mb(pids: list[int]) -> float:
+    """The nodes' heap in use right after a forced full GC (MB): what a leak would make grow; 0 if jcmd is missing."""
+    total = 0.0
+    for pid in pids:
+        try:
+            subprocess.run(["jcmd", str(pid), "GC.run"], capture_output=True, timeout=60, check=True)  # noqa: S603, S607
+            out = subprocess.run(  # noqa: S603
+                ["jstat", "-gc", str(pid)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,  # noqa: S607
+            ).stdout.split()
+        except (OSError, subprocess.SubprocessError):
+            return 0.0
+        half = len(out) // 2
+        cols = dict(zip(out[:half], out[half:], strict=True))
+        total += sum(float(cols.get(k, "0")) for k in ("S0U", "S1U", "EU", "OU")) / 1024
+    return total
+
+
 def _rss_mb(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -218,16 +239,23 @@ def soak(url: str, pid: str, pids: list[int], seconds: float, rate: float, bucke
                 results.append((due - start, t, o))
             n += 1
 
+    heap: list[tuple[float, float]] = []
+    next_heap = bucket_s * 0.9
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(client, i * interval / 4) for i in range(4)]
         while any(not f.done() for f in futures):
-            rss.append((time.monotonic() - start, _rss_mb(pids)))
-            time.sleep(bucket_s / 3)
+            now = time.monotonic() - start
+            rss.append((now, _rss_mb(pids)))
+            if now >= next_heap:  # once per bucket, near its end: the live heap after a forced full GC
+                heap.append((now, _live_heap_mb(pids)))
+                next_heap += bucket_s
+            time.sleep(bucket_s / 6)
     rows = []
     for b in range(int(seconds // bucket_s)):
         lo, hi = b * bucket_s, (b + 1) * bucket_s
         part = [(t, o) for at, t, o in results if lo <= at < hi]
         mem = [m for at, m in rss if lo <= at < hi] or [0.0]
+        live = [m for at, m in heap if lo <= at < hi] or [0.0]
         rows.append(
             {
                 "t": hi,
@@ -236,6 +264,7 @@ def soak(url: str, pid: str, pids: list[int], seconds: float, rate: float, bucke
                 "stale": sum(1 for _, o in part if o == "stale"),
                 "p95": p95([t for t, _ in part]) if part else 0.0,
                 "rss": max(mem),
+                "heap": live[-1],
             }
         )
     return rows
@@ -276,15 +305,17 @@ def report(rows: dict[str, dict[str, Any]], soak_rows: list[dict[str, Any]], arg
             "",
             f"Soak: {args.soak:.0f} s at {args.rate:g} calls/s (4 clients, fixed schedule) on two nodes behind the "
             f"proxy: {calls} calls, {sum(r['errors'] for r in soak_rows)} errors, "
-            f"{sum(r['stale'] for r in soak_rows)} stale. Per {args.bucket:.0f} s: p95 latency and the two nodes' "
-            "resident memory (max in the interval).",
+            f"{sum(r['stale'] for r in soak_rows)} stale. Per {args.bucket:.0f} s: p95 latency, the two nodes' "
+            "resident memory (max in the interval) and their live heap: the heap in use right after a full GC "
+            "forced near the interval's end (`jcmd PID GC.run`, then `jstat -gc`; that pause is in the p95). RSS "
+            "grows while the JVMs enlarge their heaps up to `-Xmx`; a leak shows as a growing live heap.",
             "",
-            "| until | calls | errors | stale | p95 | RSS both nodes |",
-            "|---|---|---|---|---|---|",
+            "| until | calls | errors | stale | p95 | RSS both nodes | live heap both nodes |",
+            "|---|---|---|---|---|---|---|",
         ]
         out += [
             f"| {r['t']:.0f} s | {r['calls']} | {r['errors']} | {r['stale']} | {r['p95'] * 1000:.0f} ms | "
-            f"{r['rss']:.0f} MB |"
+            f"{r['rss']:.0f} MB | {r['heap']:.0f} MB |"
             for r in soak_rows
         ]
     return "\n".join(out) + "\n"
