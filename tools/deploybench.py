@@ -240,13 +240,14 @@ def soak(url: str, pid: str, pids: list[int], seconds: float, rate: float, bucke
             n += 1
 
     heap: list[tuple[float, float]] = []
-    next_heap = bucket_s * 0.9
+    # mid-interval: the reading (two jcmd + jstat, ~2 s) must land inside the interval it is reported for
+    next_heap = bucket_s * 0.5
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(client, i * interval / 4) for i in range(4)]
         while any(not f.done() for f in futures):
             now = time.monotonic() - start
             rss.append((now, _rss_mb(pids)))
-            if now >= next_heap:  # once per bucket, near its end: the live heap after a forced full GC
+            if now >= next_heap:  # once per interval: the live heap after a forced full GC
                 heap.append((now, _live_heap_mb(pids)))
                 next_heap += bucket_s
             time.sleep(bucket_s / 6)
@@ -255,7 +256,7 @@ def soak(url: str, pid: str, pids: list[int], seconds: float, rate: float, bucke
         lo, hi = b * bucket_s, (b + 1) * bucket_s
         part = [(t, o) for at, t, o in results if lo <= at < hi]
         mem = [m for at, m in rss if lo <= at < hi] or [0.0]
-        live = [m for at, m in heap if lo <= at < hi] or [0.0]
+        live = [m for at, m in heap if lo <= at < hi]
         rows.append(
             {
                 "t": hi,
@@ -264,7 +265,7 @@ def soak(url: str, pid: str, pids: list[int], seconds: float, rate: float, bucke
                 "stale": sum(1 for _, o in part if o == "stale"),
                 "p95": p95([t for t, _ in part]) if part else 0.0,
                 "rss": max(mem),
-                "heap": live[-1],
+                "heap": live[-1] if live else None,
             }
         )
     return rows
@@ -307,7 +308,7 @@ def report(rows: dict[str, dict[str, Any]], soak_rows: list[dict[str, Any]], arg
             f"proxy: {calls} calls, {sum(r['errors'] for r in soak_rows)} errors, "
             f"{sum(r['stale'] for r in soak_rows)} stale. Per {args.bucket:.0f} s: p95 latency, the two nodes' "
             "resident memory (max in the interval) and their live heap: the heap in use right after a full GC "
-            "forced near the interval's end (`jcmd PID GC.run`, then `jstat -gc`; that pause is in the p95). RSS "
+            "forced mid-interval (`jcmd PID GC.run`, then `jstat -gc`; that pause is in the p95). RSS "
             "grows while the JVMs enlarge their heaps up to `-Xmx`; a leak shows as a growing live heap.",
             "",
             "| until | calls | errors | stale | p95 | RSS both nodes | live heap both nodes |",
@@ -315,10 +316,15 @@ def report(rows: dict[str, dict[str, Any]], soak_rows: list[dict[str, Any]], arg
         ]
         out += [
             f"| {r['t']:.0f} s | {r['calls']} | {r['errors']} | {r['stale']} | {r['p95'] * 1000:.0f} ms | "
-            f"{r['rss']:.0f} MB | {r['heap']:.0f} MB |"
+            f"{r['rss']:.0f} MB | {_mb(r['heap'])} |"
             for r in soak_rows
         ]
     return "\n".join(out) + "\n"
+
+
+def _mb(value: float | None) -> str:
+    """A memory figure for the table; a dash when the interval got no reading."""
+    return "–" if value is None else f"{value:.0f} MB"
 
 
 HEADING = "## 8. Deployment"
