@@ -111,8 +111,11 @@ def _cpu_s(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
-def _live_heap_mb(pids: list[int]) -> float:
-    """The nodes' heap in use right after a forced full GC (MB): what a leak would make grow; 0 if jcmd is missing."""
+def _live_heap_mb(pids: list[int]) -> float | None:
+    """The nodes' heap in use right after a forced full GC (MB): what a leak would make grow.
+
+    None when it cannot be read (no jcmd/jstat, a node gone): the table shows a dash, never a made-up 0.
+    """
     total = 0.0
     for pid in pids:
         try:
@@ -125,7 +128,7 @@ def _live_heap_mb(pids: list[int]) -> float:
                 check=True,  # noqa: S607
             ).stdout.split()
         except (OSError, subprocess.SubprocessError):
-            return 0.0
+            return None
         half = len(out) // 2
         cols = dict(zip(out[:half], out[half:], strict=True))
         total += sum(float(cols.get(k, "0")) for k in ("S0U", "S1U", "EU", "OU")) / 1024
@@ -239,7 +242,7 @@ def soak(url: str, pid: str, pids: list[int], seconds: float, rate: float, bucke
                 results.append((due - start, t, o))
             n += 1
 
-    heap: list[tuple[float, float]] = []
+    heap: list[tuple[float, float | None]] = []
     # mid-interval: the reading (two jcmd + jstat, ~2 s) must land inside the interval it is reported for
     next_heap = bucket_s * 0.5
     with ThreadPoolExecutor(4) as pool:
