@@ -41,6 +41,7 @@ pytestmark = pytest.mark.server
 
 BOUNDARY_CASE = "r3-triglycerides-at-threshold"  # triglycerides exactly 150 mg/dL, threshold ">= 150"
 PLAN = "GLR3Levocarnitine"
+PATHWAY_SERVICE = "gl-treatment"
 FRESH_BOUND_S = 2.0  # the stated cross-node bound (the mechanism gives 0: the next evaluation re-checks)
 
 
@@ -269,6 +270,30 @@ def test_a_republish_through_node_a_is_used_by_node_b_within_the_bound(
                     f"{base} ({'CDS' if cds else '$apply'}) still used the old threshold "
                     f"{time.monotonic() - published:.1f}s after publishing {mg_dl} mg/dL through node A"
                 )
+
+
+def _pathway_labels(base: str, token: str, pid: str) -> set[str]:
+    with Client(base, token=token) as c:
+        return {card["source"]["label"] for card in call(c, PATHWAY_SERVICE, patient=pid)["cards"]}
+
+
+def test_a_plan_definition_changed_through_node_a_is_used_by_node_b_at_once(
+    nodes: NodeSet, package: list[dict[str, Any]]
+) -> None:
+    """Verify that node B's CDS services, which keep parsed PlanDefinitions in memory, use a PlanDefinition changed
+    through node A on their next call: R3's card on B's pathway service carries the new title, then the old one
+    once it is published back."""
+    a, b = nodes.nodes
+    with Client(a, token=nodes.token) as c:
+        publish_resources(c, package)
+    pid, _ = _boundary_patient(a, nodes.token)
+    plan = next(r for r in package if r["resourceType"] == "PlanDefinition" and r["id"] == PLAN)
+    assert plan["title"] in _pathway_labels(b, nodes.token, pid), "R3 should fire at the threshold (warms B's cache)"
+    for title in (f"{plan['title']} (changed on node A)", plan["title"]):
+        with Client(a, token=nodes.token) as c:
+            publish_resources(c, [{**plan, "title": title}], force=True)
+        got = _pathway_labels(b, nodes.token, pid)
+        assert title in got, f"node B's pathway service still labels R3's card with an old title: {sorted(got)}"
 
 
 def _bulk(n: int) -> list[dict[str, Any]]:

@@ -3,15 +3,19 @@ package org.example.gl.server;
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.jpa.api.dao.DaoRegistry;
 import ca.uhn.fhir.jpa.api.dao.IFhirResourceDao;
+import ca.uhn.fhir.jpa.searchparam.MatchUrlService;
+import ca.uhn.fhir.jpa.searchparam.SearchParameterMap;
 import ca.uhn.fhir.parser.IParser;
 import ca.uhn.fhir.repository.IRepository;
 import ca.uhn.fhir.rest.api.server.SystemRequestDetails;
+import ca.uhn.fhir.rest.server.exceptions.ResourceGoneException;
 import ca.uhn.fhir.rest.server.exceptions.ResourceNotFoundException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
 import java.util.ArrayList;
+import java.util.Collection;
 import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
@@ -36,8 +40,9 @@ import org.opencds.cqf.fhir.utility.monad.Eithers;
  * <p>Why not CR's CDS service (CdsCrService): it evaluates with the prefetch as extra data <em>and</em> this server's
  * stored data, so a patient stored here under the same id as the EHR's is seen twice and cards silently vanish
  * (GLR2 did). Here the engine sees exactly one copy: the EHR's (prefetch + fhirServer reads, merged into one Bundle,
- * parsed once per call), or, when the request's fhirServer is this server, only the stored data
- * ({@code useServerData=true}, no {@code data}). One processor per call shares the parsed data and CR's library cache
+ * parsed once per call), or, when the request's fhirServer is this server, only the stored data: read once through
+ * the prefetch templates in-process ({@link #storedData}) or searched by the engine ({@code useServerData=true},
+ * no {@code data}). One processor per call shares the parsed data and CR's library cache
  * across the recommendations; the pathway service runs them in the order of the pathway PlanDefinition's actions.
  */
 public class CdsEvaluator {
@@ -49,15 +54,21 @@ public class CdsEvaluator {
 	private final FhirContext fhir;
 	private final ObjectMapper mapper;
 	private final String pathwayPlanId;
+	private final MatchUrlService matchUrls;
+	private final PlanDefinitionCache plans;
 
 	public CdsEvaluator(
 			IPlanDefinitionProcessorFactory processors,
 			DaoRegistry daos,
+			MatchUrlService matchUrls,
+			PlanDefinitionCache plans,
 			FhirContext fhir,
 			ObjectMapper mapper,
 			String pathwayPlanId) {
 		this.processors = processors;
 		this.daos = daos;
+		this.matchUrls = matchUrls;
+		this.plans = plans;
 		this.fhir = fhir;
 		this.mapper = mapper;
 		this.pathwayPlanId = pathwayPlanId;
@@ -66,8 +77,12 @@ public class CdsEvaluator {
 	/** One recommendation's $apply result: its PlanDefinition and the CarePlan (with the contained RequestGroup). */
 	public record Applied(PlanDefinition plan, CarePlan carePlan) {}
 
-	/** The stored PlanDefinition with this id, or null. */
+	/** The stored PlanDefinition with this id (a copy of the cached one), or null. */
 	public PlanDefinition plan(String id) {
+		return plans.get(id, this::read);
+	}
+
+	private PlanDefinition read(String id) {
 		IFhirResourceDao<PlanDefinition> dao = daos.getResourceDao(PlanDefinition.class);
 		try {
 			return dao.read(new IdType("PlanDefinition", id), new SystemRequestDetails());
@@ -107,11 +122,12 @@ public class CdsEvaluator {
 	}
 
 	/**
-	 * Applies each PlanDefinition for the patient. {@code prefetch}: every key a searchset Bundle or resource (the
-	 * resolver's output); ignored when {@code dataHere} (the engine reads this server's stored data instead).
+	 * Applies each PlanDefinition for the patient to {@code data} (from {@link #mergedData} or {@link #storedData}),
+	 * or, when {@code data} is null, to this server's stored data, which the engine then searches itself (one
+	 * search per retrieve).
 	 */
-	public List<Applied> apply(List<String> planIds, String patientId, ObjectNode prefetch, boolean dataHere) {
-		Bundle data = dataHere ? null : mergedData(prefetch);
+	public List<Applied> apply(List<String> planIds, String patientId, Bundle data) {
+		boolean dataHere = data == null;
 		PlanDefinitionProcessor processor = processors.create(new SystemRequestDetails());
 		List<Applied> out = new ArrayList<>();
 		for (String id : planIds) {
@@ -158,10 +174,91 @@ public class CdsEvaluator {
 	}
 
 	/**
+	 * The prefetch {@code queries} (filled templates: reads {@code Type/id} and searches {@code Type?params}) run on
+	 * this server's database in-process: the resources as the engine would get them from an EHR's prefetch, each
+	 * once, with no HTTP and no JSON in between. For a call that evaluates several recommendations, this reads the
+	 * patient once (a few searches by code) instead of each recommendation's engine searching the database for each
+	 * of its retrieves. Searches run synchronously (no search cache rows written); {@code _include} is honoured.
+	 */
+	public Bundle storedData(Collection<String> queries) {
+		Map<String, IBaseResource> byKey = new LinkedHashMap<>();
+		for (String query : mergedByCode(queries)) {
+			int q = query.indexOf('?');
+			String type = (q < 0 ? query.substring(0, Math.max(query.indexOf('/'), 0)) : query.substring(0, q));
+			if (!fhir.getResourceTypes().contains(type)) {
+				throw new CdsRequestError(500, "prefetch template " + query + " does not name a FHIR resource type");
+			}
+			IFhirResourceDao<? extends IBaseResource> dao = daos.getResourceDao(type);
+			List<IBaseResource> found;
+			if (q < 0) {
+				try {
+					found = List.of(dao.read(new IdType(query), new SystemRequestDetails()));
+				} catch (ResourceNotFoundException | ResourceGoneException e) {
+					throw new CdsRequestError(412, "this server has no " + query + "; cannot evaluate without it");
+				}
+			} else {
+				SearchParameterMap map = matchUrls.translateMatchUrl(
+						query, fhir.getResourceDefinition(type), MatchUrlService.processIncludes());
+				map.setLoadSynchronous(true);
+				found = dao.search(map, new SystemRequestDetails()).getAllResources();
+			}
+			for (IBaseResource r : found) {
+				if (!(r instanceof OperationOutcome)) {
+					byKey.putIfAbsent(r.getIdElement().toUnqualifiedVersionless().getValue(), r);
+				}
+			}
+		}
+		Bundle bundle = new Bundle().setType(Bundle.BundleType.COLLECTION);
+		byKey.values().forEach(r -> bundle.addEntry().setResource((Resource) r));
+		return bundle;
+	}
+
+	/**
+	 * The same reads with fewer searches: searches that differ only in their {@code code} list become one search
+	 * with the union of the codes (the six recommendations ask for Conditions by code in nine templates); a search
+	 * of the group without a {@code code} makes the merged one code-free. A superset is safe: the engine filters
+	 * what it is given by the logic's own codes. Order: first occurrence.
+	 */
+	static List<String> mergedByCode(Collection<String> queries) {
+		Map<String, Set<String>> codesByRest = new LinkedHashMap<>(); // null set: some search had no code filter
+		for (String query : queries) {
+			int q = query.indexOf('?');
+			if (q < 0) {
+				codesByRest.putIfAbsent(query, null);
+				continue;
+			}
+			List<String> rest = new ArrayList<>();
+			Set<String> codes = null;
+			boolean coded = false;
+			for (String param : query.substring(q + 1).split("&")) {
+				if (param.startsWith("code=") && !coded) {
+					coded = true;
+					codes = new LinkedHashSet<>(List.of(param.substring("code=".length()).split(",")));
+				} else {
+					rest.add(param);
+				}
+			}
+			String key = query.substring(0, q) + "?" + String.join("&", rest);
+			if (!codesByRest.containsKey(key)) {
+				codesByRest.put(key, codes);
+			} else if (codesByRest.get(key) != null) {
+				if (codes == null) {
+					codesByRest.put(key, null);
+				} else {
+					codesByRest.get(key).addAll(codes);
+				}
+			}
+		}
+		List<String> out = new ArrayList<>();
+		codesByRest.forEach((rest, codes) -> out.add(codes == null ? rest : rest + "&code=" + String.join(",", codes)));
+		return out;
+	}
+
+	/**
 	 * All prefetched resources in one collection Bundle, each once (by type and id: a Medication reached by two
 	 * searches' _include is one resource); OperationOutcomes (a search's warnings) dropped.
 	 */
-	Bundle mergedData(ObjectNode prefetch) {
+	public Bundle mergedData(ObjectNode prefetch) {
 		Map<String, JsonNode> byKey = new LinkedHashMap<>();
 		for (JsonNode value : prefetch) {
 			if (value == null || !value.isObject()) {

@@ -18,6 +18,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.stream.Collectors;
+import org.hl7.fhir.r4.model.Bundle;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -30,8 +31,9 @@ import org.slf4j.LoggerFactory;
  * <p>Prefetch ({@link PrefetchResolver}): keys the client left out, sent as null or as an OperationOutcome are read
  * from the request's {@code fhirServer} with its {@code fhirAuthorization}; without a {@code fhirServer} the call
  * answers 412; a failing EHR server answers 502/504. Evaluation ({@link CdsEvaluator}) is our own $apply path with
- * that data only ({@code useServerData=false}); only a per-recommendation call whose {@code fhirServer} is this
- * server lets the engine read the stored data instead. Cards: {@link CdsCards}; feedback: {@link CdsFeedback}.
+ * that data only ({@code useServerData=false}). A call whose {@code fhirServer} is this server uses the stored data
+ * instead: the pathway service reads it once through its templates, in-process; a per-recommendation service lets
+ * the engine search the database. Cards: {@link CdsCards}; feedback: {@link CdsFeedback}.
  * Discovery publishes the Patient template as a read ({@code Patient/{{context.patientId}}}), not CR's
  * {@code Patient?_id=...} search. A servlet Filter on /cds-services/* runs before all of this.
  */
@@ -105,19 +107,34 @@ public class CdsHooksServlet extends HttpServlet {
 		return s;
 	}
 
+	/** Where a call's data comes from: see {@link #doPost}. */
+	private enum Source {
+		/** the EHR's: the request's prefetch, completed from its fhirServer */
+		PREFETCH,
+		/** this server's database, read once through the prefetch templates, in-process */
+		STORED_PREFETCH,
+		/** this server's database, searched by the engine for each retrieve */
+		ENGINE_SEARCH
+	}
+
 	/**
-	 * Resolves the prefetch once, then applies every PlanDefinition of the call in one pass (one parsed data Bundle,
-	 * one processor, CR's library cache), cards in that order; remembers the cards for feedback.
+	 * Gets the call's data once, then applies every PlanDefinition of the call in one pass (one data Bundle, one
+	 * processor, CR's library cache), cards in that order; remembers the cards for feedback.
 	 */
-	private ObjectNode evaluate(String id, ObjectNode request, List<String> plans, Map<String, String> templates, boolean dataHere) {
-		prefetch.resolve(request, templates, dataHere);
+	private ObjectNode evaluate(String id, ObjectNode request, List<String> plans, Map<String, String> templates, Source source) {
+		prefetch.resolve(request, templates, source != Source.PREFETCH);
 		String patient = request.path("context").path("patientId").asText("").replaceFirst("^Patient/", "");
 		if (patient.isBlank()) {
 			throw new CdsRequestError(400, "context.patientId is missing (patient-view needs it)");
 		}
+		Bundle data = switch (source) {
+			case PREFETCH -> evaluator.mergedData((ObjectNode) request.get("prefetch"));
+			case STORED_PREFETCH -> evaluator.storedData(PrefetchResolver.queries(request, templates).values());
+			case ENGINE_SEARCH -> null;
+		};
 		ObjectNode out = mapper.createObjectNode();
 		ArrayNode cards = out.putArray("cards");
-		for (CdsEvaluator.Applied applied : evaluator.apply(plans, patient, (ObjectNode) request.get("prefetch"), dataHere)) {
+		for (CdsEvaluator.Applied applied : evaluator.apply(plans, patient, data)) {
 			cardMaker.cards(applied, patient).forEach(cards::add);
 		}
 		feedback.store().recordCards(id, cards);
@@ -171,14 +188,16 @@ public class CdsHooksServlet extends HttpServlet {
 				write(resp, 400, Map.of("error", "the request body must be a JSON object (CDS Hooks request)"));
 				return;
 			}
-			// The pathway service reads the stored data once through its prefetch templates (loopback HTTP) and
-			// evaluates all six recommendations in memory; a per-recommendation service lets the engine search the
-			// database directly (one search per retrieve), cheaper for one library.
-			boolean dataHere = pointsHere(req, object.get("fhirServer")) && !pathway;
+			// Data on this server (fhirServer = us): the pathway service reads the patient once through its
+			// prefetch templates, in-process, and evaluates all six recommendations on that in memory; a
+			// per-recommendation service lets the engine search the database for each retrieve, cheaper for one
+			// library. Either way the EHR-style prefetch in the request is ignored (it would be a second copy).
+			Source source = !pointsHere(req, object.get("fhirServer")) ? Source.PREFETCH
+					: pathway ? Source.STORED_PREFETCH : Source.ENGINE_SEARCH;
 			List<String> plans = pathway ? recommendations.stream().map(CdsServiceJson::getId).toList() : List.of(id);
 			Map<String, String> templates =
 					pathway ? unionTemplates(recommendations) : PrefetchResolver.templates(service.getPrefetch());
-			write(resp, 200, evaluate(id, object, plans, templates, dataHere));
+			write(resp, 200, evaluate(id, object, plans, templates, source));
 		} catch (CdsRequestError e) {
 			ourLog.warn("CDS service {} not evaluated: HTTP {} {}", id, e.status(), e.getMessage());
 			write(resp, e.status(), Map.of("error", e.getMessage()));

@@ -9,6 +9,7 @@ import ca.uhn.fhir.jpa.cache.IResourceChangeListenerCacheRefresher;
 import ca.uhn.fhir.jpa.cache.IResourceChangeListenerRegistry;
 import ca.uhn.fhir.jpa.cache.ResourceChangeListenerRegistryInterceptor;
 import ca.uhn.fhir.jpa.model.config.PartitionSettings;
+import ca.uhn.fhir.jpa.searchparam.MatchUrlService;
 import ca.uhn.fhir.jpa.searchparam.SearchParameterMap;
 import ca.uhn.fhir.rest.server.RestfulServer;
 import ca.uhn.hapi.fhir.cdshooks.api.ICdsHooksDaoAuthorizationSvc;
@@ -173,6 +174,8 @@ public class ClinicalReasoningConfig {
 			@Qualifier(CdsHooksConfig.CDS_HOOKS_OBJECT_MAPPER_FACTORY) ObjectMapper mapper,
 			IPlanDefinitionProcessorFactory processors,
 			DaoRegistry daos,
+			MatchUrlService matchUrls,
+			PlanDefinitionCache plans,
 			FhirContext fhirContext,
 			@Value("${guideline.cds.fhir-server-timeout-seconds:10}") long fhirServerTimeout,
 			@Value("${guideline.cds.pathway-service-id:gl-treatment}") String pathwayServiceId,
@@ -183,7 +186,7 @@ public class ClinicalReasoningConfig {
 				mapper,
 				Duration.ofSeconds(fhirServerTimeout),
 				pathwayServiceId,
-				new CdsEvaluator(processors, daos, fhirContext, mapper, pathwayPlan),
+				new CdsEvaluator(processors, daos, matchUrls, plans, fhirContext, mapper, pathwayPlan),
 				new CdsCards(fhirContext, mapper, siteBaseUrl, id -> readActivity(daos, id)),
 				new CdsFeedbackStore(daos));
 		var reg = new ServletRegistrationBean<>(servlet, "/cds-services", "/cds-services/*");

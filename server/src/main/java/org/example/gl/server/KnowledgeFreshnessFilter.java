@@ -28,7 +28,7 @@ import org.springframework.web.filter.OncePerRequestFilter;
 
 /**
  * Cross-node freshness of the knowledge caches. Clinical reasoning caches compiled CQL and ValueSet expansions in the
- * JVM; {@link ImmediateRefreshInterceptor} empties them after a write, but only on the node that took the write, and
+ * JVM, the CDS services parsed PlanDefinitions ({@link PlanDefinitionCache}); {@link ImmediateRefreshInterceptor} empties them after a write, but only on the node that took the write, and
  * HAPI's own resource-change polling reaches other nodes only every 10 s. With several nodes on one database, node B
  * would keep evaluating the old CQL after a republish through node A.
  *
@@ -56,6 +56,7 @@ public class KnowledgeFreshnessFilter extends OncePerRequestFilter {
 	private final EvaluationSettings settings;
 	private final IResourceChangeListenerRegistry registry;
 	private final IResourceChangeListenerCacheRefresher refresher;
+	private final PlanDefinitionCache plans;
 	private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
 	private volatile String seen;
 
@@ -63,8 +64,10 @@ public class KnowledgeFreshnessFilter extends OncePerRequestFilter {
 			DataSource dataSource,
 			EvaluationSettings settings,
 			@Lazy IResourceChangeListenerRegistry registry,
-			@Lazy IResourceChangeListenerCacheRefresher refresher) {
+			@Lazy IResourceChangeListenerCacheRefresher refresher,
+			PlanDefinitionCache plans) {
 		this.dataSource = dataSource;
+		this.plans = plans;
 		this.settings = settings;
 		this.registry = registry;
 		this.refresher = refresher;
@@ -117,6 +120,7 @@ public class KnowledgeFreshnessFilter extends OncePerRequestFilter {
 				}
 				settings.getLibraryCache().clear();
 				settings.getValueSetCache().clear();
+				plans.clear();
 				// mark HAPI's listener caches for these types dirty, then run them: CDS services follow PlanDefinitions
 				registry.requestRefreshIfWatching(new Library());
 				registry.requestRefreshIfWatching(new ValueSet());

@@ -120,6 +120,13 @@ public class PrefetchResolver {
 		}
 	}
 
+	/** Every template with the request's context filled in (key -> query), as {@link #resolve} would read them. */
+	public static Map<String, String> queries(ObjectNode request, Map<String, String> templates) {
+		Map<String, String> out = new LinkedHashMap<>();
+		templates.forEach((key, t) -> out.put(key, fill(t, request.get("context"), key)));
+		return out;
+	}
+
 	private static boolean usable(JsonNode value) {
 		return value != null && value.isObject() && value.hasNonNull("resourceType")
 				&& !"OperationOutcome".equals(value.get("resourceType").asText());
