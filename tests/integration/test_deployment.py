@@ -42,6 +42,7 @@ pytestmark = pytest.mark.server
 BOUNDARY_CASE = "r3-triglycerides-at-threshold"  # triglycerides exactly 150 mg/dL, threshold ">= 150"
 PLAN = "GLR3Levocarnitine"
 PATHWAY_SERVICE = "gl-treatment"
+ACTIVITY = "GLProposeLevocarnitine"  # R3's draft MedicationRequest
 FRESH_BOUND_S = 2.0  # the stated cross-node bound (the mechanism gives 0: the next evaluation re-checks)
 
 
@@ -294,6 +295,35 @@ def test_a_plan_definition_changed_through_node_a_is_used_by_node_b_at_once(
             publish_resources(c, [{**plan, "title": title}], force=True)
         got = _pathway_labels(b, nodes.token, pid)
         assert title in got, f"node B's pathway service still labels R3's card with an old title: {sorted(got)}"
+
+
+def _pathway_drug_texts(base: str, token: str, pid: str) -> set[str]:
+    """The medication text of every draft MedicationRequest the pathway service suggests."""
+    with Client(base, token=token) as c:
+        cards = call(c, PATHWAY_SERVICE, patient=pid)["cards"]
+    resources = [a["resource"] for card in cards for s in card.get("suggestions", []) for a in s["actions"]]
+    return {r["medicationCodeableConcept"]["text"] for r in resources if r["resourceType"] == "MedicationRequest"}
+
+
+def test_an_activity_definition_changed_through_node_a_is_used_by_node_b_at_once(
+    nodes: NodeSet, package: list[dict[str, Any]]
+) -> None:
+    """Verify that node B's CDS services, which keep clinical reasoning's knowledge reads in memory, build R3's draft
+    MedicationRequest from an ActivityDefinition changed through node A on their next call, and from the old one
+    once it is published back."""
+    a, b = nodes.nodes
+    with Client(a, token=nodes.token) as c:
+        publish_resources(c, package)
+    pid, _ = _boundary_patient(a, nodes.token)
+    activity = next(r for r in package if r["resourceType"] == "ActivityDefinition" and r["id"] == ACTIVITY)
+    text = activity["productCodeableConcept"]["text"]
+    assert text in _pathway_drug_texts(b, nodes.token, pid), "R3's draft order is missing (warms B's cache)"
+    for new in (f"{text} (changed on node A)", text):
+        changed = {**activity, "productCodeableConcept": {**activity["productCodeableConcept"], "text": new}}
+        with Client(a, token=nodes.token) as c:
+            publish_resources(c, [changed], force=True)
+        got = _pathway_drug_texts(b, nodes.token, pid)
+        assert new in got, f"node B's draft order still comes from an old ActivityDefinition: {sorted(got)}"
 
 
 def _bulk(n: int) -> list[dict[str, Any]]:

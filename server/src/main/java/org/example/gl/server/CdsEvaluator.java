@@ -7,6 +7,7 @@ import ca.uhn.fhir.jpa.searchparam.MatchUrlService;
 import ca.uhn.fhir.jpa.searchparam.SearchParameterMap;
 import ca.uhn.fhir.parser.IParser;
 import ca.uhn.fhir.repository.IRepository;
+import ca.uhn.fhir.rest.api.server.IRepositoryFactory;
 import ca.uhn.fhir.rest.api.server.SystemRequestDetails;
 import ca.uhn.fhir.rest.server.exceptions.ResourceGoneException;
 import ca.uhn.fhir.rest.server.exceptions.ResourceNotFoundException;
@@ -29,7 +30,7 @@ import org.hl7.fhir.r4.model.IdType;
 import org.hl7.fhir.r4.model.OperationOutcome;
 import org.hl7.fhir.r4.model.PlanDefinition;
 import org.hl7.fhir.r4.model.Resource;
-import org.opencds.cqf.fhir.cr.hapi.common.IPlanDefinitionProcessorFactory;
+import org.opencds.cqf.fhir.cr.CrSettings;
 import org.opencds.cqf.fhir.cr.plandefinition.PlanDefinitionProcessor;
 import org.opencds.cqf.fhir.utility.monad.Eithers;
 
@@ -49,26 +50,29 @@ public class CdsEvaluator {
 	/** The CarePlan extension CR puts on an $apply result whose evaluation failed somewhere. */
 	private static final String CQF_MESSAGES = "http://hl7.org/fhir/StructureDefinition/cqf-messages";
 
-	private final IPlanDefinitionProcessorFactory processors;
+	private final IRepositoryFactory repositories;
+	private final CrSettings crSettings;
 	private final DaoRegistry daos;
 	private final FhirContext fhir;
 	private final ObjectMapper mapper;
 	private final String pathwayPlanId;
 	private final MatchUrlService matchUrls;
-	private final PlanDefinitionCache plans;
+	private final KnowledgeCache knowledge;
 
 	public CdsEvaluator(
-			IPlanDefinitionProcessorFactory processors,
+			IRepositoryFactory repositories,
+			CrSettings crSettings,
 			DaoRegistry daos,
 			MatchUrlService matchUrls,
-			PlanDefinitionCache plans,
+			KnowledgeCache knowledge,
 			FhirContext fhir,
 			ObjectMapper mapper,
 			String pathwayPlanId) {
-		this.processors = processors;
+		this.repositories = repositories;
+		this.crSettings = crSettings;
 		this.daos = daos;
 		this.matchUrls = matchUrls;
-		this.plans = plans;
+		this.knowledge = knowledge;
 		this.fhir = fhir;
 		this.mapper = mapper;
 		this.pathwayPlanId = pathwayPlanId;
@@ -79,7 +83,7 @@ public class CdsEvaluator {
 
 	/** The stored PlanDefinition with this id (a copy of the cached one), or null. */
 	public PlanDefinition plan(String id) {
-		return plans.get(id, this::read);
+		return knowledge.plan(id, this::read);
 	}
 
 	private PlanDefinition read(String id) {
@@ -128,7 +132,9 @@ public class CdsEvaluator {
 	 */
 	public List<Applied> apply(List<String> planIds, String patientId, Bundle data) {
 		boolean dataHere = data == null;
-		PlanDefinitionProcessor processor = processors.create(new SystemRequestDetails());
+		// CR's processor as its factory builds it, on this server's repository with knowledge reads cached
+		PlanDefinitionProcessor processor = new PlanDefinitionProcessor(
+				new KnowledgeCachingRepository(repositories.create(new SystemRequestDetails()), knowledge), crSettings);
 		List<Applied> out = new ArrayList<>();
 		for (String id : planIds) {
 			PlanDefinition plan = plan(id);

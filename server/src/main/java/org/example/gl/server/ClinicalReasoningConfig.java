@@ -10,6 +10,7 @@ import ca.uhn.fhir.jpa.cache.IResourceChangeListenerRegistry;
 import ca.uhn.fhir.jpa.cache.ResourceChangeListenerRegistryInterceptor;
 import ca.uhn.fhir.jpa.model.config.PartitionSettings;
 import ca.uhn.fhir.jpa.searchparam.MatchUrlService;
+import ca.uhn.fhir.rest.api.server.IRepositoryFactory;
 import ca.uhn.fhir.jpa.searchparam.SearchParameterMap;
 import ca.uhn.fhir.rest.server.RestfulServer;
 import ca.uhn.hapi.fhir.cdshooks.api.ICdsHooksDaoAuthorizationSvc;
@@ -32,7 +33,7 @@ import org.hl7.fhir.r4.model.IdType;
 import org.opencds.cqf.fhir.cql.EvaluationSettings;
 import org.opencds.cqf.fhir.cql.engine.retrieve.RetrieveSettings;
 import org.opencds.cqf.fhir.cql.engine.terminology.TerminologySettings;
-import org.opencds.cqf.fhir.cr.hapi.common.IPlanDefinitionProcessorFactory;
+import org.opencds.cqf.fhir.cr.CrSettings;
 import org.opencds.cqf.fhir.cr.hapi.config.CrCdsHooksConfig;
 import org.opencds.cqf.fhir.cr.hapi.config.RepositoryConfig;
 import org.opencds.cqf.fhir.cr.hapi.config.r4.ApplyOperationConfig;
@@ -172,10 +173,11 @@ public class ClinicalReasoningConfig {
 	public ServletRegistrationBean<CdsHooksServlet> cdsHooksServlet(
 			ICdsServiceRegistry registry,
 			@Qualifier(CdsHooksConfig.CDS_HOOKS_OBJECT_MAPPER_FACTORY) ObjectMapper mapper,
-			IPlanDefinitionProcessorFactory processors,
+			IRepositoryFactory repositories,
+			CrSettings crSettings,
 			DaoRegistry daos,
 			MatchUrlService matchUrls,
-			PlanDefinitionCache plans,
+			KnowledgeCache knowledge,
 			FhirContext fhirContext,
 			@Value("${guideline.cds.fhir-server-timeout-seconds:10}") long fhirServerTimeout,
 			@Value("${guideline.cds.pathway-service-id:gl-treatment}") String pathwayServiceId,
@@ -186,7 +188,7 @@ public class ClinicalReasoningConfig {
 				mapper,
 				Duration.ofSeconds(fhirServerTimeout),
 				pathwayServiceId,
-				new CdsEvaluator(processors, daos, matchUrls, plans, fhirContext, mapper, pathwayPlan),
+				new CdsEvaluator(repositories, crSettings, daos, matchUrls, knowledge, fhirContext, mapper, pathwayPlan),
 				new CdsCards(fhirContext, mapper, siteBaseUrl, id -> readActivity(daos, id)),
 				new CdsFeedbackStore(daos));
 		var reg = new ServletRegistrationBean<>(servlet, "/cds-services", "/cds-services/*");

@@ -28,13 +28,13 @@ import org.springframework.web.filter.OncePerRequestFilter;
 
 /**
  * Cross-node freshness of the knowledge caches. Clinical reasoning caches compiled CQL and ValueSet expansions in the
- * JVM, the CDS services parsed PlanDefinitions ({@link PlanDefinitionCache}); {@link ImmediateRefreshInterceptor} empties them after a write, but only on the node that took the write, and
+ * JVM, the CDS services parsed knowledge resources ({@link KnowledgeCache}); {@link ImmediateRefreshInterceptor} empties them after a write, but only on the node that took the write, and
  * HAPI's own resource-change polling reaches other nodes only every 10 s. With several nodes on one database, node B
  * would keep evaluating the old CQL after a republish through node A.
  *
  * <p>So every evaluation request ($apply, $evaluate, ... under /fhir, and everything under /cds-services) first reads
  * a fingerprint of the knowledge in the database: count, sum of versions and newest update time of the Library,
- * ValueSet and PlanDefinition rows (one indexed aggregate query, well under a millisecond on a knowledge-sized
+ * ValueSet, PlanDefinition and ActivityDefinition rows (one indexed aggregate query, well under a millisecond on a knowledge-sized
  * database). HAPI gives every create/update/delete a new version and expunge removes rows, so any committed knowledge
  * write changes it. When it changed, the caches are emptied and HAPI's resource-change listeners are run (which also
  * (re)registers CDS services for changed PlanDefinitions) before the request goes on. The bound is therefore zero:
@@ -50,13 +50,13 @@ import org.springframework.web.filter.OncePerRequestFilter;
 public class KnowledgeFreshnessFilter extends OncePerRequestFilter {
 	private static final Logger ourLog = LoggerFactory.getLogger(KnowledgeFreshnessFilter.class);
 	private static final String FINGERPRINT_SQL = "SELECT COUNT(*), COALESCE(SUM(RES_VER), 0), MAX(RES_UPDATED) "
-			+ "FROM HFJ_RESOURCE WHERE RES_TYPE IN ('Library', 'ValueSet', 'PlanDefinition')";
+			+ "FROM HFJ_RESOURCE WHERE RES_TYPE IN ('Library', 'ValueSet', 'PlanDefinition', 'ActivityDefinition')";
 
 	private final DataSource dataSource;
 	private final EvaluationSettings settings;
 	private final IResourceChangeListenerRegistry registry;
 	private final IResourceChangeListenerCacheRefresher refresher;
-	private final PlanDefinitionCache plans;
+	private final KnowledgeCache knowledge;
 	private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
 	private volatile String seen;
 
@@ -65,9 +65,9 @@ public class KnowledgeFreshnessFilter extends OncePerRequestFilter {
 			EvaluationSettings settings,
 			@Lazy IResourceChangeListenerRegistry registry,
 			@Lazy IResourceChangeListenerCacheRefresher refresher,
-			PlanDefinitionCache plans) {
+			KnowledgeCache knowledge) {
 		this.dataSource = dataSource;
-		this.plans = plans;
+		this.knowledge = knowledge;
 		this.settings = settings;
 		this.registry = registry;
 		this.refresher = refresher;
@@ -120,7 +120,7 @@ public class KnowledgeFreshnessFilter extends OncePerRequestFilter {
 				}
 				settings.getLibraryCache().clear();
 				settings.getValueSetCache().clear();
-				plans.clear();
+				knowledge.clear();
 				// mark HAPI's listener caches for these types dirty, then run them: CDS services follow PlanDefinitions
 				registry.requestRefreshIfWatching(new Library());
 				registry.requestRefreshIfWatching(new ValueSet());
