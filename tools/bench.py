@@ -843,9 +843,11 @@ class Bench:
             "3b. CDS Hooks: the pathway service vs the six per-recommendation calls",
             [
                 f"{n} rounds (after 5 warm-up rounds), alternating which goes first, over the {len(patients)} "
-                f"loaded patients; data on the server (`fhirServer` = the server). One `{PATHWAY_CDS}` call applies "
-                "the six recommendation PlanDefinitions in one request (one processor, the compiled-library "
-                "cache, GLPathway's order); the six calls each do one.",
+                f"loaded patients; data on the server (`fhirServer` = the server). One `{PATHWAY_CDS}` call reads "
+                "the patient once through its prefetch templates (in-process database searches) and applies the "
+                "six recommendation PlanDefinitions to that in one request (one processor, the compiled-library "
+                "cache, GLPathway's order); the six calls each apply one, their engine searching the database for "
+                "each retrieve.",
                 "",
                 *rows,
             ],
@@ -1151,14 +1153,32 @@ CDS_PROFILING_ROWS = [
         "3b, quiet (2026-11-29 22:40): the pathway call `gl-treatment` took p50 1.02x, p95 2.52x the sum of "
         "the six per-recommendation calls. JFR on the server during 3b (752 request-thread samples, full "
         "stacks; pathway calls and rounds of six alternate): 25 % in the loopback FHIR searches only the "
-        "pathway call makes for its prefetch (the union of the six services' templates: whole resource types "
-        "per patient, no code filter, evaluated in memory after), as much as the six calls spend in their own"
-        " database searches (25 %, value-set codes inline); CQL evaluation 16 %, CR's processor 12 %, JSON in"
-        " and out 19 %, the knowledge freshness fingerprint about 1 %",
-        "tried: the six applies of one call in parallel on a pool with one thread per core: p50 1.05x, p95 "
-        "1.84x (no gain: the applies do not overlap), reverted. Next: prefetch templates carrying the code "
-        "filters of the libraries' data requirements (smaller reads for EHRs too), or the pathway call "
-        "searching this server's database directly with one retrieve cache shared by its six applies",
+        "pathway call made for its prefetch (the 21 templates of the six services, each by patient and codes, "
+        "over HTTP with JSON both ways, then the merged Bundle parsed again), as much as the six calls spend in "
+        "their own database searches; CQL evaluation 16 %, CR's processor 12 %, JSON in and out 19 %",
+        "tried first: the six applies of one call in parallel on a pool with one thread per core: p50 1.05x "
+        "(no gain: the applies do not overlap), reverted. Then (2026-11-30): with `fhirServer` = this server the "
+        "pathway call runs its templates on the database in-process (HAPI's DAOs, synchronous, `_include` "
+        "kept; searches that differ only in their codes merged, 21 -> 9) and hands the resources to the engine "
+        "as objects: p50 0.91x -> 0.38-0.42x in development runs of the same measurement",
+    ),
+    (
+        "JFR after that (982 request-thread samples, pathway calls only): reading and parsing 13 "
+        "PlanDefinitions per call from the database 15 %; CR resolving the ActivityDefinition of every action "
+        "that fires by canonical (a database search and a JSON parse each) 10 %",
+        "`KnowledgeCache`: the PlanDefinitions and CR's reads and searches of Library, ValueSet, PlanDefinition "
+        "and ActivityDefinition (a repository decorator around CR's) kept parsed, handed out as copies, emptied "
+        "with CR's own caches when the knowledge fingerprint changes (ActivityDefinition added to it; tested "
+        "across two nodes): pathway p50 62 -> 48 ms, ratio 0.38x -> 0.33x (development runs); 3b "
+        "(2026-11-30 01:40, `scripts/bench --only server`): p50 0.39x, p95 0.49x, target met",
+    ),
+    (
+        "what is left in a pathway call (shares from the profile before the knowledge cache): the in-process "
+        "template searches 14 %, CR's retrieve resolving search-parameter definitions for every retrieve 9 %, "
+        "CR building a new CQL engine (a ModelManager) for each dynamic-value and condition expression 8 %, "
+        "then the CQL evaluation itself",
+        "not changed: the last two are inside clinical reasoning (an engine passed down, or a cached "
+        "search-parameter resolver, would be upstream changes); the searches are the patient's data, read once",
     ),
 ]
 
