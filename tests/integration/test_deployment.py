@@ -16,7 +16,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -273,57 +273,66 @@ def test_a_republish_through_node_a_is_used_by_node_b_within_the_bound(
                 )
 
 
-def _pathway_labels(base: str, token: str, pid: str) -> set[str]:
-    with Client(base, token=token) as c:
-        return {card["source"]["label"] for card in call(c, PATHWAY_SERVICE, patient=pid)["cards"]}
+def _labels(cards: list[dict[str, Any]]) -> set[str]:
+    return {card["source"]["label"] for card in cards}
 
 
-def test_a_plan_definition_changed_through_node_a_is_used_by_node_b_at_once(
-    nodes: NodeSet, package: list[dict[str, Any]]
-) -> None:
-    """Verify that node B's CDS services, which keep parsed PlanDefinitions in memory, use a PlanDefinition changed
-    through node A on their next call: R3's card on B's pathway service carries the new title, then the old one
-    once it is published back."""
-    a, b = nodes.nodes
-    with Client(a, token=nodes.token) as c:
-        publish_resources(c, package)
-    pid, _ = _boundary_patient(a, nodes.token)
-    plan = next(r for r in package if r["resourceType"] == "PlanDefinition" and r["id"] == PLAN)
-    assert plan["title"] in _pathway_labels(b, nodes.token, pid), "R3 should fire at the threshold (warms B's cache)"
-    for title in (f"{plan['title']} (changed on node A)", plan["title"]):
-        with Client(a, token=nodes.token) as c:
-            publish_resources(c, [{**plan, "title": title}], force=True)
-        got = _pathway_labels(b, nodes.token, pid)
-        assert title in got, f"node B's pathway service still labels R3's card with an old title: {sorted(got)}"
-
-
-def _pathway_drug_texts(base: str, token: str, pid: str) -> set[str]:
-    """The medication text of every draft MedicationRequest the pathway service suggests."""
-    with Client(base, token=token) as c:
-        cards = call(c, PATHWAY_SERVICE, patient=pid)["cards"]
+def _drug_texts(cards: list[dict[str, Any]]) -> set[str]:
+    """The medication text of every draft MedicationRequest the cards suggest."""
     resources = [a["resource"] for card in cards for s in card.get("suggestions", []) for a in s["actions"]]
     return {r["medicationCodeableConcept"]["text"] for r in resources if r["resourceType"] == "MedicationRequest"}
 
 
-def test_an_activity_definition_changed_through_node_a_is_used_by_node_b_at_once(
-    nodes: NodeSet, package: list[dict[str, Any]]
+@dataclass(frozen=True)
+class KnowledgeEdit:
+    """One knowledge resource, one of its values, and where that value shows on the pathway service's cards."""
+
+    rtype: str
+    rid: str
+    value: Callable[[dict[str, Any]], str]
+    with_value: Callable[[dict[str, Any], str], dict[str, Any]]
+    seen: Callable[[list[dict[str, Any]]], set[str]]
+
+
+KNOWLEDGE_EDITS = {
+    # CdsEvaluator's parsed PlanDefinitions: R3's card label is its title
+    "plan-title": KnowledgeEdit("PlanDefinition", PLAN, lambda r: r["title"], lambda r, v: {**r, "title": v}, _labels),
+    # CR's cached canonical search: R3's draft MedicationRequest is built from this ActivityDefinition
+    "activity-product": KnowledgeEdit(
+        "ActivityDefinition",
+        ACTIVITY,
+        lambda r: r["productCodeableConcept"]["text"],
+        lambda r, v: {**r, "productCodeableConcept": {**r["productCodeableConcept"], "text": v}},
+        _drug_texts,
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", KNOWLEDGE_EDITS)
+def test_knowledge_changed_through_node_a_is_used_by_node_b_at_once(
+    nodes: NodeSet, package: list[dict[str, Any]], edit: str
 ) -> None:
-    """Verify that node B's CDS services, which keep clinical reasoning's knowledge reads in memory, build R3's draft
-    MedicationRequest from an ActivityDefinition changed through node A on their next call, and from the old one
-    once it is published back."""
+    """Verify that node B's CDS services, which keep parsed knowledge in memory (PlanDefinitions, clinical
+    reasoning's knowledge reads), use a PlanDefinition or ActivityDefinition changed through node A on their very
+    next call, and the old one once it is published back: R3's card title, R3's draft order."""
+    e = KNOWLEDGE_EDITS[edit]
     a, b = nodes.nodes
     with Client(a, token=nodes.token) as c:
         publish_resources(c, package)
     pid, _ = _boundary_patient(a, nodes.token)
-    activity = next(r for r in package if r["resourceType"] == "ActivityDefinition" and r["id"] == ACTIVITY)
-    text = activity["productCodeableConcept"]["text"]
-    assert text in _pathway_drug_texts(b, nodes.token, pid), "R3's draft order is missing (warms B's cache)"
-    for new in (f"{text} (changed on node A)", text):
-        changed = {**activity, "productCodeableConcept": {**activity["productCodeableConcept"], "text": new}}
+    resource = next(r for r in package if r["resourceType"] == e.rtype and r["id"] == e.rid)
+
+    def seen_on_b() -> set[str]:
+        with Client(b, token=nodes.token) as c:
+            return e.seen(call(c, PATHWAY_SERVICE, patient=pid)["cards"])
+
+    original = e.value(resource)
+    assert original in seen_on_b(), "R3 should fire at the threshold (this also warms B's caches)"
+    for value in (f"{original} (changed on node A)", original):
         with Client(a, token=nodes.token) as c:
-            publish_resources(c, [changed], force=True)
-        got = _pathway_drug_texts(b, nodes.token, pid)
-        assert new in got, f"node B's draft order still comes from an old ActivityDefinition: {sorted(got)}"
+            publish_resources(c, [e.with_value(resource, value)], force=True)
+        got = seen_on_b()
+        assert value in got, f"node B still answers from an old {e.rtype}/{e.rid}: {sorted(got)}"
 
 
 def _bulk(n: int) -> list[dict[str, Any]]:
