@@ -1,5 +1,6 @@
-"""The README tells the truth: commands, flags, environment variables, exit codes, layout and figures are
-checked against the code (argument parsers, sources, ExitCode, the tree, BENCHMARKS.md), never a copied list."""
+"""The README, CONTRIBUTING.md and docs/*.md tell the truth: commands, flags, environment variables, exit codes,
+layout, figures and links are checked against the code (argument parsers, sources, ExitCode, the tree,
+BENCHMARKS.md), never a copied list."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ from tests.support.cliparse import commands
 from tools import bench, synth
 
 README = ROOT / "README.md"
+CONTRIBUTING = ROOT / "CONTRIBUTING.md"
+DOCS = ROOT / "docs"
+COMMANDS_DOC = DOCS / "commands.md"
+CONFIGURATION_DOC = DOCS / "configuration.md"
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 CODE_SPAN = re.compile(r"`([^`]+)`")
 
@@ -32,11 +37,16 @@ def _readme() -> str:
     return README.read_text(encoding="utf-8")
 
 
-def _section(heading: str) -> str:
-    """The text under a README heading (exact line, e.g. '## Layout') up to the next heading of its level or above."""
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def _section(heading: str, path: Path = README) -> str:
+    """The text under a heading of a Markdown file (exact line, e.g. '## Layout') up to the next heading of its
+    level or above."""
     level = len(heading) - len(heading.lstrip("#"))
-    lines = _readme().splitlines()
-    assert heading in lines, f"README has no section {heading!r}"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert heading in lines, f"{_rel(path)} has no section {heading!r}"
     out: list[str] = []
     fenced = False
     for line in lines[lines.index(heading) + 1 :]:
@@ -85,8 +95,8 @@ def _options(parser: argparse.ArgumentParser) -> _Options:
 
 
 def _command_rows() -> list[str]:
-    """The synopsis (first cell) of every row of the README's command table."""
-    rows = _table(_section("## Commands").split("### ")[0])
+    """The synopsis (first cell) of every row of the command table in docs/commands.md."""
+    rows = _table(_section("## Command table", COMMANDS_DOC))
     synopses = [CODE_SPAN.match(r[0]) for r in rows]
     assert all(synopses), "every command row starts with the command in a code span"
     return [m.group(1) for m in synopses if m]
@@ -102,19 +112,20 @@ def _has_token(text: str, token: str) -> bool:
 
 @pytest.mark.parametrize("path", sorted(commands()), ids=" ".join)
 def test_command_row_shows_every_flag_of_the_parser(path: tuple[str, ...]) -> None:
-    """Verify that the README's row for a command shows each of its options and arguments, and nothing else."""
+    """Verify that the command table's row for a command shows each of its options and arguments, and nothing
+    else."""
     rows = _rows_for(path)
     cmd = "guideline " + " ".join(path)
-    assert rows, f"README 'Commands' has no row for `{cmd}`"
+    assert rows, f"docs/commands.md 'Command table' has no row for `{cmd}`"
     shown = " ".join(rows)
     opts = _options(commands()[path])
     missing = sorted(f for f in opts.visible if not _has_token(shown, f))
-    assert not missing, f"`{cmd}` has options the README row does not show: {missing} (add them to its row)"
+    assert not missing, f"`{cmd}` has options the docs/commands.md row does not show: {missing} (add them to its row)"
     missing = sorted(p for p in opts.positionals if not _has_token(shown, p))
-    assert not missing, f"`{cmd}`'s README row does not show its arguments {missing}"
+    assert not missing, f"`{cmd}`'s docs/commands.md row does not show its arguments {missing}"
     extra = sorted(set(FLAG.findall(shown)) - opts.visible)
-    assert not extra, f"the README row for `{cmd}` shows {extra}, which `{cmd} --help` does not offer" + (
-        " (hidden deprecated spellings stay out of the README)" if set(extra) & opts.hidden else ""
+    assert not extra, f"the docs/commands.md row for `{cmd}` shows {extra}, which `{cmd} --help` does not offer" + (
+        " (hidden deprecated spellings stay out of the docs)" if set(extra) & opts.hidden else ""
     )
 
 
@@ -124,7 +135,7 @@ def test_every_command_row_is_a_command() -> None:
     for synopsis in _command_rows():
         words = tuple(synopsis.split())
         if words[0] == "guideline":
-            assert any(words[: len(k)] == k for k in known), f"README shows `{synopsis}`: no such command"
+            assert any(words[: len(k)] == k for k in known), f"docs/commands.md shows `{synopsis}`: no such command"
         else:
             assert words[0] == "scripts/server", f"unexpected row `{synopsis}` in the command table"
 
@@ -138,7 +149,7 @@ def _server_usage() -> str:
 
 
 def test_server_script_row_matches_its_usage() -> None:
-    """Verify that the README's scripts/server row shows its actions and flags as its usage text does."""
+    """Verify that the command table's scripts/server row shows its actions and flags as its usage text does."""
     usage = _server_usage()
     first = usage.splitlines()[0]
     assert first.startswith("usage: scripts/server ")
@@ -147,8 +158,8 @@ def test_server_script_row_matches_its_usage() -> None:
     rows = [s for s in _command_rows() if s.startswith("scripts/server ")]
     assert len(rows) == 1, "one row for scripts/server"
     row = rows[0]
-    assert row.split()[1].split("|") == actions, f"README `{row}` vs usage `{first}`"
-    assert flags == set(FLAG.findall(row)), f"README `{row}` vs the flags in scripts/server's usage {sorted(flags)}"
+    assert row.split()[1].split("|") == actions, f"docs/commands.md `{row}` vs usage `{first}`"
+    assert flags == set(FLAG.findall(row)), f"docs/commands.md `{row}` vs scripts/server's usage {sorted(flags)}"
 
 
 def _known_flags() -> set[str]:
@@ -295,9 +306,11 @@ def _env_reads() -> dict[str, set[str]]:
 
 
 def _documented_variables() -> set[str]:
-    rows = _table(_section("## Environment variables"))
+    rows = _table(_section("## Environment variables", CONFIGURATION_DOC))
     names = [CODE_SPAN.fullmatch(r[0]) for r in rows]
-    assert all(names), "each row of 'Environment variables' starts with the variable in a code span"
+    assert all(names), (
+        "each row of docs/configuration.md 'Environment variables' starts with the variable in a code span"
+    )
     return {m.group(1) for m in names if m}
 
 
@@ -312,16 +325,19 @@ def test_env_scan_sees_the_known_reads() -> None:
 
 
 def test_every_environment_variable_is_documented() -> None:
-    """Verify that each environment variable read anywhere in the code or scripts has a README row."""
+    """Verify that each environment variable read anywhere in the code or scripts has a row in
+    docs/configuration.md."""
     reads = _env_reads()
     undocumented = {n: sorted(files) for n, files in reads.items() if n not in _documented_variables()}
-    assert not undocumented, f"environment variables read but not in README 'Environment variables': {undocumented}"
+    assert not undocumented, (
+        f"environment variables read but not in docs/configuration.md 'Environment variables': {undocumented}"
+    )
 
 
 def test_every_documented_variable_is_read() -> None:
-    """Verify that the README documents no environment variable that nothing reads any more."""
+    """Verify that docs/configuration.md documents no environment variable that nothing reads any more."""
     stale = sorted(_documented_variables() - set(_env_reads()))
-    assert not stale, f"README 'Environment variables' lists variables nothing reads: {stale}"
+    assert not stale, f"docs/configuration.md 'Environment variables' lists variables nothing reads: {stale}"
 
 
 # ---------------------------------------------------------------- exit codes
@@ -329,7 +345,7 @@ def test_every_documented_variable_is_read() -> None:
 
 def test_exit_code_table_is_complete() -> None:
     """Verify that the README's exit-code table lists exactly the ExitCode members and 130 (Ctrl-C)."""
-    rows = _table(_section("### Exit codes (fixed; never reused)"))
+    rows = _table(_section("## Exit codes (fixed; never reused)"))
     documented = [int(r[0]) for r in rows]
     members = {v for k, v in vars(ExitCode).items() if k.isupper() and isinstance(v, int)}
     assert sorted(documented) == documented, "exit codes in ascending order"
@@ -341,42 +357,67 @@ def test_exit_code_table_is_complete() -> None:
 
 
 def test_configuration_documents_every_key() -> None:
-    """Verify that 'Configuration' names every guideline.toml key and every cql-options.json field, and no other."""
-    text = _section("## Configuration")
+    """Verify that docs/configuration.md names every guideline.toml key and every cql-options.json field, and no
+    other key."""
     config = tomllib.loads((ROOT / CONFIG_FILE).read_text(encoding="utf-8"))
+    toml_text = _section(f"## `{CONFIG_FILE}`", CONFIGURATION_DOC)
     keys = {k for table in config.values() for k in table} | {f.name for f in dataclasses.fields(PackageConfig)}
-    spans = set(CODE_SPAN.findall(text))
-    assert not keys - spans, f"guideline.toml keys missing from README 'Configuration': {sorted(keys - spans)}"
+    spans = set(CODE_SPAN.findall(toml_text))
+    assert not keys - spans, f"guideline.toml keys missing from docs/configuration.md: {sorted(keys - spans)}"
     tables = {f"[{t}]" for t in config}
-    listed = {k for r in _table(text) for k in CODE_SPAN.findall(r[0]) if k not in tables}
-    assert listed <= keys, f"README 'Configuration' lists keys guideline.toml has not: {sorted(listed - keys)}"
-    options = json.loads((ROOT / config["cql"]["options_file"]).read_text(encoding="utf-8"))
-    missing = sorted(set(options) - spans)
-    assert not missing, f"cql-options.json fields missing from README 'Configuration': {missing}"
+    listed = {k for r in _table(toml_text) for k in CODE_SPAN.findall(r[0]) if k not in tables}
+    assert listed <= keys, f"docs/configuration.md lists keys guideline.toml has not: {sorted(listed - keys)}"
+    options_file = config["cql"]["options_file"]
+    options = json.loads((ROOT / options_file).read_text(encoding="utf-8"))
+    missing = sorted(set(options) - set(CODE_SPAN.findall(_section(f"## `{options_file}`", CONFIGURATION_DOC))))
+    assert not missing, f"cql-options.json fields missing from docs/configuration.md: {missing}"
 
 
 # ---------------------------------------------------------------- layout
 
 
-def _layout_paths() -> list[str]:
-    """Code spans of the Layout section that are concrete paths in the checkout (first part a top-level entry)."""
+# Top-level folders that set-up or a build creates (.gitignore's "/name/" entries), never part of the layout.
+IGNORED_TOP = {
+    line.strip().strip("/")
+    for line in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+    if line.startswith("/") and line.strip().endswith("/")
+}
+
+
+def _concrete_paths(text: str) -> list[str]:
+    """Code spans of text that are concrete paths in the checkout (first part a top-level entry, no placeholder)."""
     top = {p.name for p in ROOT.iterdir()}
-    spans = CODE_SPAN.findall(_section("## Layout"))
+    spans = CODE_SPAN.findall(text)
     return [s for s in spans if s.split("/")[0] in top and not re.search(r"[<{…*\s]", s)]
 
 
-def test_layout_paths_exist() -> None:
-    """Verify that every concrete path the Layout section names exists in the checkout."""
-    missing = [p for p in _layout_paths() if not (ROOT / p.rstrip("/")).exists()]
-    assert not missing, f"README 'Layout' names paths that do not exist: {missing}"
+def _layout_paths() -> list[str]:
+    """The concrete paths CONTRIBUTING.md's Layout section (the detailed one) names."""
+    return _concrete_paths(_section("## Layout", CONTRIBUTING))
+
+
+@pytest.mark.parametrize("doc", [README, CONTRIBUTING], ids=_rel)
+def test_layout_paths_exist(doc: Path) -> None:
+    """Verify that every concrete path a Layout section (README's short one, CONTRIBUTING's detailed one) names
+    exists in the checkout."""
+    missing = [p for p in _concrete_paths(_section("## Layout", doc)) if not (ROOT / p.rstrip("/")).exists()]
+    assert not missing, f"{_rel(doc)} 'Layout' names paths that do not exist: {missing}"
 
 
 def test_layout_names_every_stage_and_tool() -> None:
-    """Verify that Layout names each guideline/ subpackage and each tools/ module."""
+    """Verify that CONTRIBUTING.md's Layout names each guideline/ subpackage and each tools/ module."""
     shown = set(_layout_paths())
     stages = {f"guideline/{p.name}/" for p in (ROOT / "guideline").iterdir() if (p / "__init__.py").is_file()}
     tools = {f"tools/{p.name}" for p in (ROOT / "tools").glob("*.py") if p.name != "__init__.py"}
-    assert not (stages | tools) - shown, f"README 'Layout' does not mention {sorted((stages | tools) - shown)}"
+    missing = sorted((stages | tools) - shown)
+    assert not missing, f"CONTRIBUTING.md 'Layout' does not mention {missing}"
+
+
+def test_readme_layout_names_every_top_level_folder() -> None:
+    """Verify that the README's short Layout names every top-level folder of the repository (tracked ones)."""
+    shown = {p.split("/")[0] for p in _concrete_paths(_section("## Layout"))}
+    folders = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")} - IGNORED_TOP
+    assert not folders - shown, f"README 'Layout' does not mention {sorted(folders - shown)}"
 
 
 def test_one_cli_module_per_subcommand() -> None:
@@ -395,34 +436,37 @@ def test_unit_tests_are_grouped_by_stage() -> None:
 
 def test_case_names_follow_the_documented_prefixes() -> None:
     """Verify that every scenario in tests/cases starts with a prefix the Layout lists, and each prefix is used."""
-    prefixes = [s for s in CODE_SPAN.findall(_section("## Layout")) if re.fullmatch(r"[a-z<>N-]+-", s)]
-    assert prefixes, "README 'Layout' lists the case-name prefixes in code spans (`gl-`, ...)"
+    prefixes = [s for s in CODE_SPAN.findall(_section("## Layout", CONTRIBUTING)) if re.fullmatch(r"[a-z<>N-]+-", s)]
+    assert prefixes, "CONTRIBUTING.md 'Layout' lists the case-name prefixes in code spans (`gl-`, ...)"
     patterns = {p: re.compile(re.escape(p).replace("<N>", "[0-9]+")) for p in prefixes}
     cases = sorted(p.name for p in CASES_DIR.iterdir() if p.is_dir())
     unnamed = [c for c in cases if not any(rx.match(c) for rx in patterns.values())]
-    assert not unnamed, f"cases whose name starts with no prefix listed in README 'Layout': {unnamed}"
+    assert not unnamed, f"cases whose name starts with no prefix listed in CONTRIBUTING.md 'Layout': {unnamed}"
     unused = [p for p, rx in patterns.items() if not any(rx.match(c) for c in cases)]
-    assert not unused, f"README 'Layout' lists case prefixes no case uses: {unused}"
+    assert not unused, f"CONTRIBUTING.md 'Layout' lists case prefixes no case uses: {unused}"
 
 
-def test_artifact_counts() -> None:
-    """Verify the counts 'What this is' gives: coded activities and value sets, against fhir_resources/."""
-    text = _section("## What this is")
+@pytest.mark.parametrize("doc", [README, DOCS / "artifacts.md"], ids=_rel)
+def test_artifact_counts(doc: Path) -> None:
+    """Verify the counts the README's 'What this is' and docs/artifacts.md give: coded activities and value sets,
+    against fhir_resources/."""
+    text = doc.read_text(encoding="utf-8")
     for phrase, folder in (("coded activities", "activitydefinition"), ("value sets", "valueset")):
-        m = re.search(rf"(\d+) {phrase}", text)
-        assert m, f"'What this is' gives the number of {phrase}"
+        found = re.findall(rf"(\d+) {phrase}", " ".join(text.split()))
+        assert found, f"{_rel(doc)} gives the number of {phrase}"
         count = len(list((ROOT / "fhir_resources" / folder).glob("*.json")))
-        assert int(m.group(1)) == count, f"README says {m.group(0)}; fhir_resources/{folder}/ holds {count}"
+        assert {int(n) for n in found} == {count}, (
+            f"{_rel(doc)} says {found} {phrase}; fhir_resources/{folder}/ holds {count}"
+        )
 
 
 # ---------------------------------------------------------------- figures
 
 
 def test_headline_figures_come_from_benchmarks() -> None:
-    """Verify that every number in the README's headline-ratio table appears in BENCHMARKS.md."""
-    text = _section("## Performance")
-    rows = _table(text)
-    assert rows, "'Performance' has the headline-ratio table"
+    """Verify that every number in docs/performance.md's tables appears in BENCHMARKS.md."""
+    rows = _table((DOCS / "performance.md").read_text(encoding="utf-8"))
+    assert rows, "docs/performance.md has the headline-ratio table"
     bench_text = (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
     number = re.compile(r"(?<![\w.,])\d+(?:,\d{3})*(?:\.\d+)?")
     bench_numbers = set(number.findall(bench_text))
@@ -430,7 +474,7 @@ def test_headline_figures_come_from_benchmarks() -> None:
         # Code spans hold names (`GLR2Bromocriptine`, `$apply`), not figures.
         figures = number.findall(CODE_SPAN.sub("", " | ".join(row)))
         unknown = [f for f in figures if f not in bench_numbers]
-        assert not unknown, f"README figures {unknown} (row {row[0]!r}) are not in BENCHMARKS.md: rerun or copy"
+        assert not unknown, f"docs/performance.md figures {unknown} (row {row[0]!r}) are not in BENCHMARKS.md"
 
 
 def test_readme_opens_with_the_twocommands() -> None:
