@@ -9,6 +9,7 @@ import pytest
 
 from guideline.content.cql import Engine
 from guideline.core.config import Config, load_config
+from tests.support.tiers import is_full, tier
 
 
 @pytest.fixture(scope="session")
@@ -34,12 +35,23 @@ def server_url() -> str:
     return url.rstrip("/")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the default tier, skip the tests marked `full`, saying how to run them."""
+    if is_full():
+        return
+    skip = pytest.mark.skip(reason="full tier only: run ./scripts/test --full (GUIDELINE_TEST_TIER=full)")
+    for item in items:
+        if item.get_closest_marker("full"):
+            item.add_marker(skip)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print the per-case cross-engine agreement table when the server cases ran."""
     from tests.integration.test_cds_channels import CHANNEL_AGREEMENT
     from tests.integration.test_server_cases import AGREEMENT
 
     tr = terminalreporter
+    tr.write_line(f"test tier: {tier()} (./scripts/test --full runs every scenario on every channel and database)")
     if CHANNEL_AGREEMENT:
         channels = list(CHANNEL_AGREEMENT[0][1])
         tr.section("CDS data-channel agreement (services firing and card summaries = local recommend = channel server)")

@@ -278,7 +278,7 @@ def ndjson_slice(
 def _ndjson_records(
     path: Path, shown: Path, start: int = 0, end: int | None = None, first_line: int = 1, first_index: int = 0
 ) -> Iterator[PatientRecord]:
-    """Group consecutive lines of `path` by patient (see the README, 'Population mode'); `where` names `shown`."""
+    """Group consecutive lines of `path` by patient (see docs/population.md); `where` names `shown`."""
     name = str(shown)
     counter = itertools.count(first_index)  # records in input order
     group: _Group | None = None

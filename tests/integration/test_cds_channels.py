@@ -25,9 +25,10 @@ from guideline.remote.http import Client
 from guideline.remote.patients import load_patient
 from tests.integration.conftest import Ehr
 from tests.support import CASES_DIR, TESTS
-from tests.support.casedata import CASES, on_rolled_case, read_case
+from tests.support.casedata import on_rolled_case, read_case
 from tests.support.cdscards import Knowledge, check_card
 from tests.support.netutil import free_port
+from tests.support.tiers import tier_cases
 
 SUPPORT = TESTS / "support"
 
@@ -111,14 +112,16 @@ def _pathway_on_every_channel(
     return out
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.db_smoke
+@pytest.mark.parametrize("case", tier_cases(), ids=lambda c: c.name)
 def test_every_channel_agrees_with_local(
     case: Path, published: dict[str, Any], server_url: str, ehr: Ehr, engine: Engine
 ) -> None:
     """Verify that the pathway service on channels (a)-(e) (test EHR) and (f) (our server) gives the local answer.
 
     Reference: the per-recommendation services on channel (f) fire exactly for local recommend's recommendations,
-    and their cards, in recommendation order, are what the pathway service answers on every channel.
+    and their cards, in recommendation order, are what the pathway service answers on every channel. The default
+    tier runs the covering subset (tests/support/tiers.py); --full every scenario.
     """
     expected, bundle, pid = read_case(case)
 

@@ -26,7 +26,10 @@ from tests.support import ROOT
 from tests.support.deploy import db_args
 from tests.support.netutil import free_port
 
-pytestmark = pytest.mark.server
+# Full tier only: two server starts and 3,000 resources written twice (about 2 minutes on 2 cores) to prove the
+# database's transaction holds when the JVM is killed. The default tier keeps publish's own logic (one transaction
+# bundle, refused before contacting the server, re-publish a no-op) in test_publish.py and test_server_cases.py.
+pytestmark = [pytest.mark.server, pytest.mark.full]
 
 # Enough resources that the server is still inside the write transaction when it is killed (~6 ms
 # each on 2 cores). ActivityDefinitions, not ValueSets: HAPI indexes ValueSet codes (~50 ms each).

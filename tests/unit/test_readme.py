@@ -244,6 +244,12 @@ def _env_arguments(tree: ast.AST) -> Iterator[ast.expr]:
                 yield node.left
 
 
+@functools.cache
+def _file_strings(source: Path) -> dict[str, str]:
+    """_module_strings of one file, parsed once (imports chain through the same modules thousands of times)."""
+    return _module_strings(ast.parse(source.read_text(encoding="utf-8")))
+
+
 def _module_strings(tree: ast.Module) -> dict[str, str]:
     """Module-level NAME = "text" constants, and names imported from our own modules (resolved there)."""
     out: dict[str, str] = {}
@@ -256,7 +262,7 @@ def _module_strings(tree: ast.Module) -> dict[str, str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("guideline", "tools"):
             source = ROOT.joinpath(*node.module.split(".")).with_suffix(".py")
             if source.is_file():
-                theirs = _module_strings(ast.parse(source.read_text(encoding="utf-8")))
+                theirs = _file_strings(source)
                 out.update({a.asname or a.name: theirs[a.name] for a in node.names if a.name in theirs})
     return out
 
@@ -487,9 +493,6 @@ def test_readme_opens_with_the_twocommands() -> None:
 
 DOC_FILES = [README, CONTRIBUTING, *sorted(DOCS.glob("*.md"))]
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
-# Issue #22: the test-tier redesign (a separate change) adds `scripts/test --full`; CONTRIBUTING.md describes the
-# tiers ahead of it. Drop this once scripts/test itself handles --full.
-PENDING_TEST_FLAGS = {"--full"}
 SHELL_SEPARATORS = {"|", "||", "&&", ";", ">", ">>", "<", "2>", "&"}
 SERVER_ACTIONS = ("start", "stop", "status", "build")
 
@@ -520,8 +523,7 @@ def _script_flags(name: str) -> set[str]:
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
             bench.main(["--help"])
         return set(FLAG.findall(out.getvalue()))
-    flags = set(FLAG.findall((ROOT / "scripts" / name).read_text(encoding="utf-8")))
-    return flags | (PENDING_TEST_FLAGS if name == "test" else set())
+    return set(FLAG.findall((ROOT / "scripts" / name).read_text(encoding="utf-8")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -625,7 +627,7 @@ def test_docs_give_each_command_only_its_own_flags(doc: Path) -> None:
 @pytest.mark.parametrize("doc", DOC_FILES, ids=_rel)
 def test_every_flag_in_the_docs_exists(doc: Path) -> None:
     """Verify that every --flag the doc mentions anywhere is offered by one of the project's commands."""
-    unknown = sorted(set(FLAG.findall(_text(doc))) - _known_flags() - PENDING_TEST_FLAGS)
+    unknown = sorted(set(FLAG.findall(_text(doc))) - _known_flags())
     assert not unknown, f"{_rel(doc)} mentions flags no command offers: {unknown}"
 
 
@@ -689,11 +691,6 @@ def test_relative_links_resolve(doc: Path) -> None:
     assert not broken, f"{_rel(doc)} has broken links: {broken}"
 
 
-# Stale paths in files whose content is kept as written (issue #22 moved the README, not these): the quote test is
-# tests/unit/evaluation/test_cases.py::test_quotes_are_verbatim. Fix the file, then drop its entry.
-KNOWN_STALE_PATHS = {"docs/traceability.md": {"tests/test_cases.py::test_quotes_are_verbatim"}}
-
-
 @pytest.mark.parametrize("doc", DOC_FILES, ids=_rel)
 def test_paths_named_in_the_docs_exist(doc: Path) -> None:
     """Verify that every concrete path the doc names in code (`tests/integration/test_cds_jwt.py`) exists, build
@@ -703,7 +700,6 @@ def test_paths_named_in_the_docs_exist(doc: Path) -> None:
     top = {p.name for p in ROOT.iterdir()} - IGNORED_TOP
     named = {s for s in spans if "/" in s and s.split("/")[0] in top and not re.search(r"[<{…*|$]|\.\.\.|/target/", s)}
     missing = sorted(p for p in named if not (ROOT / p.rstrip("/").split("::")[0]).exists())
-    missing = [p for p in missing if p not in KNOWN_STALE_PATHS.get(_rel(doc), set())]
     assert not missing, f"{_rel(doc)} names paths that do not exist: {missing}"
 
 

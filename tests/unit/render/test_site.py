@@ -43,6 +43,7 @@ from guideline.render.diagram import (
 from guideline.render.model import Site, humanize, load_cases, site_model
 from guideline.render.site import SCREENSHOT_KEY, screenshot_digest, site_files, write_site
 from tests.support import CASES_DIR, ROOT
+from tests.support.tiers import examples
 from tools.browser import chromium_path, png_text, run_chromium, set_png_text
 
 README_SHOT = ROOT / "docs" / "screenshot-index.png"
@@ -347,7 +348,7 @@ _rec = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(recs=st.lists(_rec, max_size=8), population=_words)
 def test_diagram_layout_never_overlaps(recs: list[RecommendationNode], population: str) -> None:
     """Verify that any pathway (0-8 recommendations, 0-5 activities, long words) lays out without overlaps."""

@@ -17,6 +17,7 @@ from guideline.core.errors import Finding
 from guideline.validation.loading import load_subject
 from guideline.validation.run import check_subject, validate
 from guideline.validation.subject import Item, Subject
+from tests.support.tiers import examples
 from tests.support.validate_fixtures import FIXTURE, build_dist, copy_fixture
 
 SEVERITIES = {"error", "warning", "information"}
@@ -127,7 +128,7 @@ def bundle_path(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Pat
 
 
 @settings(
-    max_examples=150,
+    max_examples=examples(150),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
@@ -157,7 +158,9 @@ def test_mutated_resources_never_crash_the_validator(loaded: _Quiet, data: st.Da
     _check(check_subject(Subject(new_items, libs, subject.canonical_base)))
 
 
-@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(60), deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_mutated_bundles_never_crash(
     bundle_path: Path, engine: Engine, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
@@ -177,7 +180,9 @@ def test_mutated_bundles_never_crash(
     _check(validate(out, engine=engine).findings)
 
 
-@settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(80), deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_mutated_bytes_never_crash_the_loaders(
     data: st.DataObject, tmp_path_factory: pytest.TempPathFactory, engine: Engine
@@ -212,7 +217,7 @@ SOURCE_FILES = [
 
 
 @settings(
-    max_examples=100,
+    max_examples=examples(100),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
