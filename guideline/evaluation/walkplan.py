@@ -11,10 +11,10 @@ makes `compile_walk` return None, and population mode then walks in Python, whic
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from guideline.content.package import Package
+from guideline.core import elm
 from guideline.core.errors import ContentError
 from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, ActionStep, Resolve, is_pathway, iter_actions
 from guideline.evaluation.model import Activity
@@ -25,13 +25,6 @@ from guideline.evaluation.walk import pathways
 
 class _Unsupported(Exception):
     """The content needs the Python walk (which reports the problem when a patient reaches it)."""
-
-
-def _defines(pkg: Package, library: str) -> set[str]:
-    """The names of a compiled library's defines (from its ELM)."""
-    elm = pkg.elm.get(library) or {}
-    defs = (((elm.get("library") or {}).get("statements") or {}).get("def")) or []
-    return {str(d["name"]) for d in defs if isinstance(d, dict) and isinstance(d.get("name"), str)}
 
 
 class _Compiler:
@@ -53,7 +46,7 @@ class _Compiler:
         if not conds:
             return None, []
         lib = self.library(step.plan)
-        known = _defines(self.pkg, lib)
+        known = elm.statement_names(self.pkg.elm.get(lib))
         out: list[str] = []
         for c in conds:
             expr = c.get("expression") or {}
@@ -151,32 +144,6 @@ def _descends(step: ActionStep, parent: ActionStep) -> bool:
     return step.depth > parent.depth
 
 
-def _retrieves(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        if node.get("type") == "Retrieve":
-            yield node
-        for v in node.values():
-            yield from _retrieves(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _retrieves(v)
-
-
-def _value_set_url(pkg: Package, library: str, ref: dict[str, Any]) -> str | None:
-    """The canonical URL a ValueSetRef names (in its own library or the one it qualifies)."""
-    lib = pkg.elm.get(str(ref.get("libraryName") or library)) or {}
-    lib_body = lib.get("library") or {}
-    if ref.get("libraryName"):
-        # libraryName is the include's local name: find the library it stands for.
-        for inc in (lib_body.get("includes") or {}).get("def") or []:
-            if inc.get("localIdentifier") == ref.get("libraryName"):
-                lib_body = (pkg.elm.get(str(inc.get("path"))) or {}).get("library") or {}
-    for vs in (lib_body.get("valueSets") or {}).get("def") or []:
-        if vs.get("name") == ref.get("name") and isinstance(vs.get("id"), str):
-            return str(vs["id"])
-    return None
-
-
 def keep_filter(pkg: Package) -> dict[str, list[str] | None]:
     """Which resources the CQL can ever retrieve: by type, all of them (None) or only these `system|code` codes.
 
@@ -185,13 +152,12 @@ def keep_filter(pkg: Package) -> dict[str, list[str] | None]:
     drops the others before parsing them (most of a record's Observations, for this guideline).
     """
     keep: dict[str, set[str] | None] = {}
-    for library, elm in pkg.elm.items():
-        lib_name = str((((elm.get("library") or {}).get("identifier")) or {}).get("id") or library)
-        for r in _retrieves(elm):
+    for library, doc in pkg.elm.items():
+        for r in elm.retrieves(doc):
             rtype = str(r.get("dataType", "")).rpartition("}")[2]
             codes = r.get("codes")
             url = (
-                _value_set_url(pkg, lib_name, codes)
+                elm.value_set_url(pkg.elm, library, codes)
                 if r.get("codeProperty") == "code" and isinstance(codes, dict) and codes.get("type") == "ValueSetRef"
                 else None
             )
