@@ -18,7 +18,7 @@ from guideline.content.cql import Engine
 from guideline.content.package import Package
 from guideline.core.errors import BadInputError, UsageError
 from guideline.core.evaltime import time_parameters
-from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, iter_actions, primary_library
+from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, ActionStep, iter_actions, primary_library, walk_pathway
 from guideline.evaluation.model import document
 from guideline.evaluation.patient import ensure_loaded
 from guideline.evaluation.records import PatientRecord, Population, _compact
@@ -105,19 +105,28 @@ class EvaluationPlan:
             if name is not None and name not in reachable:
                 reachable.append(name)
 
+        def visit(step: ActionStep, target: dict[str, Any] | None) -> None:
+            name = _primary_library(pkg, step.plan)
+            if name is not None:
+                expressions.setdefault(name, set()).update(_cql_identifiers(step.action))
+            if target is not None and target.get("resourceType") == "PlanDefinition":
+                meet(target)  # before its actions, as the walk meets it
+
+        def resolved(step: ActionStep) -> dict[str, Any] | None:
+            ref = step.action.get("definitionCanonical")
+            return pkg.resolve(ref) if isinstance(ref, str) else None
+
         for pathway in pathways(pkg):
             name = _primary_library(pkg, pathway)
             if name is not None and name not in gate:
                 gate.append(name)
             meet(pathway)
-            for step in iter_actions(pathway, pkg.resolve):
-                name = _primary_library(pkg, step.plan)
-                if name is not None:
-                    expressions.setdefault(name, set()).update(_cql_identifiers(step.action))
-                ref = step.action.get("definitionCanonical")
-                target = pkg.resolve(ref) if isinstance(ref, str) else None
-                if target is not None and target.get("resourceType") == "PlanDefinition":
-                    meet(target)  # before its actions, as the walk meets it
+            for reached in walk_pathway(pathway, pkg.resolve):
+                visit(reached.step, reached.target)
+                if reached.recommendation is not None:
+                    # Every branch, as any patient may take it; what the recommendation reaches in turn too.
+                    for step in iter_actions(reached.recommendation, pkg.resolve):
+                        visit(step, resolved(step))
         return cls(gate, reachable, {k: sorted(v) for k, v in expressions.items()})
 
 

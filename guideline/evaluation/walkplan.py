@@ -16,7 +16,7 @@ from typing import Any
 from guideline.content.package import Package
 from guideline.core import elm
 from guideline.core.errors import ContentError
-from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, ActionStep, Resolve, is_pathway, iter_actions
+from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, ActionStep, iter_actions, walk_pathway
 from guideline.evaluation.model import Activity
 from guideline.evaluation.population import EvaluationPlan, _primary_library
 from guideline.evaluation.records import _compact
@@ -57,24 +57,14 @@ class _Compiler:
         return lib, out
 
     def pathway(self, pathway: dict[str, Any]) -> list[dict[str, Any]]:
-        resolve: Resolve = self.pathway_target
         steps: list[tuple[ActionStep, dict[str, Any]]] = []
-        for step in iter_actions(pathway, resolve):
-            lib, cond = self.conditions(step)
+        for reached in walk_pathway(pathway, self.pkg.resolve, missing=_unsupported_reference):
+            lib, cond = self.conditions(reached.step)
             node: dict[str, Any] = {"lib": lib, "cond": cond, "rec": -1, "sub": []}
-            ref = step.action.get("definitionCanonical")
-            if isinstance(ref, str):
-                target = self.pkg.resolve(ref)
-                if target is None:
-                    raise _Unsupported(f"{ref} is not in the package")
-                if target.get("resourceType") == "PlanDefinition" and not is_pathway(target):
-                    node["rec"] = self.recommendation(target)
-            steps.append((step, node))
+            if reached.recommendation is not None:
+                node["rec"] = self.recommendation(reached.recommendation)
+            steps.append((reached.step, node))
         return _nest(steps)
-
-    def pathway_target(self, ref: str) -> dict[str, Any] | None:
-        target = self.pkg.resolve(ref)
-        return target if target is not None and is_pathway(target) else None
 
     def recommendation(self, plan: dict[str, Any]) -> int:
         if id(plan) in self.rec_index:
@@ -119,6 +109,10 @@ class _Compiler:
             raise _Unsupported(f"{ref} is not an ActivityDefinition")
         act = Activity.of_definition(ad)
         return {"json": _compact(act.as_json()), "order": act.order}
+
+
+def _unsupported_reference(_: ActionStep, ref: str) -> _Unsupported:
+    return _Unsupported(f"{ref} is not in the package")
 
 
 def _nest(steps: list[tuple[ActionStep, dict[str, Any]]]) -> list[dict[str, Any]]:

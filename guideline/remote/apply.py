@@ -8,7 +8,7 @@ from typing import Any
 
 from guideline.core.errors import EngineError, ServerRejectedError
 from guideline.core.evaltime import EVALUATION_TIME_PARAMETER, format_datetime
-from guideline.core.fhir import CQF_MESSAGES_EXT, is_pathway, iter_actions
+from guideline.core.fhir import CQF_MESSAGES_EXT, iter_actions, walk_pathway
 from guideline.evaluation.model import Activity, Recommendation, document
 from guideline.remote.http import Client
 
@@ -52,18 +52,11 @@ def recommendation_plans(client: Client, pathway_id: str) -> list[dict[str, Any]
             found[ref] = plan
         return found[ref]
 
-    def nested_pathway(ref: str) -> dict[str, Any] | None:
-        if "/PlanDefinition/" not in ref:
-            return None
-        plan = plan_for(ref)
-        return plan if is_pathway(plan) else None
+    def plan_named(ref: str) -> dict[str, Any] | None:
+        # Only PlanDefinitions are searched: an action naming an ActivityDefinition leads nowhere here.
+        return plan_for(ref) if "/PlanDefinition/" in ref else None
 
-    out: list[dict[str, Any]] = []
-    for step in iter_actions(pathway, nested_pathway):
-        ref = step.action.get("definitionCanonical")
-        if isinstance(ref, str) and "/PlanDefinition/" in ref and not is_pathway(plan_for(ref)):
-            out.append(plan_for(ref))
-    return out
+    return [r.recommendation for r in walk_pathway(pathway, plan_named) if r.recommendation is not None]
 
 
 def engine_errors(careplan: dict[str, Any]) -> list[str]:

@@ -17,9 +17,9 @@ from guideline.core.fhir import (
     STRENGTH_EXT,
     ActionStep,
     coding_entries,
-    is_pathway,
     iter_actions,
     primary_library,
+    walk_pathway,
 )
 from guideline.evaluation import model as evaluation
 from guideline.evaluation.walk import pathways
@@ -295,23 +295,16 @@ def _recommendation_refs(pkg: Package, pathway: dict[str, Any]) -> list[tuple[di
 
     A recommendation reached twice is listed once; a pathway that reaches itself is a ContentError.
     """
-
-    def nested_pathway(ref: str) -> dict[str, Any] | None:
-        target = pkg.resolve(ref)
-        return target if target is not None and is_pathway(target) else None
-
     out: list[tuple[dict[str, Any], str]] = []
-    for step in iter_actions(pathway, nested_pathway):
-        ref = step.action.get("definitionCanonical")
-        if not isinstance(ref, str):
-            continue
-        target = pkg.resolve(ref)
-        if target is None:
-            raise _error(step.plan, f"{step.path}.definitionCanonical", f"{ref} is not in the package")
-        if target.get("resourceType") == "PlanDefinition" and not is_pathway(target):
-            if all(t is not target for t, _ in out):
-                out.append((target, str(step.action.get("title", ""))))
+    for reached in walk_pathway(pathway, pkg.resolve, missing=_not_in_package):
+        plan = reached.recommendation
+        if plan is not None and all(t is not plan for t, _ in out):
+            out.append((plan, str(reached.step.action.get("title", ""))))
     return out
+
+
+def _not_in_package(step: ActionStep, ref: str) -> ContentError:
+    return _error(step.plan, f"{step.path}.definitionCanonical", f"{ref} is not in the package")
 
 
 def load_cases(cases_dir: Path) -> list[dict[str, Any]]:
