@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,52 @@ def primary_library(plan: dict[str, Any]) -> str | None:
     if not isinstance(libs, list) or len(libs) != 1 or not isinstance(libs[0], str):
         return None
     return libs[0]
+
+
+def collection_bundle(resources: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """A Bundle of type `collection` holding the resources (how a patient's record travels to an engine)."""
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+
+
+def collection_bundle_json(texts: Iterable[str]) -> str:
+    """`collection_bundle` as JSON text around resources' JSON texts, as they are (no parsing a population twice)."""
+    return (
+        '{"resourceType":"Bundle","type":"collection","entry":[' + ",".join(f'{{"resource":{t}}}' for t in texts) + "]}"
+    )
+
+
+# ---------------------------------------------------------------- what engines and servers say
+
+
+def outcome_issues(outcome: Any) -> list[dict[str, Any]]:
+    """The issues of an OperationOutcome (or of anything shaped like one), malformed entries skipped."""
+    issues = outcome.get("issue") if isinstance(outcome, dict) else None
+    return [i for i in issues if isinstance(i, dict)] if isinstance(issues, list) else []
+
+
+def issue_text(issue: dict[str, Any]) -> str:
+    """What an OperationOutcome issue says: its diagnostics, else its details' text, else its code ('' if none)."""
+    details = issue.get("details")
+    text = issue.get("diagnostics") or (details.get("text") if isinstance(details, dict) else None)
+    return str(text or issue.get("code") or "")
+
+
+def engine_messages(resource: dict[str, Any]) -> list[str]:
+    """What a clinical-reasoning engine reported while producing `resource` (a CarePlan from $apply).
+
+    The engine puts its errors in contained OperationOutcomes, named by `cqf-messages` extensions
+    (CPG, "Messages"); an OperationOutcome contained without that pointer counts too. One entry
+    per issue, in the order the extensions name them.
+    """
+    contained = {c.get("id"): c for c in resource.get("contained", []) if isinstance(c, dict)}
+    refs = [
+        str((e.get("valueReference") or {}).get("reference", "")).lstrip("#")
+        for e in resource.get("extension", [])
+        if isinstance(e, dict) and e.get("url") == CQF_MESSAGES_EXT
+    ]
+    outcomes = [contained[r] for r in refs if r in contained]
+    outcomes += [c for c in contained.values() if c.get("resourceType") == "OperationOutcome" and c not in outcomes]
+    return [issue_text(i) for o in outcomes for i in outcome_issues(o)]
 
 
 # ---------------------------------------------------------------- the action walker

@@ -22,7 +22,8 @@ from guideline.content.cql import Engine
 from guideline.content.package import Package
 from guideline.core import elm
 from guideline.core.errors import BadInputError, EngineError, UsageError
-from guideline.core.evaltime import EVALUATION_TIME_PARAMETER, time_parameters
+from guideline.core.evaltime import EVALUATION_TIME_PARAMETER, parse_date_time, time_parameters
+from guideline.core.fhir import collection_bundle
 from guideline.core.fsutil import check_out_dir, write_tree
 from guideline.evaluation.bundles import load_patient_bundle
 from guideline.evaluation.patient import ensure_loaded
@@ -301,17 +302,13 @@ def read_layout_case(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         ]
     except (OSError, ValueError) as e:
         raise BadInputError(f"{folder}: cannot read the test case: {e}") from None
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
-    return bundle, expected
+    return collection_bundle(resources), expected
 
 
 def _instant(text: str) -> str:
     """A date-time as a comparable UTC instant; a date alone stays a date (so precision still counts)."""
-    if "T" not in text:
-        return text
-    try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    when = parse_date_time(text)
+    if not isinstance(when, dt.datetime):
         return text
     if when.tzinfo is None:
         return when.isoformat()

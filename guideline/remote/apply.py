@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import replace
 from typing import Any
 
 from guideline.core.errors import EngineError, ServerRejectedError
-from guideline.core.evaltime import EVALUATION_TIME_PARAMETER, format_datetime
-from guideline.core.fhir import CQF_MESSAGES_EXT, iter_actions, walk_pathway
+from guideline.core.evaltime import EVALUATION_TIME_PARAMETER, now_utc
+from guideline.core.fhir import engine_messages, iter_actions, walk_pathway
 from guideline.evaluation.model import Activity, Recommendation, document
 from guideline.remote.http import Client
 
@@ -59,19 +58,6 @@ def recommendation_plans(client: Client, pathway_id: str) -> list[dict[str, Any]
     return [r.recommendation for r in walk_pathway(pathway, plan_named) if r.recommendation is not None]
 
 
-def engine_errors(careplan: dict[str, Any]) -> list[str]:
-    """Messages of contained OperationOutcomes (cqf-messages): the engine failed somewhere."""
-    contained = {c.get("id"): c for c in careplan.get("contained", [])}
-    refs = [
-        e.get("valueReference", {}).get("reference", "").lstrip("#")
-        for e in careplan.get("extension", [])
-        if e.get("url") == CQF_MESSAGES_EXT
-    ]
-    outcomes = [contained[r] for r in refs if r in contained]
-    outcomes += [c for c in contained.values() if c.get("resourceType") == "OperationOutcome" and c not in outcomes]
-    return [i.get("diagnostics", "") for o in outcomes for i in o.get("issue", [])]
-
-
 def _request_group(careplan: dict[str, Any], contained: dict[Any, dict[str, Any]]) -> dict[str, Any] | None:
     """The RequestGroup (R4) or RequestOrchestration (R5) the CarePlan's activities point to."""
     for activity in careplan.get("activity", []):
@@ -87,7 +73,7 @@ def careplan_recommendation(plan: dict[str, Any], careplan: dict[str, Any]) -> R
     The card is the plan's, as `recommend` reports it, with the title of the action the server
     applied; the activities are the requests it generated, in the order of its actions.
     """
-    errors = engine_errors(careplan)
+    errors = engine_messages(careplan)
     if errors:
         raise EngineError(
             f"the server's engine reported errors applying PlanDefinition/{plan.get('id')}: " + "; ".join(errors)
@@ -133,7 +119,7 @@ def apply_patient(
     through the CQL parameter "Evaluation Time", whatever the server's clock says.
     """
     plans = plans if plans is not None else recommendation_plans(client, pathway_id)
-    when = at if at is not None else format_datetime(dt.datetime.now(dt.UTC).replace(microsecond=0))
+    when = at if at is not None else now_utc()
     body = apply_parameters(patient, at)
     recs: list[Recommendation] = []
     for plan in plans:
