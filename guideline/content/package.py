@@ -17,7 +17,13 @@ from guideline.content.sources import Sources, load_sources, rel
 from guideline.core import elm, toolchain
 from guideline.core.config import Config, load_config
 from guideline.core.errors import ContentError, Finding
-from guideline.core.fhir import CQL_OPTIONS_EXT, FHIR_MODELINFO_URL, FHIRHELPERS_URL, LIBRARY_TYPE_SYSTEM
+from guideline.core.fhir import (
+    CQL_OPTIONS_EXT,
+    FHIR_MODELINFO_URL,
+    FHIRHELPERS_URL,
+    LIBRARY_TYPE_SYSTEM,
+    primary_library,
+)
 
 # Resource types whose instances are canonical knowledge artifacts stamped from guideline.toml.
 CANONICAL_TYPES = (
@@ -85,6 +91,13 @@ class Package:
         if r is not None and version and r.get("version") != version:
             return None
         return r
+
+    def primary_library_name(self, plan: dict[str, Any]) -> str | None:
+        """The name of a plan's compiled primary library, or None (no single primary library, not compiled)."""
+        canonical = primary_library(plan)
+        lib = self.resolve(canonical) if canonical is not None else None
+        name = lib.get("name") if lib is not None else None
+        return name if isinstance(name, str) and name in self.elm else None
 
     @property
     def key(self) -> str:
@@ -177,7 +190,7 @@ def _narrative(resource: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _stamp(resource: dict[str, Any], cfg: Config) -> dict[str, Any]:
+def stamp(resource: dict[str, Any], cfg: Config) -> dict[str, Any]:
     """Identity and release metadata, all from guideline.toml (never the wall clock)."""
     p = cfg.package
     rt, rid = resource["resourceType"], resource.get("id", "")
@@ -424,7 +437,7 @@ def _add_resource(pkg: Package, sources: Sources, path: Path, data: dict[str, An
             )
             pkg.findings.append(Finding("warning", shown, "content", message, "conventions"))
         _with_generated_content(res, library_content(rid, sources.cql[rid].text, elms[rid], elms, cfg, pkg.translator))
-    res = _stamp(expand_canonicals(res, cfg), cfg)
+    res = stamp(expand_canonicals(res, cfg), cfg)
     res["text"] = _narrative(res)
     res = _reorder(res)
     key = f"{rt}/{rid}"

@@ -192,8 +192,8 @@ def _is_json(line: bytes) -> bool:
     return True
 
 
-def _compact(data: Any) -> str:
-    # The worker protocol is one JSON document per line: no line breaks; non-ASCII stays as is.
+def compact(data: Any) -> str:
+    """JSON on one line, as the engines' protocols take it (no line breaks; non-ASCII stays as is)."""
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -204,7 +204,7 @@ def _directory_records(files: list[Path]) -> Iterator[PatientRecord]:
         except BadInputError as e:
             yield PatientRecord(i, str(path), error=_without_path(e.message, str(path)), progress=i + 1)
             continue
-        yield PatientRecord(i, str(path), pid, _compact(bundle), progress=i + 1)
+        yield PatientRecord(i, str(path), pid, compact(bundle), progress=i + 1)
 
 
 def _without_path(message: str, path: str) -> str:

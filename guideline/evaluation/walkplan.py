@@ -18,8 +18,8 @@ from guideline.core import elm
 from guideline.core.errors import ContentError
 from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, ActionStep, iter_actions, walk_pathway
 from guideline.evaluation.model import Activity
-from guideline.evaluation.population import EvaluationPlan, _primary_library
-from guideline.evaluation.records import _compact
+from guideline.evaluation.population import EvaluationPlan
+from guideline.evaluation.records import compact
 from guideline.evaluation.walk import pathways
 
 
@@ -36,7 +36,7 @@ class _Compiler:
         self.rec_index: dict[int, int] = {}
 
     def library(self, plan: dict[str, Any]) -> str:
-        name = _primary_library(self.pkg, plan)
+        name = self.pkg.primary_library_name(plan)
         if name is None:
             raise _Unsupported(f"{plan.get('id')}: no compiled primary library")
         return name
@@ -77,7 +77,7 @@ class _Compiler:
                 node["card"] = self.card(plan, step)
             node["activity"] = self.activity(step)
             steps.append((step, node))
-        self.recs.append({"id": _compact(str(plan["id"])), "plainId": str(plan["id"]), "steps": _nest(steps)})
+        self.recs.append({"id": compact(str(plan["id"])), "plainId": str(plan["id"]), "steps": _nest(steps)})
         self.rec_index[id(plan)] = len(self.recs) - 1
         return len(self.recs) - 1
 
@@ -93,9 +93,9 @@ class _Compiler:
         docs = action.get("documentation") or []
         source = docs[0].get("citation", "") if docs and isinstance(docs[0], dict) else ""
         return {
-            "title": _compact(str(action.get("title") or plan.get("title", ""))),
-            "source": _compact(str(source)),
-            "description": _compact(str(action.get("description", ""))),
+            "title": compact(str(action.get("title") or plan.get("title", ""))),
+            "source": compact(str(source)),
+            "description": compact(str(action.get("description", ""))),
             "lib": lib,
             "detail": detail,
         }
@@ -108,7 +108,7 @@ class _Compiler:
         if ad is None or ad.get("resourceType") != "ActivityDefinition":
             raise _Unsupported(f"{ref} is not an ActivityDefinition")
         act = Activity.of_definition(ad)
-        return {"json": _compact(act.as_json()), "order": act.order}
+        return {"json": compact(act.as_json()), "order": act.order}
 
 
 def _unsupported_reference(_: ActionStep, ref: str) -> _Unsupported:
