@@ -41,11 +41,15 @@ class Logic:
                 if c.get("contentType") == "text/cql" and isinstance(c.get("data"), str):
                     self.lines[r["name"]] = base64.b64decode(c["data"]).decode("utf-8").splitlines()
 
+    def _located(self, lib: str, locator: str | None) -> tuple[list[str], tuple[int, int, int, int] | None]:
+        """A library's CQL lines and a locator's span in them (None without text or a readable locator)."""
+        lines = self.lines.get(lib) or []
+        return lines, (elm.locator_lines(locator) if lines else None)
+
     def source(self, lib: str, locator: str | None) -> str:
         """The CQL lines a locator spans, with the line comments directly above (they say why)."""
-        lines = self.lines.get(lib)
-        span = elm.locator_lines(locator)
-        if not lines or span is None:
+        lines, span = self._located(lib, locator)
+        if span is None:
             return ""
         first, _, last, _ = span
         start = first - 1
@@ -55,9 +59,8 @@ class Logic:
 
     def fragment(self, lib: str, locator: str | None) -> str:
         """The exact CQL text of an expression (a locator's span), on one line."""
-        lines = self.lines.get(lib)
-        span = elm.locator_lines(locator)
-        if not lines or span is None:
+        lines, span = self._located(lib, locator)
+        if span is None:
             return ""
         l1, c1, l2, c2 = span
         if l1 == l2:

@@ -115,17 +115,11 @@ def _translator_claim(lib: CqlLib, carried: dict[str, Any], claimed: Mapping[str
     made_by, claim = elm.translator_version(carried), claimed.get("translatorVersion")
     if not made_by or not claim or made_by == claim:
         return []
-    rid = lib.item.rid if lib.item else lib.name
-    return [
-        Finding(
-            "error",
-            lib.item.file if lib.item else lib.file,
-            _elm_attachment(lib),
-            f"the ELM of Library/{rid} was made by translator {made_by}, but the Library claims translator "
-            f"{claim} (cqf-cqlOptions); regenerate the ELM from the CQL with the translator it names",
-            CQL,
-        )
-    ]
+    return _elm_error(
+        lib,
+        f"the ELM of {_library_key(lib)} was made by translator {made_by}, but the Library claims translator "
+        f"{claim} (cqf-cqlOptions); regenerate the ELM from the CQL with the translator it names",
+    )
 
 
 def _elm_mismatch(lib: CqlLib, carried: dict[str, Any], compiled: dict[str, Any]) -> list[Finding]:
@@ -143,14 +137,17 @@ def _elm_mismatch(lib: CqlLib, carried: dict[str, Any], compiled: dict[str, Any]
         problems.append("other result type in the ELM: " + ", ".join(f'"{n}"' for n in retyped))
     if not problems:
         return []
-    rid = lib.item.rid if lib.item else lib.name
-    return [
-        Finding(
-            "error",
-            lib.item.file if lib.item else lib.file,
-            _elm_attachment(lib),
-            f"the application/elm+json of Library/{rid} does not match its text/cql ({'; '.join(problems)}); "
-            "regenerate the ELM from the CQL (`guideline build` for this project)",
-            CQL,
-        )
-    ]
+    return _elm_error(
+        lib,
+        f"the application/elm+json of {_library_key(lib)} does not match its text/cql ({'; '.join(problems)}); "
+        "regenerate the ELM from the CQL (`guideline build` for this project)",
+    )
+
+
+def _library_key(lib: CqlLib) -> str:
+    return f"Library/{lib.item.rid if lib.item else lib.name}"
+
+
+def _elm_error(lib: CqlLib, message: str) -> list[Finding]:
+    """An error about a library's carried ELM, located at its application/elm+json attachment."""
+    return [Finding("error", lib.item.file if lib.item else lib.file, _elm_attachment(lib), message, CQL)]
