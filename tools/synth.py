@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from guideline.core.fhir import collection_bundle
+
 SNOMED = "http://snomed.info/sct"
 ORPHA = "http://www.orpha.net"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
@@ -256,7 +258,8 @@ def synth_patients(
 
 
 def as_bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    """One synthetic patient's resources as the collection Bundle an engine reads."""
+    return collection_bundle(resources)
 
 
 def _line(data: Any) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from guideline.core.evaltime import format_datetime
+from guideline.core.evaltime import format_datetime, parse_date_time
 from guideline.remote.http import TOKEN_ENV, Client, Timeouts, read_token
 
 # How --at is spelled; the same words in every command's help and in the error for a bad value.
@@ -84,14 +84,11 @@ def parse_at(value: str) -> str:
     The offset matters: it is the time zone CQL uses for Now(), Today() and ages. A value without
     one, or not a date at all, is an ArgumentTypeError (argparse turns it into exit 2).
     """
-    text = value.strip()
-    try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text)
-            return f"{day.isoformat()}T00:00:00Z"
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not {AT_FORMS}") from None
+    when = parse_date_time(value.strip())
+    if when is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not {AT_FORMS}")
+    if not isinstance(when, dt.datetime):
+        return f"{when.isoformat()}T00:00:00Z"
     if when.tzinfo is None or when.utcoffset() is None:
         raise argparse.ArgumentTypeError(
             f"{value!r} has no UTC offset; add one (e.g. 2026-06-01T12:00:00Z or +02:00) so ages and "

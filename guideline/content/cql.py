@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from guideline.content.sources import cql_header
 from guideline.core import toolchain
 from guideline.core.config import load_config
 from guideline.core.errors import EngineError, ToolchainError
@@ -322,7 +323,5 @@ def compile_cql(
 
 def library_name(text: str) -> str:
     """The identifier from a CQL `library X version 'v'` header (or 'Anonymous')."""
-    import re
-
-    m = re.search(r"^\s*library\s+(\"[^\"]+\"|[A-Za-z_][A-Za-z0-9_]*)", text, re.MULTILINE)
-    return m.group(1).strip('"') if m else "Anonymous"
+    header = cql_header(text)
+    return header[0] if header is not None else "Anonymous"

@@ -14,10 +14,16 @@ from typing import Any
 
 from guideline.content.cql import CompileResult, Engine, shared_engine
 from guideline.content.sources import Sources, load_sources, rel
-from guideline.core import toolchain
+from guideline.core import elm, toolchain
 from guideline.core.config import Config, load_config
 from guideline.core.errors import ContentError, Finding
-from guideline.core.fhir import CQL_OPTIONS_EXT, FHIR_MODELINFO_URL, FHIRHELPERS_URL, LIBRARY_TYPE_SYSTEM
+from guideline.core.fhir import (
+    CQL_OPTIONS_EXT,
+    FHIR_MODELINFO_URL,
+    FHIRHELPERS_URL,
+    LIBRARY_TYPE_SYSTEM,
+    primary_library,
+)
 
 # Resource types whose instances are canonical knowledge artifacts stamped from guideline.toml.
 CANONICAL_TYPES = (
@@ -85,6 +91,13 @@ class Package:
         if r is not None and version and r.get("version") != version:
             return None
         return r
+
+    def primary_library_name(self, plan: dict[str, Any]) -> str | None:
+        """The name of a plan's compiled primary library, or None (no single primary library, not compiled)."""
+        canonical = primary_library(plan)
+        lib = self.resolve(canonical) if canonical is not None else None
+        name = lib.get("name") if lib is not None else None
+        return name if isinstance(name, str) and name in self.elm else None
 
     @property
     def key(self) -> str:
@@ -177,7 +190,7 @@ def _narrative(resource: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _stamp(resource: dict[str, Any], cfg: Config) -> dict[str, Any]:
+def stamp(resource: dict[str, Any], cfg: Config) -> dict[str, Any]:
     """Identity and release metadata, all from guideline.toml (never the wall clock)."""
     p = cfg.package
     rt, rid = resource["resourceType"], resource.get("id", "")
@@ -227,188 +240,23 @@ def _reorder(resource: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- ELM-derived Library content
 
-_FHIR_NS = "{http://hl7.org/fhir}"
-_SYSTEM_TYPES = {
-    "Boolean": "boolean",
-    "Integer": "integer",
-    "Decimal": "decimal",
-    "String": "string",
-    "DateTime": "dateTime",
-    "Date": "date",
-    "Time": "time",
-    "Quantity": "Quantity",
-    "Code": "Coding",
-    "Concept": "CodeableConcept",
-}
 
-
-def _fhir_type(type_name: str | None) -> str:
-    if not type_name:
-        return "Any"
-    local = type_name.split("}")[-1]
-    if type_name.startswith(_FHIR_NS):
-        return local
-    return _SYSTEM_TYPES.get(local, "Any")
-
-
-def _result_type(node: dict[str, Any]) -> tuple[str, str]:
-    """(FHIR type, max) of an ELM def from its result type annotation."""
-    if "resultTypeName" in node:
-        return _fhir_type(node["resultTypeName"]), "1"
-    spec = node.get("resultTypeSpecifier") or node.get("parameterTypeSpecifier") or {}
-    if spec.get("type") == "ListTypeSpecifier":
-        el = spec.get("elementType") or {}
-        return _fhir_type(el.get("name")), "*"
-    if spec.get("type") == "NamedTypeSpecifier":
-        return _fhir_type(spec.get("name")), "1"
-    return "Any", "1"
-
-
-def _retrieves(node: Any, out: list[dict[str, Any]]) -> None:
-    if isinstance(node, dict):
-        if node.get("type") == "Retrieve":
-            out.append(node)
-        for v in node.values():
-            _retrieves(v, out)
-    elif isinstance(node, list):
-        for v in node:
-            _retrieves(v, out)
-
-
-def _refs(node: Any, out: list[tuple[str | None, str]]) -> None:
-    """(library alias or None, name) of every ExpressionRef and FunctionRef under `node`."""
-    if isinstance(node, dict):
-        if node.get("type") in ("ExpressionRef", "FunctionRef") and isinstance(node.get("name"), str):
-            out.append((node.get("libraryName"), node["name"]))
-        for v in node.values():
-            _refs(v, out)
-    elif isinstance(node, list):
-        for v in node:
-            _refs(v, out)
-
-
-def used_statements(name: str, elms: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per library, the statements `name` can evaluate: all of its own, and of its includes only those reached.
-
-    A definition of an included library that nothing here refers to (directly or through other definitions)
-    is left out, so a recommendation's data requirements (its CDS prefetch) list only what its logic reads.
-    """
-    reached: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    todo: list[tuple[str, dict[str, Any]]] = [(name, st) for st in _statements(elms, name)]
-    seen: set[tuple[str, str, int]] = set()
-    while todo:
-        lib, st = todo.pop()
-        key = (lib, str(st.get("name")), id(st))
-        if key in seen:
-            continue
-        seen.add(key)
-        reached.setdefault(lib, {}).setdefault(str(st.get("name")), []).append(st)
-        aliases = {d.get("localIdentifier", d["path"]): d["path"] for d in _include_defs(elms, lib)}
-        found: list[tuple[str | None, str]] = []
-        _refs(st, found)
-        for alias, ref in found:
-            target = lib if alias is None else aliases.get(alias)
-            if target in elms and target != "FHIRHelpers":
-                todo += [(target, d) for d in _statements(elms, target) if d.get("name") == ref]
-    return {lib: [st for sts in by_name.values() for st in sts] for lib, by_name in reached.items()}
-
-
-def _statements(elms: dict[str, dict[str, Any]], lib: str) -> list[dict[str, Any]]:
-    return list(((elms[lib]["library"].get("statements") or {}).get("def")) or []) if lib in elms else []
-
-
-def _include_defs(elms: dict[str, dict[str, Any]], lib: str) -> list[dict[str, Any]]:
-    return list(((elms[lib]["library"].get("includes") or {}).get("def")) or [])
-
-
-def data_requirements(
-    names: list[str], elms: dict[str, dict[str, Any]], used: dict[str, list[dict[str, Any]]] | None = None
-) -> list[dict[str, Any]]:
-    """DataRequirements for every retrieve in the given libraries (HAPI builds prefetch from these).
-
-    `used` (from used_statements) limits each library to the statements listed for it.
-    """
-    reqs: dict[str, dict[str, Any]] = {}
-    for name in names:
-        lib = elms[name]["library"]
-        vsets = {d["name"]: d["id"] for d in (lib.get("valueSets") or {}).get("def", [])}
-        csys = {d["name"]: d["id"] for d in (lib.get("codeSystems") or {}).get("def", [])}
-        codes = {d["name"]: d for d in (lib.get("codes") or {}).get("def", [])}
-        found: list[dict[str, Any]] = []
-        _retrieves(lib.get("statements") if used is None else used.get(name, []), found)
-        for r in found:
-            dtype = r.get("dataType", "").split("}")[-1]
-            req: dict[str, Any] = {"type": dtype}
-            cf: dict[str, Any] = {}
-            c = r.get("codes") or {}
-            if c.get("type") == "ValueSetRef" and c.get("name") in vsets and not c.get("libraryName"):
-                cf = {"path": r.get("codeProperty", "code"), "valueSet": vsets[c["name"]]}
-            elif c.get("type") == "ValueSetRef" and c.get("libraryName") in elms:
-                other = elms[c["libraryName"]]["library"]
-                ovs = {d["name"]: d["id"] for d in (other.get("valueSets") or {}).get("def", [])}
-                if c["name"] in ovs:
-                    cf = {"path": r.get("codeProperty", "code"), "valueSet": ovs[c["name"]]}
-            else:
-                refs = c.get("element") if c.get("type") == "ToList" else None
-                items = (
-                    refs
-                    if isinstance(refs, list)
-                    else (
-                        [c["operand"]]
-                        if c.get("type") == "ToList" and isinstance(c.get("operand"), dict)
-                        else [c]
-                        if c.get("type") == "CodeRef"
-                        else []
-                    )
-                )
-                codings = []
-                for it in items:
-                    d = codes.get(it.get("name", "")) if it.get("type") == "CodeRef" else None
-                    if d:
-                        sysname = (d.get("codeSystem") or {}).get("name", "")
-                        codings.append({"system": csys.get(sysname, sysname), "code": d["id"]})
-                if codings:
-                    cf = {"path": r.get("codeProperty", "code"), "code": codings}
-            if cf:
-                req["codeFilter"] = [cf]
-            reqs[json.dumps(req, sort_keys=True)] = req
-    return [reqs[k] for k in sorted(reqs)]
-
-
-def _includes(elm: dict[str, Any]) -> list[tuple[str, str | None]]:
-    defs = ((elm["library"].get("includes") or {}).get("def")) or []
-    return [(d["path"], d.get("version")) for d in defs]
-
-
-def _closure(name: str, elms: dict[str, dict[str, Any]]) -> list[str]:
-    seen: list[str] = []
-    stack = [name]
-    while stack:
-        n = stack.pop()
-        if n in seen or n not in elms or n == "FHIRHelpers":
-            continue
-        seen.append(n)
-        stack.extend(p for p, _ in _includes(elms[n]))
-    return seen
-
-
-def _library_parameters(lib: dict[str, Any]) -> list[dict[str, Any]]:
+def _library_parameters(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Library.parameter: the CQL parameters (in) and every define but Patient and functions (out)."""
     params: list[dict[str, Any]] = []
-    for p in (lib.get("parameters") or {}).get("def", []):
-        t, mx = _result_type(p)
+    for p in elm.defs(doc, "parameters"):
+        t, mx = elm.result_type(p)
         params.append({"name": p["name"], "use": "in", "min": 0, "max": mx, "type": t})
-    for s in (lib.get("statements") or {}).get("def", []):
+    for s in elm.statements(doc):
         if s.get("type") == "FunctionDef" or s.get("name") == "Patient":
             continue
-        t, mx = _result_type(s)
+        t, mx = elm.result_type(s)
         params.append({"name": s["name"], "use": "out", "min": 0, "max": mx, "type": t})
     return params
 
 
-def _depends_on(elm: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
+def _depends_on(doc: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
     """Library.relatedArtifact: the model info, included libraries, value sets and code systems it uses."""
-    lib = elm["library"]
     related: list[dict[str, Any]] = [
         {
             "type": "depends-on",
@@ -416,10 +264,10 @@ def _depends_on(elm: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
             "resource": f"{FHIR_MODELINFO_URL}|{cfg.fhir_version}",
         }
     ]
-    for inc, ver in _includes(elm):
-        url = FHIRHELPERS_URL if inc == "FHIRHelpers" else cfg.canonical_for("Library", inc)
+    for inc, ver in elm.includes(doc):
+        url = FHIRHELPERS_URL if inc == elm.FHIRHELPERS else cfg.canonical_for("Library", inc)
         related.append({"type": "depends-on", "display": f"Library {inc}", "resource": f"{url}|{ver}" if ver else url})
-    for vs in (lib.get("valueSets") or {}).get("def", []):
+    for vs in elm.defs(doc, "valueSets"):
         related.append(
             {
                 "type": "depends-on",
@@ -427,7 +275,7 @@ def _depends_on(elm: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
                 "resource": vs["id"] + (f"|{vs['version']}" if vs.get("version") else ""),
             }
         )
-    for cs in (lib.get("codeSystems") or {}).get("def", []):
+    for cs in elm.defs(doc, "codeSystems"):
         related.append({"type": "depends-on", "display": f"Code system {cs['name']}", "resource": cs["id"]})
     return related
 
@@ -450,20 +298,22 @@ def _options_parameters(cfg: Config, translator: dict[str, str]) -> dict[str, An
 def library_content(
     name: str,
     cql_text: str,
-    elm: dict[str, Any],
+    doc: dict[str, Any],
     elms: dict[str, dict[str, Any]],
     cfg: Config,
     translator: dict[str, str],
 ) -> dict[str, Any]:
-    """The generated parts of a Library: content, parameters, depends-on, data requirements."""
-    elm_bytes = json.dumps(elm, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    """The generated parts of a Library from its ELM `doc`: content, parameters, depends-on, data requirements."""
+    elm_bytes = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return {
         "contained": [_options_parameters(cfg, translator)],
         "extension_cqlOptions": {"url": CQL_OPTIONS_EXT, "valueReference": {"reference": "#options"}},
         "type": {"coding": [{"system": LIBRARY_TYPE_SYSTEM, "code": "logic-library"}]},
-        "parameter": _library_parameters(elm["library"]),
-        "relatedArtifact": _depends_on(elm, cfg),
-        "dataRequirement": data_requirements(_closure(name, elms), elms, used_statements(name, elms)),
+        "parameter": _library_parameters(doc),
+        "relatedArtifact": _depends_on(doc, cfg),
+        "dataRequirement": elm.data_requirements(
+            elm.include_closure(name, elms), elms, elm.used_statements(name, elms)
+        ),
         "content": [
             {"contentType": "text/cql", "data": _b64(cql_text.encode("utf-8"))},
             {"contentType": "application/elm+json", "data": _b64(elm_bytes)},
@@ -527,10 +377,10 @@ def _value_sets(resources: list[dict[str, Any]]) -> dict[str, dict[str, list[dic
     return out
 
 
-def fhirhelpers_library(elm: dict[str, Any], translator: dict[str, str]) -> dict[str, Any]:
-    """The FHIRHelpers Library resource: the toolchain's CQL text and its ELM, as the engine needs them."""
+def fhirhelpers_library(doc: dict[str, Any], translator: dict[str, str]) -> dict[str, Any]:
+    """The FHIRHelpers Library resource: the toolchain's CQL text and its ELM `doc`, as the engine needs them."""
     text = toolchain.fhirhelpers_text()
-    elm_bytes = json.dumps(elm, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    elm_bytes = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return {
         "resourceType": "Library",
         "id": "FHIRHelpers",
@@ -587,7 +437,7 @@ def _add_resource(pkg: Package, sources: Sources, path: Path, data: dict[str, An
             )
             pkg.findings.append(Finding("warning", shown, "content", message, "conventions"))
         _with_generated_content(res, library_content(rid, sources.cql[rid].text, elms[rid], elms, cfg, pkg.translator))
-    res = _stamp(expand_canonicals(res, cfg), cfg)
+    res = stamp(expand_canonicals(res, cfg), cfg)
     res["text"] = _narrative(res)
     res = _reorder(res)
     key = f"{rt}/{rid}"

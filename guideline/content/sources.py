@@ -15,7 +15,14 @@ from guideline.core.errors import Finding
 # keeps a mistaken 50 MB drop-in from stalling every later layer.
 MAX_SOURCE_BYTES = 5 * 1024 * 1024
 
+# `library Name version 'x'` (the name may be quoted); the first such line of a CQL text.
 _CQL_HEADER = re.compile(r"^\s*library\s+(\"[^\"]+\"|[A-Za-z_][A-Za-z0-9_]*)(?:\s+version\s+'([^']*)')?", re.MULTILINE)
+
+
+def cql_header(text: str) -> tuple[str, str | None] | None:
+    """(library name, version or None) from a CQL text's `library` header, or None when it has none."""
+    m = _CQL_HEADER.search(text)
+    return (m.group(1).strip('"'), m.group(2)) if m else None
 
 
 @dataclass
@@ -165,8 +172,8 @@ def _load_cql(cfg: Config, out: Sources) -> None:
         except (OSError, UnicodeDecodeError) as e:
             out.findings.append(Finding("error", shown, "", f"cannot read CQL file: {e}", "cql"))
             continue
-        m = _CQL_HEADER.search(text)
-        if not m:
+        header = cql_header(text)
+        if header is None:
             out.findings.append(
                 Finding(
                     "error",
@@ -177,7 +184,7 @@ def _load_cql(cfg: Config, out: Sources) -> None:
                 )
             )
             continue
-        name = m.group(1).strip('"')
+        name, version = header
         if name != path.stem:
             out.findings.append(
                 Finding(
@@ -189,4 +196,4 @@ def _load_cql(cfg: Config, out: Sources) -> None:
                     "cql",
                 )
             )
-        out.cql[name] = CqlSource(name, m.group(2), path, text)
+        out.cql[name] = CqlSource(name, version, path, text)

@@ -1,8 +1,9 @@
-"""The evaluation time: the moment an evaluation is 'as of', as ISO 8601 with an offset."""
+"""The evaluation time: the moment an evaluation is 'as of', as ISO 8601 with an offset; FHIR dates read one way."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 
@@ -11,6 +12,24 @@ def format_datetime(when: dt.datetime) -> str:
     spec = "microseconds" if when.microsecond else "seconds"
     out = when.isoformat(timespec=spec)
     return out[:-6] + "Z" if out.endswith("+00:00") else out
+
+
+# A FHIR date with its day (YYYY-MM-DD); YYYY and YYYY-MM are dates too, but partial ones.
+_FULL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_date_time(text: str) -> dt.date | dt.datetime | None:
+    """A FHIR date (a `date`) or dateTime (a `datetime`, naive when it has no offset), or None.
+
+    None for a partial date (YYYY, YYYY-MM: no day to place it on) and for anything that is
+    not a date. `Z` reads as UTC (Python 3.11 `fromisoformat`).
+    """
+    try:
+        if _FULL_DATE.match(text):
+            return dt.date.fromisoformat(text)
+        return dt.datetime.fromisoformat(text) if "T" in text else None
+    except ValueError:
+        return None
 
 
 def now_utc() -> str:

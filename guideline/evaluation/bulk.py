@@ -30,7 +30,9 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 from guideline.core.errors import BadInputError
+from guideline.core.fhir import collection_bundle_json
 from guideline.evaluation.bundles import binary_kind, first_text
+from guideline.evaluation.ndjson import BOM, parse_line, protocol_text
 
 # Fields that tie a resource to its patient (Observation.subject, AllergyIntolerance.patient, ...).
 PATIENT_LINKS = ("subject", "patient")
@@ -42,17 +44,17 @@ EXPECTED_BULK = (
 )
 # The names of an export's data files: NDJSON, plain or as the server sent it, gzipped.
 DATA_SUFFIXES = (".ndjson", ".ndjson.gz")
+BUNDLE_HINT = "an export's NDJSON holds one resource per line"
 
-_BOM = b"\xef\xbb\xbf"
 _SNIFF_BYTES = 64 * 1024
 # Files are read (counted, decompressed) in blocks of this size: memory never holds a whole file.
 _BLOCK = 1024 * 1024
 # Rows are written to the index in chunks of this many lines (one transaction per chunk).
 _CHUNK = 20_000
 # A reference to a resource in the export, as it appears in a line's JSON text ("Medication/m1").
-_REFERENCE = re.compile(r'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z]+/[A-Za-z0-9\-.]{1,64})"')
+REFERENCE = re.compile(r'"reference"\s*:\s*"(?:[^"]*/)?([A-Za-z]+/[A-Za-z0-9\-.]{1,64})"')
 # A patient reference inside a line too broken to parse, to know which patient it poisons.
-_PATIENT_REF = re.compile(r'"reference"\s*:\s*"(?:[^"]*/)?Patient/([A-Za-z0-9\-.]{1,64})"')
+PATIENT_REF = re.compile(r'"reference"\s*:\s*"(?:[^"]*/)?Patient/([A-Za-z0-9\-.]{1,64})"')
 
 
 def patient_key(resource: dict[str, Any]) -> str | None:
@@ -76,7 +78,7 @@ def is_manifest(path: Path) -> bool:
             head = f.read(_SNIFF_BYTES)
         if b'"output"' not in head:
             return False
-        data = json.loads(path.read_bytes().removeprefix(_BOM))
+        data = json.loads(path.read_bytes().removeprefix(BOM))
     except (OSError, ValueError, RecursionError):
         return False
     return isinstance(data, dict) and isinstance(data.get("output"), list) and "transactionTime" in data
@@ -146,7 +148,7 @@ def _by_name(folder: Path, ndjson: list[Path]) -> list[Path]:
 
 def _manifest_files(folder: Path, manifest: Path) -> list[tuple[Path, int | None, str]]:
     """(file, its manifest `count` or None, "output[i]") for each file the manifest lists, in its order."""
-    data = json.loads(manifest.read_bytes().removeprefix(_BOM))
+    data = json.loads(manifest.read_bytes().removeprefix(BOM))
     files: list[tuple[Path, int | None, str]] = []
     for i, item in enumerate(data["output"]):
         url = item.get("url") if isinstance(item, dict) else None
@@ -249,9 +251,9 @@ def read_through(path: Path, dest: IO[bytes] | None, sniff: Callable[[bytes], No
         with gzip.open(path, "rb") if gzipped else path.open("rb") as src:
             first = True
             # The first read is long enough to hold a whole BOM (buffered reads return all they are asked for).
-            while block := src.read(max(_BLOCK, len(_BOM)) if first else _BLOCK):
+            while block := src.read(max(_BLOCK, len(BOM)) if first else _BLOCK):
                 if first:
-                    block, first = block.removeprefix(_BOM), False
+                    block, first = block.removeprefix(BOM), False
                 if sniff is not None and not head and block.strip():
                     head = block[:_SNIFF_BYTES]
                     sniff(head)
@@ -342,14 +344,15 @@ class BulkIndex:
         with f:
             for lineno, raw in enumerate(f, 1):
                 start, off = off, off + len(raw)
-                body = raw.removeprefix(_BOM) if lineno == 1 else raw
+                body = raw.removeprefix(BOM) if lineno == 1 else raw
                 if not body.strip():
                     continue
                 start += len(raw) - len(body)
                 count += 1
-                resource, problem = _parse(body, lineno)
+                line = parse_line(raw, lineno, BUNDLE_HINT)
+                resource, problem = line.resource, line.problem
                 if problem is not None:
-                    m = _PATIENT_REF.search(body.decode("utf-8", "replace"))
+                    m = PATIENT_REF.search(body.decode("utf-8", "replace"))
                     if m is not None:
                         self.db.execute("INSERT INTO poison VALUES (?, ?)", (m[1], f"{path.name} {problem}"))
                     else:
@@ -420,21 +423,17 @@ class BulkIndex:
         if poisoned is not None:
             group.error = poisoned[0]
             return group
-        texts = [_text(os.pread(fds[f], n, off)) for f, off, n, _, _ in rows]
+        texts = [protocol_text(os.pread(fds[f], n, off).decode("utf-8")) for f, off, n, _, _ in rows]
         if self.has_shared:  # scanning every resource for references costs ~30 % of reading
             texts += self._shared(fds, texts)
-        group.bundle_json = (
-            '{"resourceType":"Bundle","type":"collection","entry":['
-            + ",".join(f'{{"resource":{t}}}' for t in texts)
-            + "]}"
-        )
+        group.bundle_json = collection_bundle_json(texts)
         return group
 
     def _shared(self, fds: list[int], texts: list[str]) -> list[str]:
         """The export's patient-less resources (Medication, ...) that the patient's resources refer to, transitively."""
         seen: set[str] = set()
         out: list[str] = []
-        todo = [ref for t in texts for ref in _REFERENCE.findall(t) if not ref.startswith("Patient/")]
+        todo = [ref for t in texts for ref in REFERENCE.findall(t) if not ref.startswith("Patient/")]
         while todo:
             ref = todo.pop(0)
             if ref in seen:
@@ -442,32 +441,7 @@ class BulkIndex:
             seen.add(ref)
             row = self.db.execute("SELECT file, off, len FROM shared WHERE ref = ?", (ref,)).fetchone()
             if row is not None:
-                text = _text(os.pread(fds[row[0]], row[2], row[1]))
+                text = protocol_text(os.pread(fds[row[0]], row[2], row[1]).decode("utf-8"))
                 out.append(text)
-                todo += [r for r in _REFERENCE.findall(text) if not r.startswith("Patient/")]
+                todo += [r for r in REFERENCE.findall(text) if not r.startswith("Patient/")]
         return out
-
-
-def _text(raw: bytes) -> str:
-    # A lone carriage return between tokens is valid JSON but would split a protocol line.
-    text = raw.decode("utf-8").strip()
-    return text.replace("\r", " ") if "\r" in text else text
-
-
-def _parse(raw: bytes, lineno: int) -> tuple[dict[str, Any], str | None]:
-    """The line's resource, or what is wrong with it."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return {}, f"line {lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
-    try:
-        resource = json.loads(text)
-    except json.JSONDecodeError as e:
-        return {}, f"line {lineno}:{e.colno}: not valid JSON: {e.msg}"
-    except RecursionError:
-        return {}, f"line {lineno}: JSON nested too deeply"
-    if not (isinstance(resource, dict) and isinstance(resource.get("resourceType"), str)):
-        return {}, f"line {lineno}: not a FHIR resource (no resourceType); NDJSON holds one resource per line"
-    if resource["resourceType"] == "Bundle":
-        return {}, f"line {lineno}: a Bundle; an export's NDJSON holds one resource per line"
-    return resource, None

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from guideline.core.errors import BadInputError
+from guideline.core.fhir import collection_bundle
 
 BUNDLE_TYPES = ("collection", "batch", "transaction")
 
@@ -127,8 +128,7 @@ def load_patient_bundle(path: Path) -> tuple[dict[str, Any], str]:
         patient = {**patient, "id": tail}
         resources = [patient if r.get("resourceType") == "Patient" else r for r in resources]
         pid = tail
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
-    return bundle, pid
+    return collection_bundle(resources), pid
 
 
 def patient_id(bundle: dict[str, Any]) -> str:

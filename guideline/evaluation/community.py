@@ -20,8 +20,10 @@ from typing import Any
 
 from guideline.content.cql import Engine
 from guideline.content.package import Package
+from guideline.core import elm
 from guideline.core.errors import BadInputError, EngineError, UsageError
-from guideline.core.evaltime import EVALUATION_TIME_PARAMETER, time_parameters
+from guideline.core.evaltime import EVALUATION_TIME_PARAMETER, parse_date_time, time_parameters
+from guideline.core.fhir import collection_bundle
 from guideline.core.fsutil import check_out_dir, write_tree
 from guideline.evaluation.bundles import load_patient_bundle
 from guideline.evaluation.patient import ensure_loaded
@@ -35,38 +37,6 @@ EXPECTED_FILE = f"Parameters-{EXPECTED_ID}.json"
 EMPTY_LIST_EXT = "http://hl7.org/fhir/StructureDefinition/cqf-isEmptyList"
 DATA_ABSENT_EXT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 UCUM = "http://unitsofmeasure.org"
-
-
-_DECIMAL = "{urn:hl7-org:elm-types:r1}Decimal"
-
-
-def decimal_paths(spec: Any, path: str = "") -> set[str]:
-    """Where a CQL result type holds a Decimal: "" for the value itself, "a.b" for tuple element b of element a.
-
-    cql-execution gives the Decimal 5.0 as the number 5, so the ELM result type decides between
-    valueDecimal and valueInteger. Lists and interval bounds keep their element's path.
-    """
-    if not isinstance(spec, dict):
-        return set()
-    if spec.get("resultTypeName") == _DECIMAL or spec.get("name") == _DECIMAL:
-        return {path}
-    kind = spec.get("type")
-    if kind == "ListTypeSpecifier" or "resultTypeSpecifier" in spec:
-        inner = spec.get("elementType") if kind == "ListTypeSpecifier" else spec.get("resultTypeSpecifier")
-        return decimal_paths(inner, path)
-    if kind == "IntervalTypeSpecifier":
-        return decimal_paths(spec.get("pointType"), path)
-    if kind == "TupleTypeSpecifier":
-        out: set[str] = set()
-        for el in spec.get("element") or []:
-            out |= decimal_paths(el.get("elementType"), f"{path}.{el.get('name')}".lstrip("."))
-        return out
-    return set()
-
-
-def _decimals_by_define(elm: Mapping[str, Any]) -> dict[str, set[str]]:
-    defs = ((elm.get("library") or {}).get("statements") or {}).get("def") or []
-    return {d["name"]: decimal_paths(d) for d in defs}
 
 
 def _absent(name: str) -> dict[str, Any]:
@@ -142,7 +112,7 @@ def _typed(name: str, v: Mapping[str, Any], decimals: set[str], path: str) -> di
 def to_parameters(name: str, value: Any, decimals: set[str] | None = None, path: str = "") -> list[dict[str, Any]]:
     """The Parameters.parameter entries for one expression's value (a list gives one entry per item).
 
-    `decimals` (see decimal_paths) says where the CQL type is Decimal, so that an integral value
+    `decimals` (see `guideline.core.elm.decimal_paths`) says where the CQL type is Decimal, so that an integral value
     there stays a decimal; `path` is where `value` sits in the expression's result.
     """
     decimals = decimals or set()
@@ -165,9 +135,9 @@ def to_parameters(name: str, value: Any, decimals: set[str] | None = None, path:
     raise UsageError(f"expression '{name}' has a value the engine should not give: {value!r}")
 
 
-def expected_results(values: Mapping[str, Any], elm: Mapping[str, Any]) -> dict[str, Any]:
-    """The `expected-results` Parameters for one library and patient: every expression, in the library's order."""
-    decimals = _decimals_by_define(elm)
+def expected_results(values: Mapping[str, Any], doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The `expected-results` Parameters for one library and patient (its ELM `doc`): every expression, in order."""
+    decimals = {str(d.get("name")): elm.decimal_paths(d) for d in elm.statements(doc)}
     params = [p for name, value in values.items() for p in to_parameters(name, value, decimals.get(name))]
     return {"resourceType": "Parameters", "id": EXPECTED_ID, "parameter": params}
 
@@ -332,17 +302,13 @@ def read_layout_case(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         ]
     except (OSError, ValueError) as e:
         raise BadInputError(f"{folder}: cannot read the test case: {e}") from None
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
-    return bundle, expected
+    return collection_bundle(resources), expected
 
 
 def _instant(text: str) -> str:
     """A date-time as a comparable UTC instant; a date alone stays a date (so precision still counts)."""
-    if "T" not in text:
-        return text
-    try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    when = parse_date_time(text)
+    if not isinstance(when, dt.datetime):
         return text
     if when.tzinfo is None:
         return when.isoformat()

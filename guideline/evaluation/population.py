@@ -18,10 +18,10 @@ from guideline.content.cql import Engine
 from guideline.content.package import Package
 from guideline.core.errors import BadInputError, UsageError
 from guideline.core.evaltime import time_parameters
-from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, iter_actions, primary_library
+from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, ActionStep, iter_actions, walk_pathway
 from guideline.evaluation.model import document
 from guideline.evaluation.patient import ensure_loaded
-from guideline.evaluation.records import PatientRecord, Population, _compact
+from guideline.evaluation.records import PatientRecord, Population, compact
 from guideline.evaluation.walk import pathways, walk_pathways
 
 # A batch closes at this many records or this much bundle JSON, whichever comes first: large
@@ -53,14 +53,6 @@ class _Missing(Exception):
     def __init__(self, library: str) -> None:
         super().__init__(library)
         self.library = library
-
-
-def _primary_library(pkg: Package, plan: dict[str, Any]) -> str | None:
-    """The name of the plan's compiled primary library, or None (the walk reports why, if it gets there)."""
-    canonical = primary_library(plan)
-    lib = pkg.resolve(canonical) if canonical is not None else None
-    name = lib.get("name") if lib is not None else None
-    return name if isinstance(name, str) and name in pkg.elm else None
 
 
 def _cql_identifiers(action: dict[str, Any]) -> list[str]:
@@ -101,23 +93,32 @@ class EvaluationPlan:
         expressions: dict[str, set[str]] = {}
 
         def meet(plan: dict[str, Any]) -> None:
-            name = _primary_library(pkg, plan)
+            name = pkg.primary_library_name(plan)
             if name is not None and name not in reachable:
                 reachable.append(name)
 
+        def visit(step: ActionStep, target: dict[str, Any] | None) -> None:
+            name = pkg.primary_library_name(step.plan)
+            if name is not None:
+                expressions.setdefault(name, set()).update(_cql_identifiers(step.action))
+            if target is not None and target.get("resourceType") == "PlanDefinition":
+                meet(target)  # before its actions, as the walk meets it
+
+        def resolved(step: ActionStep) -> dict[str, Any] | None:
+            ref = step.action.get("definitionCanonical")
+            return pkg.resolve(ref) if isinstance(ref, str) else None
+
         for pathway in pathways(pkg):
-            name = _primary_library(pkg, pathway)
+            name = pkg.primary_library_name(pathway)
             if name is not None and name not in gate:
                 gate.append(name)
             meet(pathway)
-            for step in iter_actions(pathway, pkg.resolve):
-                name = _primary_library(pkg, step.plan)
-                if name is not None:
-                    expressions.setdefault(name, set()).update(_cql_identifiers(step.action))
-                ref = step.action.get("definitionCanonical")
-                target = pkg.resolve(ref) if isinstance(ref, str) else None
-                if target is not None and target.get("resourceType") == "PlanDefinition":
-                    meet(target)  # before its actions, as the walk meets it
+            for reached in walk_pathway(pathway, pkg.resolve):
+                visit(reached.step, reached.target)
+                if reached.recommendation is not None:
+                    # Every branch, as any patient may take it; what the recommendation reaches in turn too.
+                    for step in iter_actions(reached.recommendation, pkg.resolve):
+                        visit(step, resolved(step))
         return cls(gate, reachable, {k: sorted(v) for k, v in expressions.items()})
 
 
@@ -400,7 +401,7 @@ def result_line(result: PatientResult) -> str:
     """One output line: the `recommend --json` document, compact (as the JVM wrote it, or from the document)."""
     if result.line is not None:
         return result.line
-    return _compact(result.document) + "\n"
+    return compact(result.document) + "\n"
 
 
 @contextmanager

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from guideline.core.errors import BadInputError
+from guideline.core.fhir import collection_bundle_json
+from guideline.evaluation import ndjson
 from guideline.evaluation.bulk import BulkIndex, gunzip, is_data_file, is_manifest, patient_key
 from guideline.evaluation.bundles import binary_kind, first_text, load_patient_bundle
 
@@ -77,7 +79,7 @@ EXPECTED = (
 
 # How much of an NDJSON file is looked at before starting: enough to tell text from an archive or image.
 
-_BOM = b"\xef\xbb\xbf"  # accepted on line 1, as exports from Windows tools often carry one
+BUNDLE_HINT = "NDJSON holds one resource per line (or pass a directory of Bundles)"
 
 
 def open_population(path: Path) -> Population:
@@ -190,8 +192,8 @@ def _is_json(line: bytes) -> bool:
     return True
 
 
-def _compact(data: Any) -> str:
-    # The worker protocol is one JSON document per line: no line breaks; non-ASCII stays as is.
+def compact(data: Any) -> str:
+    """JSON on one line, as the engines' protocols take it (no line breaks; non-ASCII stays as is)."""
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -202,7 +204,7 @@ def _directory_records(files: list[Path]) -> Iterator[PatientRecord]:
         except BadInputError as e:
             yield PatientRecord(i, str(path), error=_without_path(e.message, str(path)), progress=i + 1)
             continue
-        yield PatientRecord(i, str(path), pid, _compact(bundle), progress=i + 1)
+        yield PatientRecord(i, str(path), pid, compact(bundle), progress=i + 1)
 
 
 def _without_path(message: str, path: str) -> str:
@@ -236,31 +238,8 @@ class _Group:
         if self.error is not None:
             rec.error = self.error
         else:
-            rec.bundle_json = (
-                '{"resourceType":"Bundle","type":"collection","entry":['
-                + ",".join(f'{{"resource":{line}}}' for line in self.lines)
-                + "]}"
-            )
+            rec.bundle_json = collection_bundle_json(self.lines)
         return rec
-
-
-def _parse_line(raw: bytes, lineno: int) -> tuple[str, dict[str, Any], str | None]:
-    """The line's text and resource, or what is wrong with it."""
-    try:
-        text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
-    except UnicodeDecodeError as e:
-        return "", {}, f"line {lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
-    try:
-        resource = json.loads(text)
-    except json.JSONDecodeError as e:
-        return text, {}, f"line {lineno}:{e.colno}: not valid JSON: {e.msg}"
-    except RecursionError:
-        return text, {}, f"line {lineno}: JSON nested too deeply"
-    if not (isinstance(resource, dict) and isinstance(resource.get("resourceType"), str)):
-        return text, {}, f"line {lineno}: not a FHIR resource (no resourceType); NDJSON holds one resource per line"
-    if resource["resourceType"] == "Bundle":
-        return text, {}, f"line {lineno}: a Bundle; NDJSON holds one resource per line (or pass a directory of Bundles)"
-    return text, resource, None
 
 
 def ndjson_slice(
@@ -297,9 +276,10 @@ def _ndjson_records(
             if end is not None and consumed >= end:
                 break
             consumed += len(raw)
-            if not (raw.removeprefix(_BOM) if lineno == 1 else raw).strip():
+            if not ndjson.body(raw, lineno).strip():
                 continue  # blank lines separate nothing and carry nothing
-            text, resource, problem = _parse_line(raw, lineno)
+            line = ndjson.parse_line(raw, lineno, BUNDLE_HINT)
+            text, resource, problem = line.text, line.resource, line.problem
             if problem is not None:
                 # The line cannot be placed: it poisons the patient it sits in, never silently.
                 if group is None:
@@ -331,7 +311,6 @@ def _ndjson_records(
                     continue
                 group.patient_line = lineno
             if group.error is None:
-                # A lone carriage return between tokens is valid JSON but would split a protocol line.
-                group.lines.append(text.replace("\r", " ") if "\r" in text else text)
+                group.lines.append(text)
         if group is not None:
             yield finish(group)

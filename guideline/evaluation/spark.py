@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 from guideline.content.package import Package
 from guideline.core import toolchain
 from guideline.core.errors import BadInputError, ToolchainError, UsageError
+from guideline.core.fhir import collection_bundle_json
 from guideline.evaluation import bulk
 from guideline.evaluation.jvm import JavaPool
+from guideline.evaluation.ndjson import parse_line
 from guideline.evaluation.population import evaluate_population, result_line
 from guideline.evaluation.records import PatientRecord
 
@@ -98,13 +100,13 @@ def key_line(file: int, name: str, item: tuple[str, int]) -> list[Keyed]:
     if not body.strip():
         return []
     # Spark drops the line break; the local reader parses the line with it, and JSON's error messages see it.
-    resource, problem = bulk._parse((body + "\n").encode("utf-8"), lineno)
+    line = parse_line((body + "\n").encode("utf-8"), lineno, bulk.BUNDLE_HINT)
+    resource, problem, text = line.resource, line.problem, line.text
     if problem is not None:
-        m = bulk._PATIENT_REF.search(body)
+        m = bulk.PATIENT_REF.search(body)
         if m is not None:
             return [("X", m[1], file, lineno, f"{name} {problem}")]
         return [("B", "", file, lineno, problem)]
-    text = bulk._text(body.encode("utf-8"))
     rtype = resource["resourceType"]
     if rtype == "Patient":
         rid = resource.get("id")
@@ -121,7 +123,7 @@ def key_line(file: int, name: str, item: tuple[str, int]) -> list[Keyed]:
 
 def references(text: str) -> list[str]:
     """The non-Patient references in a resource's JSON text ("Medication/m1"), as bulk.py finds them."""
-    return [ref for ref in bulk._REFERENCE.findall(text) if not ref.startswith("Patient/")]
+    return [ref for ref in bulk.REFERENCE.findall(text) if not ref.startswith("Patient/")]
 
 
 def group_record(files: list[str], key: str, rows: Iterable[Keyed]) -> tuple[tuple[int, int, int], PatientRecord]:
@@ -140,11 +142,7 @@ def group_record(files: list[str], key: str, rows: Iterable[Keyed]) -> tuple[tup
         rec.error = poison[0][4]
     else:
         texts = [r[4] for r in mine if r[0] in "PRS"]
-        rec.bundle_json = (
-            '{"resourceType":"Bundle","type":"collection","entry":['
-            + ",".join(f'{{"resource":{t}}}' for t in texts)
-            + "]}"
-        )
+        rec.bundle_json = collection_bundle_json(texts)
     return order, rec
 
 

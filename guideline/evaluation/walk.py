@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from guideline.content.package import Package
 from guideline.core.errors import ContentError, Finding
-from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, ActionStep, Resolve, is_pathway, iter_actions, primary_library
+from guideline.core.fhir import (
+    CQL_IDENTIFIER_LANGUAGES,
+    ActionStep,
+    is_pathway,
+    iter_actions,
+    primary_library,
+    walk_pathway,
+)
 from guideline.evaluation.model import Activity, Recommendation
 
 
@@ -69,22 +76,6 @@ class _Evaluator:
                 return False
         return True
 
-    def applicable(self, plan: dict[str, Any], resolve: Resolve | None = None) -> Iterator[ActionStep]:
-        """The actions of `plan` that apply, depth-first; nothing below an action that does not apply.
-
-        `iter_actions` yields a step before asking `enter` whether to descend below it, so the
-        verdict for the step just yielded is what `enter` answers.
-        """
-        verdict = False
-
-        def enter(_: ActionStep) -> bool:
-            return verdict
-
-        for step in iter_actions(plan, resolve, enter=enter):
-            verdict = self.applies(step)
-            if verdict:
-                yield step
-
     def dynamic_text(self, plan: dict[str, Any], action: dict[str, Any], target: str) -> str | None:
         """The patient's value of the action's dynamicValue for `target` (a CQL define), if it is text."""
         for dv in action.get("dynamicValue", []):
@@ -115,7 +106,7 @@ class _Evaluator:
         included, adds what it proposes, in document order.
         """
         fired: Recommendation | None = None
-        for step in self.applicable(plan):
+        for step in iter_actions(plan, when=self.applies):
             if step.top:
                 detail = self.dynamic_text(plan, step.action, "action.description")
                 if fired is None:
@@ -125,26 +116,19 @@ class _Evaluator:
                 fired.activities.append(activity)
         return fired
 
-    def pathway_target(self, ref: str) -> dict[str, Any] | None:
-        """The pathway a definitionCanonical names, if it names one: the walk follows only those."""
-        target = self.pkg.resolve(ref)
-        return target if target is not None and is_pathway(target) else None
-
     def walk(self, pathway: dict[str, Any]) -> list[Recommendation]:
         """The recommendations a pathway reaches through its applicable actions (nested pathways followed)."""
         out: list[Recommendation] = []
-        for step in self.applicable(pathway, self.pathway_target):
-            ref = step.action.get("definitionCanonical")
-            if not isinstance(ref, str):
-                continue
-            target = self.pkg.resolve(ref)
-            if target is None:
-                raise _content_error(step.plan, f"{step.path}.definitionCanonical", f"{ref} is not in the package")
-            if target.get("resourceType") == "PlanDefinition" and not is_pathway(target):
-                rec = self.recommendation(target)
+        for reached in walk_pathway(pathway, self.pkg.resolve, when=self.applies, missing=_not_in_package):
+            if reached.recommendation is not None:
+                rec = self.recommendation(reached.recommendation)
                 if rec is not None:
                     out.append(rec)
         return out
+
+
+def _not_in_package(step: ActionStep, ref: str) -> ContentError:
+    return _content_error(step.plan, f"{step.path}.definitionCanonical", f"{ref} is not in the package")
 
 
 def pathways(pkg: Package) -> list[dict[str, Any]]:

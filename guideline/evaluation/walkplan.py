@@ -11,27 +11,20 @@ makes `compile_walk` return None, and population mode then walks in Python, whic
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from guideline.content.package import Package
+from guideline.core import elm
 from guideline.core.errors import ContentError
-from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, ActionStep, Resolve, is_pathway, iter_actions
+from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, ActionStep, iter_actions, walk_pathway
 from guideline.evaluation.model import Activity
-from guideline.evaluation.population import EvaluationPlan, _primary_library
-from guideline.evaluation.records import _compact
+from guideline.evaluation.population import EvaluationPlan
+from guideline.evaluation.records import compact
 from guideline.evaluation.walk import pathways
 
 
 class _Unsupported(Exception):
     """The content needs the Python walk (which reports the problem when a patient reaches it)."""
-
-
-def _defines(pkg: Package, library: str) -> set[str]:
-    """The names of a compiled library's defines (from its ELM)."""
-    elm = pkg.elm.get(library) or {}
-    defs = (((elm.get("library") or {}).get("statements") or {}).get("def")) or []
-    return {str(d["name"]) for d in defs if isinstance(d, dict) and isinstance(d.get("name"), str)}
 
 
 class _Compiler:
@@ -43,7 +36,7 @@ class _Compiler:
         self.rec_index: dict[int, int] = {}
 
     def library(self, plan: dict[str, Any]) -> str:
-        name = _primary_library(self.pkg, plan)
+        name = self.pkg.primary_library_name(plan)
         if name is None:
             raise _Unsupported(f"{plan.get('id')}: no compiled primary library")
         return name
@@ -53,7 +46,7 @@ class _Compiler:
         if not conds:
             return None, []
         lib = self.library(step.plan)
-        known = _defines(self.pkg, lib)
+        known = elm.statement_names(self.pkg.elm.get(lib))
         out: list[str] = []
         for c in conds:
             expr = c.get("expression") or {}
@@ -64,24 +57,14 @@ class _Compiler:
         return lib, out
 
     def pathway(self, pathway: dict[str, Any]) -> list[dict[str, Any]]:
-        resolve: Resolve = self.pathway_target
         steps: list[tuple[ActionStep, dict[str, Any]]] = []
-        for step in iter_actions(pathway, resolve):
-            lib, cond = self.conditions(step)
+        for reached in walk_pathway(pathway, self.pkg.resolve, missing=_unsupported_reference):
+            lib, cond = self.conditions(reached.step)
             node: dict[str, Any] = {"lib": lib, "cond": cond, "rec": -1, "sub": []}
-            ref = step.action.get("definitionCanonical")
-            if isinstance(ref, str):
-                target = self.pkg.resolve(ref)
-                if target is None:
-                    raise _Unsupported(f"{ref} is not in the package")
-                if target.get("resourceType") == "PlanDefinition" and not is_pathway(target):
-                    node["rec"] = self.recommendation(target)
-            steps.append((step, node))
+            if reached.recommendation is not None:
+                node["rec"] = self.recommendation(reached.recommendation)
+            steps.append((reached.step, node))
         return _nest(steps)
-
-    def pathway_target(self, ref: str) -> dict[str, Any] | None:
-        target = self.pkg.resolve(ref)
-        return target if target is not None and is_pathway(target) else None
 
     def recommendation(self, plan: dict[str, Any]) -> int:
         if id(plan) in self.rec_index:
@@ -94,7 +77,7 @@ class _Compiler:
                 node["card"] = self.card(plan, step)
             node["activity"] = self.activity(step)
             steps.append((step, node))
-        self.recs.append({"id": _compact(str(plan["id"])), "plainId": str(plan["id"]), "steps": _nest(steps)})
+        self.recs.append({"id": compact(str(plan["id"])), "plainId": str(plan["id"]), "steps": _nest(steps)})
         self.rec_index[id(plan)] = len(self.recs) - 1
         return len(self.recs) - 1
 
@@ -110,9 +93,9 @@ class _Compiler:
         docs = action.get("documentation") or []
         source = docs[0].get("citation", "") if docs and isinstance(docs[0], dict) else ""
         return {
-            "title": _compact(str(action.get("title") or plan.get("title", ""))),
-            "source": _compact(str(source)),
-            "description": _compact(str(action.get("description", ""))),
+            "title": compact(str(action.get("title") or plan.get("title", ""))),
+            "source": compact(str(source)),
+            "description": compact(str(action.get("description", ""))),
             "lib": lib,
             "detail": detail,
         }
@@ -125,7 +108,11 @@ class _Compiler:
         if ad is None or ad.get("resourceType") != "ActivityDefinition":
             raise _Unsupported(f"{ref} is not an ActivityDefinition")
         act = Activity.of_definition(ad)
-        return {"json": _compact(act.as_json()), "order": act.order}
+        return {"json": compact(act.as_json()), "order": act.order}
+
+
+def _unsupported_reference(_: ActionStep, ref: str) -> _Unsupported:
+    return _Unsupported(f"{ref} is not in the package")
 
 
 def _nest(steps: list[tuple[ActionStep, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -151,32 +138,6 @@ def _descends(step: ActionStep, parent: ActionStep) -> bool:
     return step.depth > parent.depth
 
 
-def _retrieves(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        if node.get("type") == "Retrieve":
-            yield node
-        for v in node.values():
-            yield from _retrieves(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _retrieves(v)
-
-
-def _value_set_url(pkg: Package, library: str, ref: dict[str, Any]) -> str | None:
-    """The canonical URL a ValueSetRef names (in its own library or the one it qualifies)."""
-    lib = pkg.elm.get(str(ref.get("libraryName") or library)) or {}
-    lib_body = lib.get("library") or {}
-    if ref.get("libraryName"):
-        # libraryName is the include's local name: find the library it stands for.
-        for inc in (lib_body.get("includes") or {}).get("def") or []:
-            if inc.get("localIdentifier") == ref.get("libraryName"):
-                lib_body = (pkg.elm.get(str(inc.get("path"))) or {}).get("library") or {}
-    for vs in (lib_body.get("valueSets") or {}).get("def") or []:
-        if vs.get("name") == ref.get("name") and isinstance(vs.get("id"), str):
-            return str(vs["id"])
-    return None
-
-
 def keep_filter(pkg: Package) -> dict[str, list[str] | None]:
     """Which resources the CQL can ever retrieve: by type, all of them (None) or only these `system|code` codes.
 
@@ -185,13 +146,12 @@ def keep_filter(pkg: Package) -> dict[str, list[str] | None]:
     drops the others before parsing them (most of a record's Observations, for this guideline).
     """
     keep: dict[str, set[str] | None] = {}
-    for library, elm in pkg.elm.items():
-        lib_name = str((((elm.get("library") or {}).get("identifier")) or {}).get("id") or library)
-        for r in _retrieves(elm):
+    for library, doc in pkg.elm.items():
+        for r in elm.retrieves(doc):
             rtype = str(r.get("dataType", "")).rpartition("}")[2]
             codes = r.get("codes")
             url = (
-                _value_set_url(pkg, lib_name, codes)
+                elm.value_set_url(pkg.elm, library, codes)
                 if r.get("codeProperty") == "code" and isinstance(codes, dict) and codes.get("type") == "ValueSetRef"
                 else None
             )

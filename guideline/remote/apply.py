@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import replace
 from typing import Any
 
 from guideline.core.errors import EngineError, ServerRejectedError
-from guideline.core.evaltime import EVALUATION_TIME_PARAMETER, format_datetime
-from guideline.core.fhir import CQF_MESSAGES_EXT, is_pathway, iter_actions
+from guideline.core.evaltime import EVALUATION_TIME_PARAMETER, now_utc
+from guideline.core.fhir import engine_messages, iter_actions, walk_pathway
 from guideline.evaluation.model import Activity, Recommendation, document
 from guideline.remote.http import Client
 
@@ -52,31 +51,11 @@ def recommendation_plans(client: Client, pathway_id: str) -> list[dict[str, Any]
             found[ref] = plan
         return found[ref]
 
-    def nested_pathway(ref: str) -> dict[str, Any] | None:
-        if "/PlanDefinition/" not in ref:
-            return None
-        plan = plan_for(ref)
-        return plan if is_pathway(plan) else None
+    def plan_named(ref: str) -> dict[str, Any] | None:
+        # Only PlanDefinitions are searched: an action naming an ActivityDefinition leads nowhere here.
+        return plan_for(ref) if "/PlanDefinition/" in ref else None
 
-    out: list[dict[str, Any]] = []
-    for step in iter_actions(pathway, nested_pathway):
-        ref = step.action.get("definitionCanonical")
-        if isinstance(ref, str) and "/PlanDefinition/" in ref and not is_pathway(plan_for(ref)):
-            out.append(plan_for(ref))
-    return out
-
-
-def engine_errors(careplan: dict[str, Any]) -> list[str]:
-    """Messages of contained OperationOutcomes (cqf-messages): the engine failed somewhere."""
-    contained = {c.get("id"): c for c in careplan.get("contained", [])}
-    refs = [
-        e.get("valueReference", {}).get("reference", "").lstrip("#")
-        for e in careplan.get("extension", [])
-        if e.get("url") == CQF_MESSAGES_EXT
-    ]
-    outcomes = [contained[r] for r in refs if r in contained]
-    outcomes += [c for c in contained.values() if c.get("resourceType") == "OperationOutcome" and c not in outcomes]
-    return [i.get("diagnostics", "") for o in outcomes for i in o.get("issue", [])]
+    return [r.recommendation for r in walk_pathway(pathway, plan_named) if r.recommendation is not None]
 
 
 def _request_group(careplan: dict[str, Any], contained: dict[Any, dict[str, Any]]) -> dict[str, Any] | None:
@@ -94,7 +73,7 @@ def careplan_recommendation(plan: dict[str, Any], careplan: dict[str, Any]) -> R
     The card is the plan's, as `recommend` reports it, with the title of the action the server
     applied; the activities are the requests it generated, in the order of its actions.
     """
-    errors = engine_errors(careplan)
+    errors = engine_messages(careplan)
     if errors:
         raise EngineError(
             f"the server's engine reported errors applying PlanDefinition/{plan.get('id')}: " + "; ".join(errors)
@@ -140,7 +119,7 @@ def apply_patient(
     through the CQL parameter "Evaluation Time", whatever the server's clock says.
     """
     plans = plans if plans is not None else recommendation_plans(client, pathway_id)
-    when = at if at is not None else format_datetime(dt.datetime.now(dt.UTC).replace(microsecond=0))
+    when = at if at is not None else now_utc()
     body = apply_parameters(patient, at)
     recs: list[Recommendation] = []
     for plan in plans:

@@ -20,7 +20,7 @@ from typing import Any
 
 from guideline.content.package import Package
 from guideline.core.errors import GuidelineError, ServerRejectedError
-from guideline.core.fhir import is_pathway
+from guideline.core.fhir import is_recommendation
 from guideline.evaluation.community import Case
 from guideline.remote.apply import apply_patient
 from guideline.remote.capability import APPLY, missing_capabilities
@@ -190,7 +190,7 @@ class Channels:
 
 def recommendation_plans(pkg: Package) -> list[dict[str, Any]]:
     """The package's recommendation PlanDefinitions (not pathways), in package order."""
-    return [r for r in pkg.resources if r["resourceType"] == "PlanDefinition" and not is_pathway(r)]
+    return [r for r in pkg.resources if is_recommendation(r)]
 
 
 def channel_support(client: Client, cds: Client | None) -> tuple[dict[str, str], dict[str, dict[str, str]] | None]:

@@ -25,6 +25,7 @@ from guideline.core.errors import (
     ServerUnreachableError,
     UsageError,
 )
+from guideline.core.fhir import issue_text, outcome_issues
 
 FHIR_JSON = "application/fhir+json"
 # Retried statuses: request timeout, rate limiting and server-side failures are transient by
@@ -74,8 +75,8 @@ def operation_outcome_text(body: Any) -> str:
     if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
         return ""
     parts = []
-    for issue in body.get("issue") or []:
-        text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code")
+    for issue in outcome_issues(body):
+        text = issue_text(issue)
         if text:
             parts.append(f"{issue.get('severity', 'error')}: {text}")
     return "; ".join(parts)

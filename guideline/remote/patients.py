@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from guideline.core.errors import UsageError
+from guideline.core.evaltime import parse_date_time
 from guideline.remote.http import Client
 
 # Full dates and date-times only; partial dates (YYYY, YYYY-MM) carry no day to shift.
@@ -47,11 +48,13 @@ def roll_dates(node: Any, days: int) -> Any:
 
 def days_until(at: str, today: dt.date | None = None) -> int:
     """Whole days from the date of `at` (ISO date-time) to today's UTC date."""
-    try:
-        parsed = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"'{at}' is not an ISO date or date-time") from None
-    when = parsed.astimezone(dt.UTC).date() if parsed.tzinfo else parsed.date()
+    parsed = parse_date_time(at)
+    if parsed is None:
+        raise UsageError(f"'{at}' is not an ISO date or date-time")
+    if not isinstance(parsed, dt.datetime):
+        when = parsed
+    else:
+        when = parsed.astimezone(dt.UTC).date() if parsed.tzinfo else parsed.date()
     return ((today or dt.datetime.now(dt.UTC).date()) - when).days
 
 

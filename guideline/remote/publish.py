@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from guideline.content.package import build_package
 from guideline.core.errors import ContentError, ServerRejectedError, VersionConflictError
+from guideline.core.fhir import issue_text, outcome_issues
 from guideline.remote.capability import PUBLISH, check_server
 from guideline.remote.http import Client
 from guideline.validation.loading import load_subject
@@ -154,7 +155,7 @@ def _search_results(client: Client, entry: dict[str, Any], what: str) -> list[di
     page = entry.get("resource") or {}
     if not status.startswith("200") or page.get("resourceType") != "Bundle":
         outcome = (entry.get("response") or {}).get("outcome") or page
-        text = "; ".join(i.get("diagnostics", "") for i in outcome.get("issue", []) if i.get("diagnostics"))
+        text = "; ".join(t for t in map(issue_text, outcome_issues(outcome)) if t)
         code = status.split(" ", 1)[0]
         raise ServerRejectedError(
             f"the server could not look up {what} (HTTP {status or '?'}): {text or 'no detail'}",

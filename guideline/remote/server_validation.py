@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from guideline.core.errors import Finding
+from guideline.core.fhir import issue_text, outcome_issues
 from guideline.remote.http import Client
 from guideline.validation.subject import Item
 
@@ -86,14 +87,9 @@ def server_findings(items: list[Item], client: Client) -> list[Finding]:
 def outcome_findings(outcome: dict[str, Any], it: Item) -> list[Finding]:
     """An OperationOutcome's issues as findings on `it`, element paths relocated to its prefix."""
     out = []
-    issues = outcome.get("issue")
-    for issue in issues if isinstance(issues, list) else []:
-        if not isinstance(issue, dict):
-            continue
+    for issue in outcome_issues(outcome):
         sev = _SEVERITY.get(str(issue.get("severity")), "error")
-        details = issue.get("details")
-        text = issue.get("diagnostics") or (details.get("text") if isinstance(details, dict) else None)
-        text = str(text or issue.get("code") or "no details")
+        text = issue_text(issue) or "no details"
         if sev == "information" and text.startswith("No issues detected"):
             continue
         where = issue.get("expression") or issue.get("location") or []

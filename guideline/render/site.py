@@ -14,6 +14,7 @@ from guideline.content.package import Package, build_package
 from guideline.core.config import Config, load_config
 from guideline.core.fhir import QUALITY_EXT, QUALITY_SYSTEM, STRENGTH_EXT, STRENGTH_SYSTEM
 from guideline.core.fsutil import check_out_dir, write_tree
+from guideline.render.build import load_cases, site_model
 from guideline.render.diagram import INFO, MESSAGE, ORDER, ActivityNode, DiagramSpec, RecommendationNode, layout, to_svg
 from guideline.render.model import (
     QUALITY_SCALE,
@@ -29,8 +30,6 @@ from guideline.render.model import (
     Site,
     anchor,
     json_href,
-    load_cases,
-    site_model,
 )
 
 # ---------------------------------------------------------------- diagram

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from guideline.content.cql import CompileResult, Engine
+from guideline.core import elm
 from guideline.core.errors import Finding
 from guideline.core.fhir import CQL_OPTIONS_EXT
 from guideline.validation.subject import CqlLib, Item, list_of
@@ -58,15 +58,6 @@ def compile_options(claimed: Mapping[str, Any]) -> dict[str, Any]:
     opts = {k: claimed[k] for k in ("options", "signatureLevel", "compatibilityLevel") if k in claimed}
     opts.setdefault("options", [])
     return opts
-
-
-def elm_translator_version(elm: dict[str, Any] | None) -> str | None:
-    """The translator version an ELM records in its CqlToElmInfo annotation (None if it records none)."""
-    anns = ((elm or {}).get("library") or {}).get("annotation")
-    for a in anns if isinstance(anns, list) else []:
-        if isinstance(a, dict) and a.get("type") == "CqlToElmInfo" and isinstance(a.get("translatorVersion"), str):
-            return str(a["translatorVersion"])
-    return None
 
 
 def check_carried(libs: dict[str, CqlLib], engine: Engine) -> list[Finding]:
@@ -121,42 +112,19 @@ def _elm_attachment(lib: CqlLib) -> str:
 
 def _translator_claim(lib: CqlLib, carried: dict[str, Any], claimed: Mapping[str, Any]) -> list[Finding]:
     """The ELM was made by the translator version the Library records (cqf-cqlOptions)."""
-    made_by, claim = elm_translator_version(carried), claimed.get("translatorVersion")
+    made_by, claim = elm.translator_version(carried), claimed.get("translatorVersion")
     if not made_by or not claim or made_by == claim:
         return []
-    rid = lib.item.rid if lib.item else lib.name
-    return [
-        Finding(
-            "error",
-            lib.item.file if lib.item else lib.file,
-            _elm_attachment(lib),
-            f"the ELM of Library/{rid} was made by translator {made_by}, but the Library claims translator "
-            f"{claim} (cqf-cqlOptions); regenerate the ELM from the CQL with the translator it names",
-            CQL,
-        )
-    ]
-
-
-def _signature(elm: dict[str, Any]) -> dict[str, str | None]:
-    """{define name: its result type} of an ELM (None when the ELM records no type)."""
-    lib = elm.get("library") if isinstance(elm.get("library"), dict) else {}
-    statements = (lib.get("statements") or {}).get("def") if isinstance(lib, dict) else None
-    out: dict[str, str | None] = {}
-    for d in statements if isinstance(statements, list) else []:
-        if not isinstance(d, dict) or not isinstance(d.get("name"), str) or d.get("type") == "FunctionDef":
-            continue
-        if isinstance(d.get("resultTypeName"), str):
-            out[d["name"]] = d["resultTypeName"]
-        elif d.get("resultTypeSpecifier") is not None:
-            out[d["name"]] = json.dumps(d["resultTypeSpecifier"], sort_keys=True)
-        else:
-            out[d["name"]] = None
-    return out
+    return _elm_error(
+        lib,
+        f"the ELM of {_library_key(lib)} was made by translator {made_by}, but the Library claims translator "
+        f"{claim} (cqf-cqlOptions); regenerate the ELM from the CQL with the translator it names",
+    )
 
 
 def _elm_mismatch(lib: CqlLib, carried: dict[str, Any], compiled: dict[str, Any]) -> list[Finding]:
     """The carried ELM defines what the CQL defines, with the same result types."""
-    have, want = _signature(carried), _signature(compiled)
+    have, want = elm.define_types(carried), elm.define_types(compiled)
     problems = []
     only_cql = sorted(set(want) - set(have))
     only_elm = sorted(set(have) - set(want))
@@ -169,14 +137,17 @@ def _elm_mismatch(lib: CqlLib, carried: dict[str, Any], compiled: dict[str, Any]
         problems.append("other result type in the ELM: " + ", ".join(f'"{n}"' for n in retyped))
     if not problems:
         return []
-    rid = lib.item.rid if lib.item else lib.name
-    return [
-        Finding(
-            "error",
-            lib.item.file if lib.item else lib.file,
-            _elm_attachment(lib),
-            f"the application/elm+json of Library/{rid} does not match its text/cql ({'; '.join(problems)}); "
-            "regenerate the ELM from the CQL (`guideline build` for this project)",
-            CQL,
-        )
-    ]
+    return _elm_error(
+        lib,
+        f"the application/elm+json of {_library_key(lib)} does not match its text/cql ({'; '.join(problems)}); "
+        "regenerate the ELM from the CQL (`guideline build` for this project)",
+    )
+
+
+def _library_key(lib: CqlLib) -> str:
+    return f"Library/{lib.item.rid if lib.item else lib.name}"
+
+
+def _elm_error(lib: CqlLib, message: str) -> list[Finding]:
+    """An error about a library's carried ELM, located at its application/elm+json attachment."""
+    return [Finding("error", lib.item.file if lib.item else lib.file, _elm_attachment(lib), message, CQL)]

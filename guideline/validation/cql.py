@@ -6,12 +6,12 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
+from guideline.core import elm
 from guideline.core.errors import Finding
 from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, iter_actions, primary_library
 from guideline.validation.subject import CqlLib, Item, Subject, list_of
 
 CQL = "cql"
-ELM_BOOLEAN = "{urn:hl7-org:elm-types:r1}Boolean"
 # Condition kinds whose expression must be Boolean (PlanDefinition.action.condition.kind, R4).
 _BOOLEAN_KINDS = ("applicability", "start", "stop", None)
 
@@ -307,7 +307,7 @@ def _named_define(it: Item, lib: CqlLib, statements: dict[Any, dict[str, Any]], 
                 CQL,
             )
         ]
-    if tname != ELM_BOOLEAN:
+    if tname != elm.ELM_BOOLEAN:
         return [
             Finding(
                 "error",
@@ -328,11 +328,7 @@ def _close(name: str, options: list[str]) -> str:
 
 def _type_name(node: dict[str, Any]) -> str:
     if isinstance(node.get("resultTypeName"), str):
-        return (
-            str(node["resultTypeName"])
-            .replace("{urn:hl7-org:elm-types:r1}", "System.")
-            .replace("{http://hl7.org/fhir}", "FHIR.")
-        )
+        return str(node["resultTypeName"]).replace(elm.ELM_NS, "System.").replace(elm.FHIR_NS, "FHIR.")
     spec = node.get("resultTypeSpecifier")
     if isinstance(spec, dict):
         if spec.get("type") == "ListTypeSpecifier":

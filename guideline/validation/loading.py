@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from guideline.content.cql import Engine, shared_engine
-from guideline.content.package import _stamp, build_package
+from guideline.content.package import build_package, stamp
 from guideline.content.sources import (
-    _CQL_HEADER,
+    cql_header,
     is_resource,
     load_sources,
     not_a_resource,
@@ -88,9 +88,9 @@ def _decode_content(item: Item) -> tuple[str | None, dict[str, Any] | None, list
 def _elm_identity(elm: dict[str, Any] | None, text: str | None) -> tuple[str | None, str | None]:
     """(name, version) of a carried library: its CQL header (the text is what servers translate), else its ELM."""
     if text:
-        m = _CQL_HEADER.search(text)
-        if m:
-            return m.group(1).strip('"'), m.group(2)
+        header = cql_header(text)
+        if header is not None:
+            return header
     ident = ((elm or {}).get("library") or {}).get("identifier")
     if isinstance(ident, dict) and isinstance(ident.get("id"), str):
         v = ident.get("version")
@@ -255,7 +255,7 @@ def _load_unbuildable(cfg: Config, error: Exception) -> Loaded:
 def _stamped(resource: dict[str, Any], cfg: Config) -> dict[str, Any]:
     """The release metadata build would stamp (status, version...), so its absence is not reported."""
     try:
-        return _stamp(resource, cfg)
+        return stamp(resource, cfg)
     except Exception:  # noqa: BLE001 - best effort on a resource build already choked on
         return resource
 

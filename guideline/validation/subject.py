@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from guideline.core.elm import defs as elm_defs
+
 # One step of a JSON path: an element name or an array index.
 PathPart = str | int
 
@@ -97,10 +99,7 @@ class CqlLib:
 
     def defs(self, section: str) -> list[dict[str, Any]]:
         """The definitions of an ELM section (`statements`, `includes`, `valueSets`, `codes`...)."""
-        lib = (self.elm or {}).get("library") or {}
-        sec = lib.get(section) if isinstance(lib, dict) else None
-        items = sec.get("def") if isinstance(sec, dict) else None
-        return [d for d in items if isinstance(d, dict)] if isinstance(items, list) else []
+        return elm_defs(self.elm, section)
 
 
 @dataclass

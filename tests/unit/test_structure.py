@@ -17,11 +17,12 @@ MAX_FUNCTION_LINES = 60
 LONG_MARKER = "# Long:"
 
 
-def _modules() -> Iterator[tuple[str, Path]]:
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(ROOT).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        yield name, path
+def _modules(*roots: Path) -> Iterator[tuple[str, Path]]:
+    for root in roots or (PACKAGE,):
+        for path in sorted(root.rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            yield name, path
 
 
 def _stage(module: str) -> int:
@@ -98,6 +99,49 @@ def test_no_import_cycles_and_no_hidden_imports() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m)
+    assert not problems, "\n".join(problems)
+
+
+def _private_uses(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, `module._name`) for every private name of another of our modules that `path` imports or reads."""
+    tree = ast.parse(path.read_text())
+    ours = ("guideline", "tools")
+    aliases: dict[str, str] = {}  # local name -> our module it is bound to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ours:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if _is_module(full):
+                    aliases[alias.asname or alias.name] = full
+                elif _is_private(alias.name):
+                    yield node.lineno, full
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in ours:
+                    aliases[alias.asname or alias.name] = alias.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr):
+            base = ast.unparse(node.value)
+            if base in aliases or base.split(".")[0] in ours:
+                yield node.lineno, f"{aliases.get(base, base)}.{node.attr}"
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    """Verify that no module of the package or the tools imports or reads another module's `_private` names.
+
+    A leading underscore says "only this module relies on it": a name another module needs is
+    public, documented and kept stable. (Tests may reach into the module they test; they are
+    not checked here.)
+    """
+    problems = [
+        f"{path.relative_to(ROOT)}:{line}: uses {target}; make it public (no underscore) where it is defined"
+        for _, path in _modules(PACKAGE, ROOT / "tools")
+        for line, target in _private_uses(path)
+    ]
     assert not problems, "\n".join(problems)
 
 

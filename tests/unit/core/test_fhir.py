@@ -1,21 +1,29 @@
-"""Verify the shared FHIR helpers: the action walker and its cycle guard, codings, plan types, primary library."""
+"""Verify the shared FHIR helpers: the action and pathway walks, cycle guard, bundles, engine messages, codings."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from guideline.core.errors import ContentError
 from guideline.core.fhir import (
+    CQF_MESSAGES_EXT,
     PLAN_TYPE_SYSTEM,
     ActionStep,
     coding_entries,
     codings,
+    collection_bundle,
+    collection_bundle_json,
+    engine_messages,
     is_pathway,
+    issue_text,
     iter_actions,
+    outcome_issues,
     plan_types,
     primary_library,
+    walk_pathway,
 )
 
 BASE = "http://example.org/fhir/PlanDefinition"
@@ -148,6 +156,92 @@ def test_a_diamond_is_not_a_cycle() -> None:
     steps = list(iter_actions(top, _resolver(shared, left, right, top)))
     assert [s.plan["id"] for s in steps if s.action.get("title") == "s"] == ["S", "S", "S"]
     assert [s.depth for s in steps if s.action.get("title") == "s"] == [2, 2, 1]
+
+
+def test_when_filters_steps_before_they_are_yielded_or_entered() -> None:
+    """Verify that a step `when` rejects is neither yielded nor walked below, and is asked about only once."""
+    pathway = _plan(
+        "P", [{"title": "no", "action": [{"title": "hidden"}]}, {"title": "yes", "action": [{"title": "y"}]}]
+    )
+    asked: list[str] = []
+
+    def when(step: ActionStep) -> bool:
+        asked.append(step.action["title"])
+        return bool(step.action["title"] != "no")
+
+    assert [s.action["title"] for s in iter_actions(pathway, when=when)] == ["yes", "y"]
+    assert asked == ["no", "yes", "y"]
+
+
+# ---------------------------------------------------------------- the pathway walk
+
+
+def test_the_pathway_walk_names_recommendations_and_follows_only_pathways() -> None:
+    """Verify that the walk yields each action with its target, enters nested pathways, never a recommendation."""
+    rec = _plan("R", [{"title": "inside R", "action": [_ref("R2")]}], kind="eca-rule")
+    rec2 = _plan("R2", [{"title": "inside R2"}], kind="eca-rule")
+    nested = _plan("Q", [_ref("R2")])
+    ad = {"resourceType": "ActivityDefinition", "id": "A", "url": f"{BASE}/A"}
+    pathway = _plan("P", [_ref("R"), {"title": "group", "action": [_ref("Q"), _ref("A")]}])
+    walked = list(walk_pathway(pathway, _resolver(rec, rec2, nested, ad)))
+    assert [(w.step.plan["id"], w.step.path) for w in walked] == [
+        ("P", "action[0]"),
+        ("P", "action[1]"),
+        ("P", "action[1].action[0]"),
+        ("Q", "action[0]"),
+        ("P", "action[1].action[1]"),
+    ]
+    assert [w.recommendation["id"] if w.recommendation else None for w in walked] == ["R", None, None, "R2", None]
+    assert walked[4].target is ad
+
+
+def test_the_pathway_walk_resolves_only_what_applies_and_reports_what_is_missing() -> None:
+    """Verify that `when` keeps an inapplicable reference unresolved, and `missing` raises for an unknown one."""
+    pathway = _plan("P", [_ref("Gone", "no"), _ref("AlsoGone")])
+    resolved: list[str] = []
+
+    def resolve(ref: str) -> dict[str, Any] | None:
+        resolved.append(ref.rsplit("/", 1)[-1])
+        return None
+
+    def missing(step: ActionStep, ref: str) -> Exception:
+        return LookupError(f"{step.path}: {ref}")
+
+    with pytest.raises(LookupError, match=r"action\[1\]: .*/AlsoGone"):
+        list(walk_pathway(pathway, resolve, when=lambda s: s.action["title"] != "no", missing=missing))
+    assert resolved == ["AlsoGone"]
+    assert [w.target for w in walk_pathway(pathway, resolve)] == [None, None]  # without `missing`: leads nowhere
+
+
+# ---------------------------------------------------------------- bundles and engine messages
+
+
+def test_a_collection_bundle_reads_the_same_as_dict_and_as_text() -> None:
+    """Verify that the two collection Bundle builders make the same Bundle."""
+    resources = [{"resourceType": "Patient", "id": "p"}, {"resourceType": "Observation", "id": "o"}]
+    texts = [json.dumps(r, separators=(",", ":")) for r in resources]
+    assert json.loads(collection_bundle_json(texts)) == collection_bundle(resources)
+    assert collection_bundle([]) == {"resourceType": "Bundle", "type": "collection", "entry": []}
+
+
+def test_engine_messages_follow_cqf_messages_then_other_outcomes() -> None:
+    """Verify that engine messages come from the outcomes cqf-messages names first, one per issue, text by fallback."""
+    careplan = {
+        "resourceType": "CarePlan",
+        "extension": [{"url": CQF_MESSAGES_EXT, "valueReference": {"reference": "#second"}}],
+        "contained": [
+            {"resourceType": "OperationOutcome", "id": "first", "issue": [{"code": "exception"}]},
+            {
+                "resourceType": "OperationOutcome",
+                "id": "second",
+                "issue": [{"diagnostics": "boom"}, {"details": {"text": "detail"}}, "not an issue"],
+            },
+            {"resourceType": "RequestGroup", "id": "rg"},
+        ],
+    }
+    assert engine_messages(careplan) == ["boom", "detail", "exception"]
+    assert engine_messages({"resourceType": "CarePlan"}) == []
+    assert issue_text({}) == "" and outcome_issues({"issue": "x"}) == []
 
 
 # ---------------------------------------------------------------- codings, plan types, primary library

@@ -20,7 +20,7 @@ from guideline.evaluation.jvm import JavaEngine, JavaPool
 from guideline.evaluation.model import document
 from guideline.evaluation.patient import ensure_loaded, recommend
 from guideline.evaluation.population import EvaluationPlan, evaluate_population
-from guideline.evaluation.records import PatientRecord, _compact, open_population
+from guideline.evaluation.records import PatientRecord, compact, open_population
 from guideline.evaluation.walk import walk_pathways
 from tests.support.casedata import CASES
 from tests.support.tiers import is_full
@@ -80,7 +80,7 @@ def _compare(
             ]
             if docs[0] != docs[1]:
                 diffs.append(f"{name}: recommendations differ: node {docs[0]}, java {docs[1]}")
-            if walked is not None and walked[k] != _compact(docs[0]) + "\n":
+            if walked is not None and walked[k] != compact(docs[0]) + "\n":
                 diffs.append(f"{name}: the Java walk wrote {walked[k]!r}, node {docs[0]}")
     return diffs
 

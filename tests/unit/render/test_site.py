@@ -26,6 +26,7 @@ from guideline.core.errors import BadInputError, ContentError, EngineError, Tool
 from guideline.evaluation import model as evaluation
 from guideline.evaluation.model import activity_codes
 from guideline.render import site as render_mod
+from guideline.render.build import load_cases, site_model
 from guideline.render.diagram import (
     CHAR_PX,
     INFO,
@@ -40,7 +41,7 @@ from guideline.render.diagram import (
     layout,
     to_svg,
 )
-from guideline.render.model import Site, humanize, load_cases, site_model
+from guideline.render.model import Site, humanize
 from guideline.render.site import SCREENSHOT_KEY, screenshot_digest, site_files, write_site
 from tests.support import CASES_DIR, ROOT
 from tests.support.tiers import examples
