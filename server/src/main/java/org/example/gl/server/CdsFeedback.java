@@ -5,8 +5,8 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
 import java.util.UUID;
+import org.example.gl.common.FhirDates;
 import org.hl7.fhir.r4.model.Coding;
-import org.hl7.fhir.r4.model.DateTimeType;
 
 /**
  * CDS Hooks 2.0 feedback ({@code POST {base}/cds-services/{id}/feedback}): every item is checked before anything is
@@ -55,8 +55,8 @@ public class CdsFeedback {
 		}
 		String timestamp = text(f, "outcomeTimestamp", where);
 		try {
-			new DateTimeType(timestamp);
-		} catch (RuntimeException e) {
+			FhirDates.parse(timestamp);
+		} catch (IllegalArgumentException e) {
 			throw new CdsRequestError(400, where + ".outcomeTimestamp '" + timestamp + "' is not an ISO 8601 date-time");
 		}
 		Set<String> sent = store.sentSuggestions(service, card);
