@@ -42,7 +42,6 @@ import org.opencds.cqf.fhir.cr.hapi.config.r4.DataRequirementsOperationConfig;
 import org.opencds.cqf.fhir.cr.hapi.config.r4.EvaluateOperationConfig;
 import org.opencds.cqf.fhir.utility.client.TerminologyServerClientSettings;
 import org.springframework.beans.factory.annotation.Qualifier;
-import org.springframework.beans.factory.annotation.Value;
 import org.springframework.boot.web.servlet.ServletRegistrationBean;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
@@ -179,17 +178,16 @@ public class ClinicalReasoningConfig {
 			MatchUrlService matchUrls,
 			KnowledgeCache knowledge,
 			FhirContext fhirContext,
-			@Value("${guideline.cds.fhir-server-timeout-seconds:10}") long fhirServerTimeout,
-			@Value("${guideline.cds.pathway-service-id:gl-treatment}") String pathwayServiceId,
-			@Value("${guideline.cds.pathway-plan-definition:GLPathway}") String pathwayPlan,
-			@Value("${guideline.cds.site-base-url:}") String siteBaseUrl) {
+			GuidelineProperties props) {
+		GuidelineProperties.Cds cds = props.cds();
 		var servlet = new CdsHooksServlet(
 				registry,
 				mapper,
-				Duration.ofSeconds(fhirServerTimeout),
-				pathwayServiceId,
-				new CdsEvaluator(repositories, crSettings, daos, matchUrls, knowledge, fhirContext, mapper, pathwayPlan),
-				new CdsCards(fhirContext, mapper, siteBaseUrl, id -> readActivity(daos, id)),
+				Duration.ofSeconds(cds.fhirServerTimeoutSeconds()),
+				cds.pathwayServiceId(),
+				new CdsEvaluator(
+						repositories, crSettings, daos, matchUrls, knowledge, fhirContext, mapper, cds.pathwayPlanDefinition()),
+				new CdsCards(fhirContext, mapper, cds.siteBaseUrl(), id -> readActivity(daos, id)),
 				new CdsFeedbackStore(daos));
 		var reg = new ServletRegistrationBean<>(servlet, "/cds-services", "/cds-services/*");
 		reg.setName("cds-hooks");

@@ -20,10 +20,6 @@ import org.hl7.fhir.r4.model.ValueSet;
 import org.opencds.cqf.fhir.cql.EvaluationSettings;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
-import org.springframework.context.annotation.Lazy;
-import org.springframework.core.Ordered;
-import org.springframework.core.annotation.Order;
-import org.springframework.stereotype.Component;
 import org.springframework.web.filter.OncePerRequestFilter;
 
 /**
@@ -45,8 +41,6 @@ import org.springframework.web.filter.OncePerRequestFilter;
  * it cannot leave stale logic behind. The write lock is awaited at most 10 s (a nested call to this server from
  * within an evaluation could otherwise wait on itself); after that the caches are emptied anyway.
  */
-@Component
-@Order(Ordered.HIGHEST_PRECEDENCE + 20) // after the token check
 public class KnowledgeFreshnessFilter extends OncePerRequestFilter {
 	private static final Logger ourLog = LoggerFactory.getLogger(KnowledgeFreshnessFilter.class);
 	private static final String FINGERPRINT_SQL = "SELECT COUNT(*), COALESCE(SUM(RES_VER), 0), MAX(RES_UPDATED) "
@@ -60,11 +54,16 @@ public class KnowledgeFreshnessFilter extends OncePerRequestFilter {
 	private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
 	private volatile String seen;
 
+	/**
+	 * The filter over {@code dataSource}'s knowledge rows, emptying CR's caches ({@code settings}) and {@code
+	 * knowledge}, and running HAPI's listeners ({@code registry}, {@code refresher}: pass lazy proxies, they are
+	 * created after the servlet filters) when the fingerprint changes. Registered by {@link FilterConfig}.
+	 */
 	public KnowledgeFreshnessFilter(
 			DataSource dataSource,
 			EvaluationSettings settings,
-			@Lazy IResourceChangeListenerRegistry registry,
-			@Lazy IResourceChangeListenerCacheRefresher refresher,
+			IResourceChangeListenerRegistry registry,
+			IResourceChangeListenerCacheRefresher refresher,
 			KnowledgeCache knowledge) {
 		this.dataSource = dataSource;
 		this.knowledge = knowledge;
