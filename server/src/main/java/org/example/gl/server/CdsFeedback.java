@@ -16,11 +16,15 @@ import org.hl7.fhir.r4.model.Coding;
  */
 public class CdsFeedback {
 	private final CdsFeedbackStore store;
+	private final OverrideReasons overrideReasons;
 
-	public CdsFeedback(CdsFeedbackStore store) {
+	/** Feedback stored in {@code store}, override reasons checked against {@code overrideReasons}. */
+	public CdsFeedback(CdsFeedbackStore store, OverrideReasons overrideReasons) {
 		this.store = store;
+		this.overrideReasons = overrideReasons;
 	}
 
+	/** Where the feedback (and the cards it refers to) is kept. */
 	public CdsFeedbackStore store() {
 		return store;
 	}
@@ -95,11 +99,11 @@ public class CdsFeedback {
 	}
 
 	/** The override reason, which must be one of the codes cards offer (system ending in the package's code system). */
-	private static Coding offeredReason(JsonNode r, String where) {
+	private Coding offeredReason(JsonNode r, String where) {
 		String system = r.path("system").asText("");
 		String code = r.path("code").asText("");
-		boolean offered = system.endsWith(CdsCards.OVERRIDE_SYSTEM_PATH)
-				&& CdsCards.OVERRIDE_REASONS.stream().anyMatch(o -> o[0].equals(code));
+		boolean offered = system.endsWith(OverrideReasons.SYSTEM_PATH)
+				&& overrideReasons.forSystem(system).stream().anyMatch(o -> o.code().equals(code));
 		if (!offered) {
 			throw new CdsRequestError(400, where + ".overrideReason.reason " + system + "|" + code
 					+ " is not one of the card's overrideReasons");

@@ -55,14 +55,14 @@ public class CdsHooksServlet extends HttpServlet {
 			String pathwayId,
 			CdsEvaluator evaluator,
 			CdsCards cardMaker,
-			CdsFeedbackStore store) {
+			CdsFeedback feedback) {
 		this.registry = registry;
 		this.mapper = mapper;
 		this.prefetch = new PrefetchResolver(mapper, fhirServerBudget);
 		this.pathwayId = pathwayId;
 		this.evaluator = evaluator;
 		this.cardMaker = cardMaker;
-		this.feedback = new CdsFeedback(store);
+		this.feedback = feedback;
 	}
 
 	/**

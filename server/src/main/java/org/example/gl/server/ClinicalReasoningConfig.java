@@ -28,7 +28,10 @@ import java.util.stream.Stream;
 import ca.uhn.fhir.rest.api.server.SystemRequestDetails;
 import ca.uhn.fhir.rest.server.exceptions.ResourceNotFoundException;
 import org.hl7.fhir.instance.model.api.IIdType;
+import ca.uhn.fhir.rest.param.UriParam;
+import org.hl7.fhir.instance.model.api.IBaseResource;
 import org.hl7.fhir.r4.model.ActivityDefinition;
+import org.hl7.fhir.r4.model.CodeSystem;
 import org.hl7.fhir.r4.model.IdType;
 import org.opencds.cqf.fhir.cql.EvaluationSettings;
 import org.opencds.cqf.fhir.cql.engine.retrieve.RetrieveSettings;
@@ -180,6 +183,9 @@ public class ClinicalReasoningConfig {
 			FhirContext fhirContext,
 			GuidelineProperties props) {
 		GuidelineProperties.Cds cds = props.cds();
+		// the package's override-reason CodeSystem, read like the other knowledge: cached until knowledge changes
+		OverrideReasons reasons = new OverrideReasons(
+				url -> (CodeSystem) knowledge.resource("CodeSystem?url=" + url, () -> storedCodeSystem(daos, url)));
 		var servlet = new CdsHooksServlet(
 				registry,
 				mapper,
@@ -187,11 +193,19 @@ public class ClinicalReasoningConfig {
 				cds.pathwayServiceId(),
 				new CdsEvaluator(
 						repositories, crSettings, daos, matchUrls, knowledge, fhirContext, mapper, cds.pathwayPlanDefinition()),
-				new CdsCards(fhirContext, mapper, cds.siteBaseUrl(), id -> readActivity(daos, id)),
-				new CdsFeedbackStore(daos));
+				new CdsCards(fhirContext, mapper, cds.siteBaseUrl(), id -> readActivity(daos, id), reasons),
+				new CdsFeedback(new CdsFeedbackStore(daos), reasons));
 		var reg = new ServletRegistrationBean<>(servlet, "/cds-services", "/cds-services/*");
 		reg.setName("cds-hooks");
 		return reg;
+	}
+
+	/** The stored CodeSystem with canonical {@code url} (the first, if several versions are stored), or null. */
+	private static CodeSystem storedCodeSystem(DaoRegistry daos, String url) {
+		List<IBaseResource> found = daos.getResourceDao(CodeSystem.class)
+				.search(SearchParameterMap.newSynchronous(CodeSystem.SP_URL, new UriParam(url)), new SystemRequestDetails())
+				.getAllResources();
+		return found.isEmpty() ? null : (CodeSystem) found.get(0);
 	}
 
 	private static ActivityDefinition readActivity(DaoRegistry daos, String id) {

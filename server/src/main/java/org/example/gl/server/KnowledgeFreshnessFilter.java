@@ -30,7 +30,7 @@ import org.springframework.web.filter.OncePerRequestFilter;
  *
  * <p>So every evaluation request ($apply, $evaluate, ... under /fhir, and everything under /cds-services) first reads
  * a fingerprint of the knowledge in the database: count, sum of versions and newest update time of the Library,
- * ValueSet, PlanDefinition and ActivityDefinition rows (one indexed aggregate query, well under a millisecond on a knowledge-sized
+ * ValueSet, PlanDefinition, ActivityDefinition and CodeSystem (the cards' override reasons) rows (one indexed aggregate query, well under a millisecond on a knowledge-sized
  * database). HAPI gives every create/update/delete a new version and expunge removes rows, so any committed knowledge
  * write changes it. When it changed, the caches are emptied and HAPI's resource-change listeners are run (which also
  * (re)registers CDS services for changed PlanDefinitions) before the request goes on. The bound is therefore zero:
@@ -44,7 +44,7 @@ import org.springframework.web.filter.OncePerRequestFilter;
 public class KnowledgeFreshnessFilter extends OncePerRequestFilter {
 	private static final Logger ourLog = LoggerFactory.getLogger(KnowledgeFreshnessFilter.class);
 	private static final String FINGERPRINT_SQL = "SELECT COUNT(*), COALESCE(SUM(RES_VER), 0), MAX(RES_UPDATED) "
-			+ "FROM HFJ_RESOURCE WHERE RES_TYPE IN ('Library', 'ValueSet', 'PlanDefinition', 'ActivityDefinition')";
+			+ "FROM HFJ_RESOURCE WHERE RES_TYPE IN ('Library', 'ValueSet', 'PlanDefinition', 'ActivityDefinition', 'CodeSystem')";
 
 	private final DataSource dataSource;
 	private final EvaluationSettings settings;
