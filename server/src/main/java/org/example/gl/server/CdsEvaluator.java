@@ -57,6 +57,11 @@ public class CdsEvaluator {
 	private final MatchUrlService matchUrls;
 	private final KnowledgeCache knowledge;
 
+	/**
+	 * The evaluator on this server's {@code repositories} with CR's {@code crSettings}; {@code daos} and
+	 * {@code matchUrls} read stored data in-process, {@code knowledge} caches PlanDefinitions; {@code fhir} and
+	 * {@code mapper} parse prefetch; {@code pathwayPlanId} is the pathway PlanDefinition ordering the cards.
+	 */
 	public CdsEvaluator(
 			IRepositoryFactory repositories,
 			CrSettings crSettings,
