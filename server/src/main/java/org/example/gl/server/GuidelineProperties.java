@@ -6,7 +6,7 @@ import org.springframework.boot.context.properties.ConfigurationProperties;
  * Every {@code guideline.*} setting of the server, bound once from application.yaml, {@code -D} options and the
  * environment. The defaults are written in application.yaml and nowhere else; the environment variables the README
  * documents ({@code GUIDELINE_DB_URL}, ...) are mapped there too, so no class reads the environment itself. The
- * records only turn an absent text into "" (Spring binds an empty value as null), so callers test {@code isBlank()}.
+ * records only turn an absent text (bound as null) into "", so callers test {@code isBlank()} and never null.
  *
  * @param dataDir H2 file database folder ({@code scripts/server --data}); "" = in-memory
  * @param requireTokenFile test-EHR mode: every request needs the bearer token on this file's first line
