@@ -3,7 +3,6 @@ package org.example.gl.server;
 import ca.uhn.fhir.jpa.cache.IResourceChangeListenerCacheRefresher;
 import ca.uhn.fhir.jpa.cache.IResourceChangeListenerRegistry;
 import jakarta.servlet.Filter;
-import java.net.InetAddress;
 import javax.sql.DataSource;
 import org.opencds.cqf.fhir.cql.EvaluationSettings;
 import org.springframework.boot.autoconfigure.web.ServerProperties;
