@@ -211,6 +211,8 @@ SHELL_ASSIGNED = re.compile(
 SHELL_LOOP = re.compile(r"\bfor\s+([A-Z_][A-Z0-9_]*)\s+in\b|\bread\s+(?:-\w+\s+)*([A-Z_][A-Z0-9_]*)")
 JS_ENV = re.compile(r"process\.env(?:\.([A-Za-z_]\w*)|\[\s*['\"](\w+)['\"]\s*\])")
 JAVA_ENV = re.compile(r"System\.getenv\(\s*\"(\w+)\"\s*\)")
+# Spring placeholders in the server's application.yaml: ${GUIDELINE_DB_URL:} reads that variable.
+YAML_ENV = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::[^}]*)?\}")
 
 
 def _files() -> Iterator[Path]:
@@ -299,6 +301,8 @@ def _env_reads() -> dict[str, set[str]]:
             names = {a or b for a, b in JS_ENV.findall(path.read_text(encoding="utf-8"))}
         elif path.suffix == ".java":
             names = set(JAVA_ENV.findall(path.read_text(encoding="utf-8")))
+        elif path.suffix in (".yaml", ".yml"):
+            names = set(YAML_ENV.findall(path.read_text(encoding="utf-8")))
         elif not path.suffix and path.read_bytes()[:2] == b"#!":
             names = _shell_reads(path.read_text(encoding="utf-8"))
         else:
@@ -323,6 +327,7 @@ def test_env_scan_sees_the_known_reads() -> None:
     assert "guideline/remote/http.py" in reads["GUIDELINE_TOKEN"]
     assert "scripts/server" in reads["GUIDELINE_SERVER_PORT"]
     assert "tests/conftest.py" in reads["GUIDELINE_TEST_SERVER"]
+    assert "server/src/main/resources/application.yaml" in reads["GUIDELINE_DB_PASSWORD"]
     assert "PORT" not in reads and "ROOT" not in reads  # assigned by the scripts themselves
     assert _shell_reads('X="${X:-1}"\nY=2\necho "$Y $Z ${W}"\nfor I in 1; do :; done; echo $I $HOME') == {"X", "Z", "W"}
 

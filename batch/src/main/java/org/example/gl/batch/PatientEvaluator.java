@@ -4,15 +4,13 @@ import ca.uhn.fhir.parser.IParser;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import java.time.OffsetDateTime;
-import java.time.ZoneOffset;
-import java.time.ZonedDateTime;
 import java.util.ArrayList;
 import java.util.EnumSet;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import kotlin.Pair;
+import org.example.gl.common.FhirDates;
 import org.hl7.elm.r1.VersionedIdentifier;
 import org.hl7.fhir.instance.model.api.IBaseResource;
 import org.hl7.fhir.r4.model.Bundle;
@@ -142,8 +140,9 @@ final class PatientEvaluator implements RetrieveProvider, TerminologyProvider {
         params.library(new VersionedIdentifier().withId(lib), new EvaluationParams.LibraryParams(refs));
       }
       params.setContextParameter(new Pair<>("Patient", patient));
-      params.setParameters(Map.of("Evaluation Time", dateTime(at)));
-      params.setEvaluationDateTime(ZonedDateTime.parse(at));
+      FhirDates.FhirDate when = evaluationTime(at);
+      params.setParameters(Map.of("Evaluation Time", dateTime(when)));
+      params.setEvaluationDateTime(when.toOffsetDateTime().toZonedDateTime());
       EvaluationResults results = new CqlEngine(environment, EnumSet.of(CqlEngine.Options.EnableExpressionCaching))
           .evaluate(params.build());
       if (results.hasExceptions()) {
@@ -211,11 +210,18 @@ final class PatientEvaluator implements RetrieveProvider, TerminologyProvider {
     }
   }
 
+  /** The evaluation time: a FHIR dateTime with seconds and an offset (what Python's evaltime writes). */
+  static FhirDates.FhirDate evaluationTime(String at) {
+    FhirDates.FhirDate when = FhirDates.parse(at);
+    if (when.offset() == null) {
+      throw new IllegalArgumentException("the evaluation time " + at + " needs a time and an offset");
+    }
+    return when;
+  }
+
   /** A CQL DateTime with the precision the text gives (seconds for 2026-06-01T12:00:00Z) and its offset. */
-  static DateTime dateTime(String at) {
-    OffsetDateTime odt = OffsetDateTime.parse(at);
-    String local = at.endsWith("Z") ? at.substring(0, at.length() - 1) : at.substring(0, at.length() - 6);
-    return new DateTime(local, odt.getOffset() == null ? ZoneOffset.UTC : odt.getOffset());
+  static DateTime dateTime(FhirDates.FhirDate when) {
+    return new DateTime(when.localText(), when.offset());
   }
 
   @Override

@@ -23,6 +23,8 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Future;
 import java.util.function.Supplier;
+import org.example.gl.common.CollectionBundle;
+import org.example.gl.common.NdjsonLines;
 
 /**
  * Population mode's input read in the JVM: an NDJSON file grouped by patient, exactly as Python's
@@ -33,10 +35,9 @@ import java.util.function.Supplier;
  * <p>Output lines (tab-separated; JSON texts hold no tab or line break): {@code R consumed first last fired doc},
  * {@code E consumed first last patient-json message-json}, {@code B consumed start end first-line}.
  */
-final class Stream {
+class Stream { // not final: the grouping tests override submit() to see the groups without an engine
   private static final JsonFactory JSON =
       JsonFactory.builder().enable(JsonReadFeature.ALLOW_NON_NUMERIC_NUMBERS).build();
-  private static final byte[] BOM = {(byte) 0xef, (byte) 0xbb, (byte) 0xbf};
 
   /** One resource line, as the grouping needs it. */
   private static final class Line {
@@ -49,8 +50,11 @@ final class Stream {
     String text;
   }
 
-  /** Consecutive lines of one patient. */
-  private static final class Group {
+  /**
+   * Consecutive lines of one patient (one record): its key (the Patient id), first and last line numbers, byte range,
+   * the Patient's line, whether Python must judge it ({@code bad}), every line's text and the ones the walk keeps.
+   */
+  static final class Group {
     String key;
     long first;
     long last;
@@ -108,61 +112,26 @@ final class Stream {
     }
   }
 
-  private byte[] line = new byte[1 << 16];
-  private int lineLen;
+  /** The group the lines read so far leave open (its record is not finished until another patient starts). */
+  private Group open;
 
-  private void append(byte[] buf, int from, int to) {
-    int take = to - from;
-    if (lineLen + take > line.length) {
-      line = java.util.Arrays.copyOf(line, Math.max(line.length * 2, lineLen + take));
-    }
-    System.arraycopy(buf, from, line, lineLen, take);
-    lineLen += take;
-  }
-
-  private void read(InputStream in, BlockingQueue<Future<String>> queue) throws IOException, InterruptedException {
-    byte[] buf = new byte[1 << 20];
-    long offset = 0;
-    long lineno = 0;
-    Group group = null;
-    int n;
-    while ((n = in.read(buf)) >= 0) {
-      int from = 0;
-      for (int i = 0; i < n; i++) {
-        if (buf[i] == '\n') {
-          append(buf, from, i + 1);
-          long start = offset;
-          offset += lineLen;
-          group = line(line, lineLen, ++lineno, start, offset, group, queue);
-          lineLen = 0;
-          from = i + 1;
-        }
-      }
-      append(buf, from, n);
-    }
-    if (lineLen > 0) {
-      long start = offset;
-      offset += lineLen;
-      group = line(line, lineLen, ++lineno, start, offset, group, queue);
-    }
-    if (group != null) {
-      finish(group, offset, queue);
+  /** Reads every line (the shared NDJSON reader counts and positions them), then finishes the last group. */
+  void read(InputStream in, BlockingQueue<Future<String>> queue) throws IOException, InterruptedException {
+    long[] consumed = {0};
+    NdjsonLines.read(in, (raw, from, len, lineno, start, end) -> {
+      open = line(raw, from, len, lineno, start, end, open, queue);
+      consumed[0] = end;
+    });
+    if (open != null) {
+      finish(open, consumed[0], queue);
+      open = null;
     }
   }
 
   /** One line (with its newline): the grouping step of {@code _ndjson_records}; the group it leaves open. */
-  private Group line(byte[] raw, int len, long lineno, long start, long end, Group group,
+  private Group line(byte[] raw, int from, int len, long lineno, long start, long end, Group group,
       BlockingQueue<Future<String>> queue) throws InterruptedException {
-    int from = lineno == 1 && startsWith(raw, len, BOM) ? 3 : 0;
-    int lo = from;
-    int hi = len;
-    while (lo < hi && isAsciiSpace(raw[lo])) {
-      lo++;
-    }
-    while (hi > lo && isAsciiSpace(raw[hi - 1])) {
-      hi--;
-    }
-    if (lo == hi) {
+    if (NdjsonLines.isBlank(raw, from, len)) {
       return group; // blank lines separate nothing and carry nothing
     }
     lines++;
@@ -259,7 +228,12 @@ final class Stream {
       queue.put(CompletableFuture.completedFuture("B\t" + consumed + "\t" + g.start + "\t" + g.end + "\t" + g.first));
       return;
     }
-    queue.put(pool.submit(() -> evaluate(g, consumed)));
+    queue.put(submit(g, consumed));
+  }
+
+  /** The record's output line, computed on the pool (a seam: the grouping tests see the groups without an engine). */
+  Future<String> submit(Group g, long consumed) {
+    return pool.submit(() -> evaluate(g, consumed));
   }
 
   private String evaluate(Group g, long consumed) {
@@ -290,12 +264,8 @@ final class Stream {
     }
   }
 
-  static String bundle(List<String> resources) {
-    StringBuilder b = new StringBuilder("{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":[");
-    for (int i = 0; i < resources.size(); i++) {
-      b.append(i == 0 ? "" : ",").append("{\"resource\":").append(resources.get(i)).append('}');
-    }
-    return b.append("]}").toString();
+  private static String bundle(List<String> resources) {
+    return CollectionBundle.ofJsonTexts(resources);
   }
 
   /** The id after "Patient/" in a reference (as {@code bulk.patient_key}), or null. */
@@ -421,23 +391,6 @@ final class Stream {
       }
     }
     return out;
-  }
-
-  private static boolean startsWith(byte[] raw, int len, byte[] prefix) {
-    if (len < prefix.length) {
-      return false;
-    }
-    for (int i = 0; i < prefix.length; i++) {
-      if (raw[i] != prefix[i]) {
-        return false;
-      }
-    }
-    return true;
-  }
-
-  /** Python's {@code bytes.strip()} whitespace. */
-  private static boolean isAsciiSpace(byte b) {
-    return b == ' ' || b == '\t' || b == '\n' || b == '\r' || b == 0x0b || b == 0x0c;
   }
 
   /** Python's {@code str.strip()}: the characters {@code str.isspace} is true for, at both ends. */

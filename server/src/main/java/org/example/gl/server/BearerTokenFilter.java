@@ -7,7 +7,6 @@ import jakarta.servlet.http.HttpServletResponse;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.net.InetAddress;
-import java.net.UnknownHostException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -15,10 +14,6 @@ import java.security.MessageDigest;
 import java.util.Set;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
-import org.springframework.beans.factory.annotation.Value;
-import org.springframework.core.Ordered;
-import org.springframework.core.annotation.Order;
-import org.springframework.stereotype.Component;
 import org.springframework.web.filter.OncePerRequestFilter;
 
 /**
@@ -37,9 +32,8 @@ import org.springframework.web.filter.OncePerRequestFilter;
  * </ul>
  *
  * <p>Without a write token the server only starts on a loopback address: writes open is a local mode only.
+ * Registered by {@link FilterConfig}.
  */
-@Component
-@Order(Ordered.HIGHEST_PRECEDENCE + 10)
 public class BearerTokenFilter extends OncePerRequestFilter {
 	private static final Logger ourLog = LoggerFactory.getLogger(BearerTokenFilter.class);
 
@@ -51,10 +45,11 @@ public class BearerTokenFilter extends OncePerRequestFilter {
 	private final byte[] everyRequest;
 	private final byte[] writes;
 
-	public BearerTokenFilter(
-			@Value("${guideline.require-token-file:}") String tokenFile,
-			@Value("${guideline.write-token-file:}") String writeTokenFile,
-			@Value("${server.address:127.0.0.1}") String address) {
+	/**
+	 * The filter for the token files ("" = not set) of a server listening on {@code address} (null: every
+	 * interface); an IllegalStateException when writes would be open on a non-loopback address.
+	 */
+	public BearerTokenFilter(String tokenFile, String writeTokenFile, InetAddress address) {
 		everyRequest = readToken(tokenFile);
 		writes = readToken(writeTokenFile);
 		if (everyRequest != null) {
@@ -62,11 +57,11 @@ public class BearerTokenFilter extends OncePerRequestFilter {
 		} else if (writes != null) {
 			ourLog.info("Writes protected: bearer token required to write (token from {}); reads open", writeTokenFile);
 		} else {
-			if (!isLoopback(address)) {
-				throw new IllegalStateException("server.address " + address + " is not a loopback address: writes "
+			if (address == null || !address.isLoopbackAddress()) {
+				throw new IllegalStateException("server.address " + shown(address) + " is not a loopback address: writes "
 						+ "would be open to the network; set guideline.write-token-file (scripts/server --write-token-file)");
 			}
-			ourLog.info("Writes open (local mode): anyone who can reach {} can write", address);
+			ourLog.info("Writes open (local mode): anyone who can reach {} can write", shown(address));
 		}
 	}
 
@@ -85,12 +80,9 @@ public class BearerTokenFilter extends OncePerRequestFilter {
 		}
 	}
 
-	private static boolean isLoopback(String address) {
-		try {
-			return InetAddress.getByName(address).isLoopbackAddress();
-		} catch (UnknownHostException e) {
-			return false;
-		}
+	/** The address as server.address names it (every interface when unset). */
+	static String shown(InetAddress address) {
+		return address == null ? "(every interface)" : address.getHostAddress();
 	}
 
 	/** True when the request may change stored data (see the class comment). */

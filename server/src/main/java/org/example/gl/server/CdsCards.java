@@ -28,27 +28,25 @@ import org.hl7.fhir.r4.model.Resource;
  */
 public class CdsCards {
 	public static final int MAX_SUMMARY = 140;
-	/** The package's code system of override reasons (fhir_resources/codesystem), relative to its canonical base. */
-	public static final String OVERRIDE_SYSTEM_PATH = "/CodeSystem/gl-cds-override-reason";
-	public static final List<String[]> OVERRIDE_REASONS = List.of(
-			new String[] {"already-addressed", "Already addressed"},
-			new String[] {"patient-declined", "Patient declined"},
-			new String[] {"not-clinically-appropriate", "Not clinically appropriate for this patient"});
 	private static final String TOPIC_SYSTEM = "http://terminology.hl7.org/CodeSystem/definition-topic";
 
 	private final FhirContext fhir;
 	private final ObjectMapper mapper;
 	private final String siteBase;
 	private final Function<String, ActivityDefinition> activities;
+	private final OverrideReasons overrideReasons;
 
 	/**
 	 * {@code siteBase}: where the rendered site's pages are ("" = the package canonical, where it is published);
-	 * {@code activities}: the stored ActivityDefinition with an id, or null.
+	 * {@code activities}: the stored ActivityDefinition with an id, or null; {@code overrideReasons}: what a card
+	 * with suggestions offers as overrideReasons (the package's CodeSystem).
 	 */
-	public CdsCards(FhirContext fhir, ObjectMapper mapper, String siteBase, Function<String, ActivityDefinition> activities) {
+	public CdsCards(FhirContext fhir, ObjectMapper mapper, String siteBase, Function<String, ActivityDefinition> activities,
+			OverrideReasons overrideReasons) {
 		this.fhir = fhir;
 		this.mapper = mapper;
 		this.activities = activities;
+		this.overrideReasons = overrideReasons;
 		this.siteBase = siteBase == null ? "" : siteBase.strip().replaceAll("/+$", "");
 	}
 
@@ -110,9 +108,9 @@ public class CdsCards {
 			c.putArray("suggestions").addAll(suggestions);
 			c.put("selectionBehavior", "any");
 			ArrayNode reasons = c.putArray("overrideReasons");
-			String system = canonicalBase(plan) + OVERRIDE_SYSTEM_PATH;
-			for (String[] r : OVERRIDE_REASONS) {
-				reasons.addObject().put("system", system).put("code", r[0]).put("display", r[1]);
+			var offered = overrideReasons.forPackage(canonicalBase(plan));
+			for (OverrideReasons.Reason r : offered.reasons()) {
+				reasons.addObject().put("system", offered.system()).put("code", r.code()).put("display", r.display());
 			}
 		}
 		ArrayNode links = c.putArray("links");

@@ -22,14 +22,15 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import org.example.gl.common.CollectionBundle;
+import org.example.gl.common.EngineMessages;
+import org.example.gl.common.Pathways;
 import org.hl7.fhir.instance.model.api.IBaseResource;
 import org.hl7.fhir.r4.model.Bundle;
 import org.hl7.fhir.r4.model.CarePlan;
-import org.hl7.fhir.r4.model.Extension;
 import org.hl7.fhir.r4.model.IdType;
 import org.hl7.fhir.r4.model.OperationOutcome;
 import org.hl7.fhir.r4.model.PlanDefinition;
-import org.hl7.fhir.r4.model.Resource;
 import org.opencds.cqf.fhir.cr.CrSettings;
 import org.opencds.cqf.fhir.cr.plandefinition.PlanDefinitionProcessor;
 import org.opencds.cqf.fhir.utility.monad.Eithers;
@@ -47,9 +48,6 @@ import org.opencds.cqf.fhir.utility.monad.Eithers;
  * across the recommendations; the pathway service runs them in the order of the pathway PlanDefinition's actions.
  */
 public class CdsEvaluator {
-	/** The CarePlan extension CR puts on an $apply result whose evaluation failed somewhere. */
-	private static final String CQF_MESSAGES = "http://hl7.org/fhir/StructureDefinition/cqf-messages";
-
 	private final IRepositoryFactory repositories;
 	private final CrSettings crSettings;
 	private final DaoRegistry daos;
@@ -59,6 +57,11 @@ public class CdsEvaluator {
 	private final MatchUrlService matchUrls;
 	private final KnowledgeCache knowledge;
 
+	/**
+	 * The evaluator on this server's {@code repositories} with CR's {@code crSettings}; {@code daos} and
+	 * {@code matchUrls} read stored data in-process, {@code knowledge} caches PlanDefinitions; {@code fhir} and
+	 * {@code mapper} parse prefetch; {@code pathwayPlanId} is the pathway PlanDefinition ordering the cards.
+	 */
 	public CdsEvaluator(
 			IRepositoryFactory repositories,
 			CrSettings crSettings,
@@ -97,7 +100,8 @@ public class CdsEvaluator {
 
 	/**
 	 * The recommendation PlanDefinition ids the pathway reaches, in the order of its actions (R1 ... R6), nested
-	 * pathways followed; empty when the pathway PlanDefinition is not stored.
+	 * pathways ({@link Pathways#isPathway}: the Python tooling's rule) followed; empty when the pathway
+	 * PlanDefinition is not stored.
 	 */
 	public List<String> pathwayPlans() {
 		Set<String> out = new LinkedHashSet<>();
@@ -114,8 +118,7 @@ public class CdsEvaluator {
 			if (ref != null && ref.contains("PlanDefinition/")) {
 				String id = ref.substring(ref.lastIndexOf("PlanDefinition/") + "PlanDefinition/".length()).split("\\|")[0];
 				PlanDefinition nested = seen.add(id) ? plan(id) : null;
-				if (nested != null && nested.getAction().stream().anyMatch(PlanDefinition.PlanDefinitionActionComponent::hasDefinitionCanonicalType)
-						&& nested.getAction().stream().noneMatch(PlanDefinition.PlanDefinitionActionComponent::hasTrigger)) {
+				if (Pathways.isPathway(nested)) {
 					collect(nested.getAction(), out, seen); // a nested pathway: its recommendations in place
 				} else if (nested != null) {
 					out.add(id);
@@ -155,26 +158,12 @@ public class CdsEvaluator {
 			if (!(result instanceof CarePlan carePlan)) {
 				throw new CdsRequestError(500, "$apply of PlanDefinition/" + id + " did not return a CarePlan");
 			}
-			List<String> errors = engineErrors(carePlan);
+			List<String> errors = EngineMessages.of(carePlan);
 			if (!errors.isEmpty()) {
 				throw new CdsRequestError(500, "the engine reported errors applying PlanDefinition/" + id + ": "
 						+ String.join("; ", errors));
 			}
 			out.add(new Applied(plan, carePlan));
-		}
-		return out;
-	}
-
-	/** Messages of the OperationOutcomes CR attached (cqf-messages): an evaluation that failed is never "no cards". */
-	private static List<String> engineErrors(CarePlan carePlan) {
-		List<String> out = new ArrayList<>();
-		for (Extension e : carePlan.getExtensionsByUrl(CQF_MESSAGES)) {
-			String ref = e.getValue() instanceof org.hl7.fhir.r4.model.Reference r ? r.getReference() : "";
-			for (Resource c : carePlan.getContained()) {
-				if (c instanceof OperationOutcome oo && ref.equals("#" + c.getIdPart())) {
-					oo.getIssue().forEach(i -> out.add(i.getDiagnostics()));
-				}
-			}
 		}
 		return out;
 	}
@@ -214,9 +203,7 @@ public class CdsEvaluator {
 				}
 			}
 		}
-		Bundle bundle = new Bundle().setType(Bundle.BundleType.COLLECTION);
-		byKey.values().forEach(r -> bundle.addEntry().setResource((Resource) r));
-		return bundle;
+		return CollectionBundle.of(byKey.values());
 	}
 
 	/**
@@ -284,9 +271,7 @@ public class CdsEvaluator {
 				byKey.putIfAbsent(key, r);
 			}
 		}
-		ObjectNode bundle = mapper.createObjectNode();
-		bundle.put("resourceType", "Bundle").put("type", "collection");
-		byKey.values().forEach(r -> bundle.withArray("entry").addObject().set("resource", r));
+		ObjectNode bundle = CollectionBundle.ofJson(mapper, byKey.values());
 		IParser parser = fhir.newJsonParser();
 		try {
 			return parser.parseResource(Bundle.class, mapper.writeValueAsString(bundle));

@@ -5,8 +5,8 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
 import java.util.UUID;
+import org.example.gl.common.FhirDates;
 import org.hl7.fhir.r4.model.Coding;
-import org.hl7.fhir.r4.model.DateTimeType;
 
 /**
  * CDS Hooks 2.0 feedback ({@code POST {base}/cds-services/{id}/feedback}): every item is checked before anything is
@@ -16,11 +16,15 @@ import org.hl7.fhir.r4.model.DateTimeType;
  */
 public class CdsFeedback {
 	private final CdsFeedbackStore store;
+	private final OverrideReasons overrideReasons;
 
-	public CdsFeedback(CdsFeedbackStore store) {
+	/** Feedback stored in {@code store}, override reasons checked against {@code overrideReasons}. */
+	public CdsFeedback(CdsFeedbackStore store, OverrideReasons overrideReasons) {
 		this.store = store;
+		this.overrideReasons = overrideReasons;
 	}
 
+	/** Where the feedback (and the cards it refers to) is kept. */
 	public CdsFeedbackStore store() {
 		return store;
 	}
@@ -55,8 +59,8 @@ public class CdsFeedback {
 		}
 		String timestamp = text(f, "outcomeTimestamp", where);
 		try {
-			new DateTimeType(timestamp);
-		} catch (RuntimeException e) {
+			FhirDates.parse(timestamp);
+		} catch (IllegalArgumentException e) {
 			throw new CdsRequestError(400, where + ".outcomeTimestamp '" + timestamp + "' is not an ISO 8601 date-time");
 		}
 		Set<String> sent = store.sentSuggestions(service, card);
@@ -95,11 +99,11 @@ public class CdsFeedback {
 	}
 
 	/** The override reason, which must be one of the codes cards offer (system ending in the package's code system). */
-	private static Coding offeredReason(JsonNode r, String where) {
+	private Coding offeredReason(JsonNode r, String where) {
 		String system = r.path("system").asText("");
 		String code = r.path("code").asText("");
-		boolean offered = system.endsWith(CdsCards.OVERRIDE_SYSTEM_PATH)
-				&& CdsCards.OVERRIDE_REASONS.stream().anyMatch(o -> o[0].equals(code));
+		boolean offered = system.endsWith(OverrideReasons.SYSTEM_PATH)
+				&& overrideReasons.forSystem(system).stream().anyMatch(o -> o.code().equals(code));
 		if (!offered) {
 			throw new CdsRequestError(400, where + ".overrideReason.reason " + system + "|" + code
 					+ " is not one of the card's overrideReasons");

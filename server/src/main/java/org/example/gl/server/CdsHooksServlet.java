@@ -48,6 +48,11 @@ public class CdsHooksServlet extends HttpServlet {
 	private final transient CdsCards cardMaker;
 	private final transient CdsFeedback feedback;
 
+	/**
+	 * The servlet over HAPI's service {@code registry}, writing JSON with {@code mapper}; {@code fhirServerBudget}
+	 * bounds the reads of missing prefetch; {@code pathwayId} is the id of the service that runs every
+	 * recommendation; cards from {@code evaluator} and {@code cardMaker}, feedback through {@code feedback}.
+	 */
 	public CdsHooksServlet(
 			ICdsServiceRegistry registry,
 			ObjectMapper mapper,
@@ -55,14 +60,14 @@ public class CdsHooksServlet extends HttpServlet {
 			String pathwayId,
 			CdsEvaluator evaluator,
 			CdsCards cardMaker,
-			CdsFeedbackStore store) {
+			CdsFeedback feedback) {
 		this.registry = registry;
 		this.mapper = mapper;
 		this.prefetch = new PrefetchResolver(mapper, fhirServerBudget);
 		this.pathwayId = pathwayId;
 		this.evaluator = evaluator;
 		this.cardMaker = cardMaker;
-		this.feedback = new CdsFeedback(store);
+		this.feedback = feedback;
 	}
 
 	/**

@@ -5,6 +5,7 @@ import jakarta.servlet.ServletException;
 import jakarta.servlet.http.HttpServletRequest;
 import jakarta.servlet.http.HttpServletResponse;
 import java.io.IOException;
+import java.net.InetAddress;
 import java.nio.file.Path;
 import java.time.Clock;
 import java.util.ArrayList;
@@ -12,10 +13,6 @@ import java.util.List;
 import java.util.Set;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
-import org.springframework.beans.factory.annotation.Value;
-import org.springframework.core.Ordered;
-import org.springframework.core.annotation.Order;
-import org.springframework.stereotype.Component;
 import org.springframework.web.filter.OncePerRequestFilter;
 
 /**
@@ -30,38 +27,48 @@ import org.springframework.web.filter.OncePerRequestFilter;
  * EHRs call, e.g. behind a reverse proxy, from which the expected {@code aud} is built; default: this request's
  * own URL); {@code guideline.cds.jwt.skew-seconds} (60) and {@code guideline.cds.jwt.max-lifetime-seconds} (300).
  * Without an issuers file the filter is off, which is allowed only when the server binds to 127.0.0.1 (the local
- * demo); any other bind address without it stops the start-up with a message.
+ * demo); any other bind address without it stops the start-up with a message. Registered by {@link FilterConfig}
+ * after {@link CorsFilter} (preflight, and CORS headers on the 401 too).
  */
-@Component
-@Order(Ordered.HIGHEST_PRECEDENCE + 15) // after CorsFilter (preflight, and CORS headers on the 401 too)
 public class CdsJwtFilter extends OncePerRequestFilter {
 	private static final Logger ourLog = LoggerFactory.getLogger(CdsJwtFilter.class);
 	private static final String PREFIX = "/cds-services/";
-	private static final Set<String> LOCAL_ONLY = Set.of("127.0.0.1", "localhost", "::1", "[::1]");
+	/** The addresses (as {@link InetAddress#getHostAddress}) where unauthenticated calls are allowed: 127.0.0.1, ::1. */
+	private static final Set<String> LOCAL_ONLY = Set.of("127.0.0.1", "0:0:0:0:0:0:0:1");
 	private static final int REPLAY_CACHE_MAX = 100_000;
 
 	private final CdsJwtVerifier verifier;
 	private final String publicBase;
 
-	public CdsJwtFilter(
-			@Value("${guideline.cds.issuers-file:}") String issuersFile,
-			@Value("${server.address:127.0.0.1}") String address,
-			@Value("${guideline.cds.public-base-url:}") String publicBaseUrl,
-			@Value("${guideline.cds.jwt.skew-seconds:60}") long skewSeconds,
-			@Value("${guideline.cds.jwt.max-lifetime-seconds:300}") long maxLifetimeSeconds) {
+	/**
+	 * The filter with {@code verifier} (null: off, calls not authenticated) and {@code publicBaseUrl} ("" = each
+	 * request's own URL) as the base of the expected {@code aud}.
+	 */
+	CdsJwtFilter(CdsJwtVerifier verifier, String publicBaseUrl) {
+		this.verifier = verifier;
 		this.publicBase = publicBaseUrl.replaceAll("/+$", "");
+	}
+
+	/**
+	 * The filter as {@code cds} configures it for a server listening on {@code address} (null: every interface):
+	 * the trusted issuers loaded and checked now, or, without an issuers file, off, which only a server on
+	 * 127.0.0.1 may be (else an IllegalStateException that stops the start-up).
+	 */
+	public static CdsJwtFilter fromSettings(GuidelineProperties.Cds cds, InetAddress address) {
+		String issuersFile = cds.issuersFile();
+		String publicBase = cds.publicBaseUrl().replaceAll("/+$", "");
 		if (issuersFile.isBlank()) {
-			if (!LOCAL_ONLY.contains(address)) {
-				String msg = "CDS Hooks: the server binds to " + address + " but no trusted-issuers file is set; "
+			if (address == null || !LOCAL_ONLY.contains(address.getHostAddress())) {
+				String msg = "CDS Hooks: the server binds to " + BearerTokenFilter.shown(address)
+						+ " but no trusted-issuers file is set; "
 						+ "signed requests are required off 127.0.0.1: give guideline.cds.issuers-file "
 						+ "(scripts/server start --cds-issuers FILE or GUIDELINE_CDS_ISSUERS)";
 				ourLog.error(msg);
 				throw new IllegalStateException(msg);
 			}
-			verifier = null;
 			ourLog.warn("CDS Hooks: calls are NOT authenticated (local demo on 127.0.0.1; "
 					+ "give a trusted-issuers file to require signed JWTs)");
-			return;
+			return new CdsJwtFilter(null, publicBase);
 		}
 		TrustedIssuers issuers;
 		try {
@@ -70,10 +77,16 @@ public class CdsJwtFilter extends OncePerRequestFilter {
 			ourLog.error("CDS Hooks: {}", e.getMessage());
 			throw e;
 		}
-		verifier = new CdsJwtVerifier(issuers, new ReplayCache(REPLAY_CACHE_MAX), skewSeconds, maxLifetimeSeconds,
-				Clock.systemUTC());
+		CdsJwtVerifier verifier = new CdsJwtVerifier(issuers, new ReplayCache(REPLAY_CACHE_MAX),
+				cds.jwt().skewSeconds(), cds.jwt().maxLifetimeSeconds(), Clock.systemUTC());
 		ourLog.info("CDS Hooks: signed JWT required on service calls ({} trusted issuer(s) from {}; aud = {})",
 				issuers.size(), issuersFile, publicBase.isEmpty() ? "the request's own URL" : publicBase + PREFIX + "{id}");
+		return new CdsJwtFilter(verifier, publicBase);
+	}
+
+	/** The verifier in use, null when calls are not authenticated (for the tests of {@link #fromSettings}). */
+	CdsJwtVerifier verifierForTests() {
+		return verifier;
 	}
 
 	@Override

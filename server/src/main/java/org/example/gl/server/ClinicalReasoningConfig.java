@@ -28,7 +28,10 @@ import java.util.stream.Stream;
 import ca.uhn.fhir.rest.api.server.SystemRequestDetails;
 import ca.uhn.fhir.rest.server.exceptions.ResourceNotFoundException;
 import org.hl7.fhir.instance.model.api.IIdType;
+import ca.uhn.fhir.rest.param.UriParam;
+import org.hl7.fhir.instance.model.api.IBaseResource;
 import org.hl7.fhir.r4.model.ActivityDefinition;
+import org.hl7.fhir.r4.model.CodeSystem;
 import org.hl7.fhir.r4.model.IdType;
 import org.opencds.cqf.fhir.cql.EvaluationSettings;
 import org.opencds.cqf.fhir.cql.engine.retrieve.RetrieveSettings;
@@ -42,7 +45,6 @@ import org.opencds.cqf.fhir.cr.hapi.config.r4.DataRequirementsOperationConfig;
 import org.opencds.cqf.fhir.cr.hapi.config.r4.EvaluateOperationConfig;
 import org.opencds.cqf.fhir.utility.client.TerminologyServerClientSettings;
 import org.springframework.beans.factory.annotation.Qualifier;
-import org.springframework.beans.factory.annotation.Value;
 import org.springframework.boot.web.servlet.ServletRegistrationBean;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
@@ -179,21 +181,31 @@ public class ClinicalReasoningConfig {
 			MatchUrlService matchUrls,
 			KnowledgeCache knowledge,
 			FhirContext fhirContext,
-			@Value("${guideline.cds.fhir-server-timeout-seconds:10}") long fhirServerTimeout,
-			@Value("${guideline.cds.pathway-service-id:gl-treatment}") String pathwayServiceId,
-			@Value("${guideline.cds.pathway-plan-definition:GLPathway}") String pathwayPlan,
-			@Value("${guideline.cds.site-base-url:}") String siteBaseUrl) {
+			GuidelineProperties props) {
+		GuidelineProperties.Cds cds = props.cds();
+		// the package's override-reason CodeSystem, read like the other knowledge: cached until knowledge changes
+		OverrideReasons reasons = new OverrideReasons(
+				url -> (CodeSystem) knowledge.resource("CodeSystem?url=" + url, () -> storedCodeSystem(daos, url)));
 		var servlet = new CdsHooksServlet(
 				registry,
 				mapper,
-				Duration.ofSeconds(fhirServerTimeout),
-				pathwayServiceId,
-				new CdsEvaluator(repositories, crSettings, daos, matchUrls, knowledge, fhirContext, mapper, pathwayPlan),
-				new CdsCards(fhirContext, mapper, siteBaseUrl, id -> readActivity(daos, id)),
-				new CdsFeedbackStore(daos));
+				Duration.ofSeconds(cds.fhirServerTimeoutSeconds()),
+				cds.pathwayServiceId(),
+				new CdsEvaluator(
+						repositories, crSettings, daos, matchUrls, knowledge, fhirContext, mapper, cds.pathwayPlanDefinition()),
+				new CdsCards(fhirContext, mapper, cds.siteBaseUrl(), id -> readActivity(daos, id), reasons),
+				new CdsFeedback(new CdsFeedbackStore(daos), reasons));
 		var reg = new ServletRegistrationBean<>(servlet, "/cds-services", "/cds-services/*");
 		reg.setName("cds-hooks");
 		return reg;
+	}
+
+	/** The stored CodeSystem with canonical {@code url} (the first, if several versions are stored), or null. */
+	private static CodeSystem storedCodeSystem(DaoRegistry daos, String url) {
+		List<IBaseResource> found = daos.getResourceDao(CodeSystem.class)
+				.search(SearchParameterMap.newSynchronous(CodeSystem.SP_URL, new UriParam(url)), new SystemRequestDetails())
+				.getAllResources();
+		return found.isEmpty() ? null : (CodeSystem) found.get(0);
 	}
 
 	private static ActivityDefinition readActivity(DaoRegistry daos, String id) {

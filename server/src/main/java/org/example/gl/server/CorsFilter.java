@@ -5,18 +5,14 @@ import jakarta.servlet.ServletException;
 import jakarta.servlet.http.HttpServletRequest;
 import jakarta.servlet.http.HttpServletResponse;
 import java.io.IOException;
-import org.springframework.core.Ordered;
-import org.springframework.core.annotation.Order;
-import org.springframework.stereotype.Component;
 import org.springframework.web.filter.OncePerRequestFilter;
 
 /**
  * CORS for the CDS Hooks endpoints, so a browser-based CDS client (e.g. the CDS Hooks sandbox) can call discovery
  * and services. CDS Hooks 2.0 asks services to allow any origin: callers are authenticated by the request's JWT,
- * never by cookies, so no credentials are allowed. Preflight (OPTIONS) is answered here with 204.
+ * never by cookies, so no credentials are allowed. Preflight (OPTIONS) is answered here with 204. Registered (and
+ * ordered: before the token checks, a preflight carries no token) by {@link FilterConfig}.
  */
-@Component
-@Order(Ordered.HIGHEST_PRECEDENCE + 5) // after ReadinessFilter, before BearerTokenFilter (a preflight carries no token)
 public class CorsFilter extends OncePerRequestFilter {
 	@Override
 	protected boolean shouldNotFilter(HttpServletRequest request) {

@@ -8,9 +8,6 @@ import jakarta.servlet.http.HttpServletResponse;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.net.UnknownHostException;
-import org.springframework.core.Ordered;
-import org.springframework.core.annotation.Order;
-import org.springframework.stereotype.Component;
 import org.springframework.web.filter.OncePerRequestFilter;
 
 /**
@@ -19,10 +16,8 @@ import org.springframework.web.filter.OncePerRequestFilter;
  * endpoint recognises "this server" by host and local port; without this it fetched its own data again through the
  * proxy, and clinical reasoning, seeing every resource twice, silently returned no cards. HAProxy sends
  * {@code X-Forwarded-Port} (the port the client called); for requests from a loopback address (the proxy runs on
- * this machine) the local port is reported as that port.
+ * this machine) the local port is reported as that port. Registered by {@link FilterConfig}.
  */
-@Component
-@Order(Ordered.HIGHEST_PRECEDENCE + 15)
 public class ForwardedPortFilter extends OncePerRequestFilter {
 	@Override
 	protected boolean shouldNotFilter(HttpServletRequest request) {

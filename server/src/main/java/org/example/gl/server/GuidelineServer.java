@@ -9,6 +9,7 @@ import org.springframework.boot.autoconfigure.SpringBootApplication;
 import org.springframework.boot.autoconfigure.elasticsearch.ElasticsearchRestClientAutoConfiguration;
 import org.springframework.boot.autoconfigure.quartz.QuartzAutoConfiguration;
 import org.springframework.boot.autoconfigure.thymeleaf.ThymeleafAutoConfiguration;
+import org.springframework.boot.context.properties.EnableConfigurationProperties;
 import org.springframework.context.annotation.Import;
 
 /**
@@ -25,10 +26,13 @@ import org.springframework.context.annotation.Import;
 			ElasticsearchRestClientAutoConfiguration.class,
 			ThymeleafAutoConfiguration.class
 		})
+// every guideline.* setting, bound once (application.yaml holds the defaults)
+@EnableConfigurationProperties(GuidelineProperties.class)
 @Import({
 	// bean-defining configs first: CR's conditions look for the RestfulServer bean at parse time
 	JpaServerConfig.class,
 	ClinicalReasoningConfig.class,
+	FilterConfig.class,
 	// JPA DAOs need the subscription submitter/channel beans and batch2 (reindex, $merge) even if unused
 	SubscriptionSubmitterConfig.class,
 	SubscriptionChannelConfig.class,
@@ -36,6 +40,7 @@ import org.springframework.context.annotation.Import;
 	Batch2JobsConfig.class
 })
 public class GuidelineServer {
+	/** Starts the server (Spring Boot; settings from application.yaml, -D options and the environment). */
 	public static void main(String[] args) {
 		SpringApplication.run(GuidelineServer.class, args);
 	}

@@ -31,7 +31,6 @@ import java.util.Map;
 import javax.sql.DataSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
-import org.springframework.beans.factory.annotation.Value;
 import org.springframework.beans.factory.config.ConfigurableListableBeanFactory;
 import org.springframework.boot.autoconfigure.orm.jpa.JpaProperties;
 import org.springframework.boot.web.servlet.ServletRegistrationBean;
@@ -59,28 +58,30 @@ public class JpaServerConfig {
 	 *
 	 * <p>With the environment variable GUIDELINE_DB_URL = jdbc:postgresql://HOST:PORT/DB (scripts/server start
 	 * --db postgres sets it for its private cluster), PostgreSQL instead; user from GUIDELINE_DB_USER, password from
-	 * the file named by GUIDELINE_DB_PASSWORD_FILE (first line) or GUIDELINE_DB_PASSWORD. Read from the environment,
-	 * not from -D options, so a password never appears on a command line; only the URL is logged.
+	 * the file named by GUIDELINE_DB_PASSWORD_FILE (first line) or GUIDELINE_DB_PASSWORD (mapped to
+	 * {@code guideline.db.*} in application.yaml: from the environment, so a password never appears on a command
+	 * line); only the URL is logged.
 	 */
 	@Bean
-	public DataSource dataSource(@Value("${guideline.data-dir:}") String dataDir) {
+	public DataSource dataSource(GuidelineProperties props) {
 		HikariDataSource ds = new HikariDataSource();
-		String pgUrl = strip(System.getenv("GUIDELINE_DB_URL"));
-		if (!pgUrl.isBlank()) {
-			if (!pgUrl.startsWith("jdbc:postgresql:")) {
+		GuidelineProperties.Db db = props.db();
+		if (db.postgres()) {
+			if (!db.url().startsWith("jdbc:postgresql:")) {
 				throw new IllegalStateException(
 						"GUIDELINE_DB_URL must be a jdbc:postgresql://HOST:PORT/DATABASE URL (only PostgreSQL is supported)");
 			}
-			ourLog.info("Database: PostgreSQL {}", pgUrl.replaceAll("\\?.*", ""));
+			ourLog.info("Database: PostgreSQL {}", db.url().replaceAll("\\?.*", ""));
 			ds.setDriverClassName("org.postgresql.Driver");
-			ds.setJdbcUrl(pgUrl);
-			ds.setUsername(strip(System.getenv("GUIDELINE_DB_USER")).isBlank() ? "postgres" : strip(System.getenv("GUIDELINE_DB_USER")));
-			ds.setPassword(dbPassword());
+			ds.setJdbcUrl(db.url());
+			ds.setUsername(db.user().isBlank() ? "postgres" : db.user());
+			ds.setPassword(dbPassword(db));
 			// fail a request quickly (a 5xx) while the database is unreachable instead of queueing for 30 s
 			ds.setConnectionTimeout(5000);
 			ds.setMaximumPoolSize(10);
 			return ds;
 		}
+		String dataDir = props.dataDir();
 		String url = dataDir.isBlank()
 				? "jdbc:h2:mem:guideline;DB_CLOSE_DELAY=-1"
 				: "jdbc:h2:file:" + Path.of(dataDir).toAbsolutePath().resolve("guideline") + ";DB_CLOSE_ON_EXIT=FALSE;TRACE_LEVEL_FILE=0";
@@ -93,27 +94,22 @@ public class JpaServerConfig {
 		return ds;
 	}
 
-	private static String strip(String value) {
-		return value == null ? "" : value.strip();
-	}
-
-	private static String dbPassword() {
-		String file = strip(System.getenv("GUIDELINE_DB_PASSWORD_FILE"));
-		if (file.isBlank()) {
-			return strip(System.getenv("GUIDELINE_DB_PASSWORD"));
+	private static String dbPassword(GuidelineProperties.Db db) {
+		if (db.passwordFile().isBlank()) {
+			return db.password();
 		}
 		try {
-			return Files.readString(Path.of(file), StandardCharsets.UTF_8).lines().findFirst().orElse("").strip();
+			return Files.readString(Path.of(db.passwordFile()), StandardCharsets.UTF_8).lines().findFirst().orElse("").strip();
 		} catch (IOException e) {
-			throw new UncheckedIOException("cannot read GUIDELINE_DB_PASSWORD_FILE " + file, e);
+			throw new UncheckedIOException("cannot read GUIDELINE_DB_PASSWORD_FILE " + db.passwordFile(), e);
 		}
 	}
 
 	/** HAPI's own Hibernate dialect for the database in use (its schema and SQL differ per database). */
-	static String dialect() {
-		return strip(System.getenv("GUIDELINE_DB_URL")).isBlank()
-				? "ca.uhn.fhir.jpa.model.dialect.HapiFhirH2Dialect"
-				: "ca.uhn.fhir.jpa.model.dialect.HapiFhirPostgresDialect";
+	static String dialect(GuidelineProperties.Db db) {
+		return db.postgres()
+				? "ca.uhn.fhir.jpa.model.dialect.HapiFhirPostgresDialect"
+				: "ca.uhn.fhir.jpa.model.dialect.HapiFhirH2Dialect";
 	}
 
 	@Bean
@@ -167,12 +163,13 @@ public class JpaServerConfig {
 			JpaProperties jpaProperties,
 			DataSource dataSource,
 			ca.uhn.fhir.context.FhirContext fhirContext,
-			JpaStorageSettings storageSettings) {
+			JpaStorageSettings storageSettings,
+			GuidelineProperties guideline) {
 		LocalContainerEntityManagerFactoryBean emf =
 				HapiEntityManagerFactoryUtil.newEntityManagerFactory(beanFactory, fhirContext, storageSettings);
 		emf.setPersistenceUnitName("HAPI_PU");
 		Map<String, Object> props = new HashMap<>(jpaProperties.getProperties()); // spring.jpa.properties.*
-		props.put("hibernate.dialect", dialect());
+		props.put("hibernate.dialect", dialect(guideline.db()));
 		emf.setJpaPropertyMap(props);
 		emf.setDataSource(dataSource);
 		return emf;
@@ -197,7 +194,8 @@ public class JpaServerConfig {
 			DatabaseBackedPagingProvider pagingProvider,
 			JpaStorageSettings storageSettings,
 			ISearchParamRegistry searchParamRegistry,
-			IValidationSupport validationSupport) {
+			IValidationSupport validationSupport,
+			GuidelineProperties props) {
 		RestfulServer server = new RestfulServer(systemDao.getContext());
 		server.registerProviders(resourceProviders.createProviders());
 		server.registerProvider(systemProvider); // transaction/batch, $meta, ...
@@ -206,7 +204,7 @@ public class JpaServerConfig {
 		server.setDefaultResponseEncoding(EncodingEnum.JSON);
 		JpaCapabilityStatementProvider capabilities = new JpaCapabilityStatementProvider(
 				server, systemDao, storageSettings, searchParamRegistry, validationSupport);
-		capabilities.setImplementationDescription("Guideline development FHIR server (HAPI JPA, " + (strip(System.getenv("GUIDELINE_DB_URL")).isBlank() ? "H2" : "PostgreSQL") + ")");
+		capabilities.setImplementationDescription("Guideline development FHIR server (HAPI JPA, " + (props.db().postgres() ? "PostgreSQL" : "H2") + ")");
 		server.setServerConformanceProvider(capabilities);
 		return server;
 	}

@@ -22,7 +22,7 @@ import org.hl7.fhir.r4.model.Resource;
 
 /**
  * The repository clinical reasoning's PlanDefinition processor uses for a CDS call: this server's, with reads and
- * searches of knowledge resources (the types in {@link KnowledgeFreshnessFilter}'s fingerprint) answered from
+ * searches of knowledge resources ({@link #CACHED_TYPES}, all in {@link KnowledgeFreshnessFilter}'s fingerprint) answered from
  * {@link KnowledgeCache} after the first time. Patient data and every write go straight through. A cached answer is
  * exactly the one the same request got from the database (same type, same parameters, same headers), so the
  * evaluation cannot tell the difference except in time.

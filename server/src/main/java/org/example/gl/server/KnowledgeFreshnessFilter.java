@@ -20,10 +20,6 @@ import org.hl7.fhir.r4.model.ValueSet;
 import org.opencds.cqf.fhir.cql.EvaluationSettings;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
-import org.springframework.context.annotation.Lazy;
-import org.springframework.core.Ordered;
-import org.springframework.core.annotation.Order;
-import org.springframework.stereotype.Component;
 import org.springframework.web.filter.OncePerRequestFilter;
 
 /**
@@ -34,7 +30,7 @@ import org.springframework.web.filter.OncePerRequestFilter;
  *
  * <p>So every evaluation request ($apply, $evaluate, ... under /fhir, and everything under /cds-services) first reads
  * a fingerprint of the knowledge in the database: count, sum of versions and newest update time of the Library,
- * ValueSet, PlanDefinition and ActivityDefinition rows (one indexed aggregate query, well under a millisecond on a knowledge-sized
+ * ValueSet, PlanDefinition, ActivityDefinition and CodeSystem (the cards' override reasons) rows (one indexed aggregate query, well under a millisecond on a knowledge-sized
  * database). HAPI gives every create/update/delete a new version and expunge removes rows, so any committed knowledge
  * write changes it. When it changed, the caches are emptied and HAPI's resource-change listeners are run (which also
  * (re)registers CDS services for changed PlanDefinitions) before the request goes on. The bound is therefore zero:
@@ -45,12 +41,10 @@ import org.springframework.web.filter.OncePerRequestFilter;
  * it cannot leave stale logic behind. The write lock is awaited at most 10 s (a nested call to this server from
  * within an evaluation could otherwise wait on itself); after that the caches are emptied anyway.
  */
-@Component
-@Order(Ordered.HIGHEST_PRECEDENCE + 20) // after the token check
 public class KnowledgeFreshnessFilter extends OncePerRequestFilter {
 	private static final Logger ourLog = LoggerFactory.getLogger(KnowledgeFreshnessFilter.class);
 	private static final String FINGERPRINT_SQL = "SELECT COUNT(*), COALESCE(SUM(RES_VER), 0), MAX(RES_UPDATED) "
-			+ "FROM HFJ_RESOURCE WHERE RES_TYPE IN ('Library', 'ValueSet', 'PlanDefinition', 'ActivityDefinition')";
+			+ "FROM HFJ_RESOURCE WHERE RES_TYPE IN ('Library', 'ValueSet', 'PlanDefinition', 'ActivityDefinition', 'CodeSystem')";
 
 	private final DataSource dataSource;
 	private final EvaluationSettings settings;
@@ -60,11 +54,16 @@ public class KnowledgeFreshnessFilter extends OncePerRequestFilter {
 	private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
 	private volatile String seen;
 
+	/**
+	 * The filter over {@code dataSource}'s knowledge rows, emptying CR's caches ({@code settings}) and {@code
+	 * knowledge}, and running HAPI's listeners ({@code registry}, {@code refresher}: pass lazy proxies, they are
+	 * created after the servlet filters) when the fingerprint changes. Registered by {@link FilterConfig}.
+	 */
 	public KnowledgeFreshnessFilter(
 			DataSource dataSource,
 			EvaluationSettings settings,
-			@Lazy IResourceChangeListenerRegistry registry,
-			@Lazy IResourceChangeListenerCacheRefresher refresher,
+			IResourceChangeListenerRegistry registry,
+			IResourceChangeListenerCacheRefresher refresher,
 			KnowledgeCache knowledge) {
 		this.dataSource = dataSource;
 		this.knowledge = knowledge;

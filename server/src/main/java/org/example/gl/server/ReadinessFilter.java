@@ -7,22 +7,18 @@ import jakarta.servlet.http.HttpServletResponse;
 import java.io.IOException;
 import org.springframework.boot.context.event.ApplicationReadyEvent;
 import org.springframework.context.event.EventListener;
-import org.springframework.core.Ordered;
-import org.springframework.core.annotation.Order;
-import org.springframework.stereotype.Component;
 import org.springframework.web.filter.OncePerRequestFilter;
 
 /**
  * Answers 503 until the application is fully started. Tomcat starts accepting requests slightly before the
  * ContextRefreshedEvent listeners that add the CR operations ($apply, $evaluate, ...) to the FHIR server have run;
  * without this, a readiness probe could see /fhir/metadata = 200 (and HAPI would cache that capability statement
- * for a minute) before $apply exists.
+ * for a minute) before $apply exists. A bean (for its ready event) registered first of all by {@link FilterConfig}.
  */
-@Component
-@Order(Ordered.HIGHEST_PRECEDENCE) // before BearerTokenFilter: 503 while starting, then 401 without a token
 public class ReadinessFilter extends OncePerRequestFilter {
 	private volatile boolean ready;
 
+	/** The application has started: requests pass from now on. */
 	@EventListener(ApplicationReadyEvent.class)
 	public void onReady() {
 		ready = true;
