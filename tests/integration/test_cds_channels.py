@@ -112,7 +112,6 @@ def _pathway_on_every_channel(
     return out
 
 
-@pytest.mark.db_smoke
 @pytest.mark.parametrize("case", tier_cases(), ids=lambda c: c.name)
 def test_every_channel_agrees_with_local(
     case: Path, published: dict[str, Any], server_url: str, ehr: Ehr, engine: Engine

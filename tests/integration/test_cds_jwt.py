@@ -271,6 +271,7 @@ def test_feedback_needs_a_token_and_discovery_does_not(secured: str) -> None:
     assert "authorization" in pre.headers["Access-Control-Allow-Headers"].lower()
 
 
+@pytest.mark.full  # a unit test of the filter too (CdsJwtFilterTest.startWithoutIssuers); here a real JVM start
 def test_server_off_127_0_0_1_refuses_to_start_without_issuers(tmp_path: Path) -> None:
     """Verify that a server bound to another address (127.0.0.2: still loopback, so safe) without issuers exits.
 
