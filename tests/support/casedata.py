@@ -23,6 +23,8 @@ RECOMMENDATIONS = (
     "GLR5CareTeam",
     "GLR6Prognosis",
 )
+# The project safety rules the pathway declares: 1-9 (issue 13) and those of issue 23 encoded so far.
+SAFETY_RULES = [*range(1, 10), 14]
 
 
 def read_case(case: Path) -> tuple[dict[str, Any], dict[str, Any], str]:

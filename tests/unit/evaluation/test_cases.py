@@ -15,7 +15,7 @@ from guideline.core.config import Config
 from guideline.evaluation.bundles import load_patient_bundle
 from guideline.evaluation.patient import ensure_loaded, recommend
 from tests.support import SOURCE_TEXT
-from tests.support.casedata import CASES, CASES_DIR, RECOMMENDATIONS
+from tests.support.casedata import CASES, CASES_DIR, RECOMMENDATIONS, SAFETY_RULES
 
 # The source text sits beside the checkout (../shared/source); the quote check needs it.
 SOURCE = SOURCE_TEXT
@@ -205,7 +205,7 @@ def test_project_safety_rules_are_marked_apart_from_the_source(package: Package)
                 assert a["citation"].startswith("Basis: ")
                 labels.setdefault(r["id"], set()).add(label)
         assert "PROJECT SAFETY RULES" in r.get("usage", ""), r["id"]
-    assert labels["GLPathway"] == {f"project-safety-rule-{n}" for n in range(1, 10)}
+    assert labels["GLPathway"] == {f"project-safety-rule-{n}" for n in SAFETY_RULES}
     # Every rule a recommendation carries is also listed on the pathway.
     for rules in labels.values():
         assert rules <= labels["GLPathway"]
