@@ -167,6 +167,7 @@ def test_orphanet_codes_in_both_forms(package: Package) -> None:
         ("safety3-breastfeeding-prolactin", "GLR1InsulinAssessment", ["breast-feeding"], []),
         ("gl-adult-no-data", "GLR1InsulinAssessment", [], ["breast-feeding", "suspected"]),
         ("safety2-unconfirmed-no-data", "GLR5CareTeam", ["suspected"], []),
+        ("safety16-gl-local-verification-status", "GLR1InsulinAssessment", ["not confirmed"], []),
         ("safety8-endo-referral-active-11-months", "GLR5CareTeam", ["not proposed again"], []),
         (
             "safety3-pregnant-hyperinsulinemia",
