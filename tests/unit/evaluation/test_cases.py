@@ -68,7 +68,7 @@ def test_output_shape(package: Package, engine: Engine) -> None:
     assert by_id["GLR2Bromocriptine"]["informational"] is False
     assert [a["resourceType"] for a in by_id["GLR2Bromocriptine"]["activities"]] == ["MedicationRequest"]
     diet = [a["resourceType"] for a in by_id["GLR4Diet"]["activities"]]
-    assert diet == ["ServiceRequest", "CommunicationRequest"]
+    assert diet == ["ServiceRequest", "ServiceRequest", "CommunicationRequest"]  # diet, dietitian (rule 10), advice
 
 
 @pytest.mark.parametrize(
@@ -168,6 +168,22 @@ def test_orphanet_codes_in_both_forms(package: Package) -> None:
         ("gl-adult-no-data", "GLR1InsulinAssessment", [], ["breast-feeding", "suspected"]),
         ("safety2-unconfirmed-no-data", "GLR5CareTeam", ["suspected"], []),
         ("safety16-gl-local-verification-status", "GLR1InsulinAssessment", ["not confirmed"], []),
+        (
+            "safety10-day-before-18th-birthday",
+            "GLR2Bromocriptine",
+            ["no drug is proposed", "paediatric endocrinologist's decision"],
+            ["Consider bromocriptine", "dose per prescriber"],
+        ),
+        ("safety10-18th-birthday", "GLR2Bromocriptine", ["Consider bromocriptine"], ["paediatric endocrinologist"]),
+        (
+            "safety10-day-before-18th-birthday",
+            "GLR4Diet",
+            ["The source states", "adequate for growth", "paediatric dietitian", "referral to a dietitian is proposed"],
+            [],
+        ),
+        ("safety10-18th-birthday", "GLR4Diet", ["referral to a dietitian is proposed"], ["adequate for growth"]),
+        ("safety10-adult-dietitian-referral-active", "GLR4Diet", ["not proposed again"], ["is proposed (project"]),
+        ("safety10-day-before-18th-birthday", "GLR5CareTeam", ["paediatric endocrinologist"], []),
         ("safety8-endo-referral-active-11-months", "GLR5CareTeam", ["not proposed again"], []),
         (
             "safety3-pregnant-hyperinsulinemia",
@@ -181,7 +197,7 @@ def test_orphanet_codes_in_both_forms(package: Package) -> None:
 def test_card_detail_safety_texts(
     case: str, library: str, present: list[str], absent: list[str], package: Package, engine: Engine
 ) -> None:
-    """Verify that the card texts carry the project safety notes (issue 13, rules 3 and 9) exactly when they apply."""
+    """Verify that the card texts carry the project safety notes (rules 3, 9, 10 and 16) exactly when they apply."""
     bundle, pid = load_patient_bundle(CASES_DIR / case / "patient.json")
     at = _expected(CASES_DIR / case)["at"]
     detail = engine.evaluate(package.key, library, [bundle], at)[pid]["Card Detail"]

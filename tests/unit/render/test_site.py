@@ -149,6 +149,7 @@ def test_activities_carry_the_codes_the_engine_proposes(package: Package, site: 
     conditions = {a.definition_id: a.condition.definition.name if a.condition else None for a in r5.activities}
     assert conditions == {
         "GLReferEndocrinologist": "Needs Endocrinology Referral",
+        "GLReferPaediatricEndocrinologist": "Needs Paediatric Endocrinology Referral",  # rule 10
         "GLReferGeneticist": "Needs Genetics Referral",
         "GLReferPaediatrician": "Needs Paediatrician Referral",
     }
