@@ -45,7 +45,7 @@ def on_rolled_case(
     """
     for _ in range(2):
         days = days_until(at)
-        rolled = roll_dates(bundle, days)
+        rolled = roll_dates(bundle, days, at)
         when = roll_dates({"at": at}, days)["at"]
         result = run(rolled, when)
         if days_until(at) == days:
