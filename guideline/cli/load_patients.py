@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     loaded = [load_patient_bundle(p) for p in args.bundles]  # every file checked before any write
     with common.client_from_args(args) as client:
         for (bundle, pid), path in zip(loaded, args.bundles, strict=True):
-            load_patient(client, roll_dates(bundle, days))
+            load_patient(client, roll_dates(bundle, days, args.roll_from))
             print(
                 f"loaded Patient/{pid} ({len(bundle.get('entry', []))} resources) from {path}"
                 + (f", dates moved {days:+d} days" if days else "")

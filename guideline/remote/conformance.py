@@ -251,7 +251,7 @@ def run_case(ch: Channels, support: dict[str, str], case: Case, prefix: str, loa
     (Ctrl-C, a refused write) still deletes whatever reached the server.
     """
     days = days_until(case.at)
-    bundle = prefixed(roll_dates(case.bundle, days), prefix)
+    bundle = prefixed(roll_dates(case.bundle, days, case.at), prefix)
     tx = as_transaction(bundle)
     loaded += [e["request"]["url"] for e in tx["entry"]]
     ch.fhir.post_json("", tx)

@@ -29,7 +29,7 @@ from tests.support.cdscards import Knowledge, check_card
 pytestmark = pytest.mark.server
 
 PATHWAY = "gl-treatment"
-CASE = "r2-galactorrhoea"  # R2 (a MedicationRequest), R4 (two suggestions), R5, R6 (informational)
+CASE = "r2-galactorrhoea"  # R2 (a MedicationRequest), R4 (three suggestions), R5, R6 (informational)
 
 
 def _rolled(case: str) -> tuple[dict[str, Any], str, str]:
@@ -88,7 +88,8 @@ def test_cards_are_ordered_by_the_pathway_and_drafts_coded_as_their_activity(
     plans = [check_card(c, answered["pid"], knowledge) for c in answered["resp"]["cards"]]
     assert plans == [p for p in pathway if p in plans]
     r4 = next(c for c in answered["resp"]["cards"] if c["source"]["url"].endswith("rec-GLR4Diet.html"))
-    assert len(r4["suggestions"]) == 2 and r4["selectionBehavior"] == "any"
+    # The diet, the dietitian referral (project safety rule 10) and the patient message.
+    assert len(r4["suggestions"]) == 3 and r4["selectionBehavior"] == "any"
     r6 = [c for c in answered["resp"]["cards"] if c["source"]["url"].endswith("rec-GLR6Prognosis.html")]
     assert r6 and "suggestions" not in r6[0]
 

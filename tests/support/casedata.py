@@ -23,6 +23,8 @@ RECOMMENDATIONS = (
     "GLR5CareTeam",
     "GLR6Prognosis",
 )
+# The project safety rules the pathway declares: 1-9 (issue 13) and those of issue 23 encoded so far.
+SAFETY_RULES = [*range(1, 11), 14, 16]
 
 
 def read_case(case: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -43,7 +45,7 @@ def on_rolled_case(
     """
     for _ in range(2):
         days = days_until(at)
-        rolled = roll_dates(bundle, days)
+        rolled = roll_dates(bundle, days, at)
         when = roll_dates({"at": at}, days)["at"]
         result = run(rolled, when)
         if days_until(at) == days:

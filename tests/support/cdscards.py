@@ -37,6 +37,23 @@ class Knowledge:
         walk(plan.get("action") or [])
         return out
 
+    def activities_all_conditional(self, plan: dict[str, Any]) -> bool:
+        """Whether every action of the plan that proposes an activity has an applicability condition of its own."""
+
+        def ok(actions: list[dict[str, Any]]) -> bool:
+            for a in actions:
+                ref = str(a.get("definitionCanonical") or "")
+                conditional = any(c.get("kind") == "applicability" for c in a.get("condition") or [])
+                if "/ActivityDefinition/" in ref and not conditional:
+                    return False
+                if not ok(a.get("action") or []):
+                    return False
+            return True
+
+        return ok([sub for top in plan.get("action") or [] for sub in top.get("action") or []]) and all(
+            "/ActivityDefinition/" not in str(top.get("definitionCanonical") or "") for top in plan.get("action") or []
+        )
+
 
 def check_card(card: dict[str, Any], patient: str, knowledge: Knowledge) -> str:
     """Assert one card's CDS Hooks 2.0 shape and its suggestions' drafts; returns the PlanDefinition id it came from."""
@@ -54,6 +71,11 @@ def check_card(card: dict[str, Any], patient: str, knowledge: Knowledge) -> str:
     suggestions = card.get("suggestions") or []
     if not wanted:  # informational (R6): nothing to order
         assert not suggestions and "selectionBehavior" not in card, card
+        return plan_id
+    if not suggestions and knowledge.activities_all_conditional(plan):
+        # Every activity has its own condition, so a card may propose none of them (R2 for a child, project safety
+        # rule 10): it is then shaped like an informational card.
+        assert "selectionBehavior" not in card and "overrideReasons" not in card, card
         return plan_id
     assert suggestions, f"{plan_id}: a card that proposes activities carries no suggestion"
     assert card["selectionBehavior"] == "any"

@@ -15,7 +15,7 @@ from guideline.core.config import Config
 from guideline.evaluation.bundles import load_patient_bundle
 from guideline.evaluation.patient import ensure_loaded, recommend
 from tests.support import SOURCE_TEXT
-from tests.support.casedata import CASES, CASES_DIR, RECOMMENDATIONS
+from tests.support.casedata import CASES, CASES_DIR, RECOMMENDATIONS, SAFETY_RULES
 
 # The source text sits beside the checkout (../shared/source); the quote check needs it.
 SOURCE = SOURCE_TEXT
@@ -68,7 +68,7 @@ def test_output_shape(package: Package, engine: Engine) -> None:
     assert by_id["GLR2Bromocriptine"]["informational"] is False
     assert [a["resourceType"] for a in by_id["GLR2Bromocriptine"]["activities"]] == ["MedicationRequest"]
     diet = [a["resourceType"] for a in by_id["GLR4Diet"]["activities"]]
-    assert diet == ["ServiceRequest", "CommunicationRequest"]
+    assert diet == ["ServiceRequest", "ServiceRequest", "CommunicationRequest"]  # diet, dietitian (rule 10), advice
 
 
 @pytest.mark.parametrize(
@@ -167,6 +167,23 @@ def test_orphanet_codes_in_both_forms(package: Package) -> None:
         ("safety3-breastfeeding-prolactin", "GLR1InsulinAssessment", ["breast-feeding"], []),
         ("gl-adult-no-data", "GLR1InsulinAssessment", [], ["breast-feeding", "suspected"]),
         ("safety2-unconfirmed-no-data", "GLR5CareTeam", ["suspected"], []),
+        ("safety16-gl-local-verification-status", "GLR1InsulinAssessment", ["not confirmed"], []),
+        (
+            "safety10-day-before-18th-birthday",
+            "GLR2Bromocriptine",
+            ["no drug is proposed", "paediatric endocrinologist's decision"],
+            ["Consider bromocriptine", "dose per prescriber"],
+        ),
+        ("safety10-18th-birthday", "GLR2Bromocriptine", ["Consider bromocriptine"], ["paediatric endocrinologist"]),
+        (
+            "safety10-day-before-18th-birthday",
+            "GLR4Diet",
+            ["The source states", "adequate for growth", "paediatric dietitian", "referral to a dietitian is proposed"],
+            [],
+        ),
+        ("safety10-18th-birthday", "GLR4Diet", ["referral to a dietitian is proposed"], ["adequate for growth"]),
+        ("safety10-adult-dietitian-referral-active", "GLR4Diet", ["not proposed again"], ["is proposed (project"]),
+        ("safety10-day-before-18th-birthday", "GLR5CareTeam", ["paediatric endocrinologist"], []),
         ("safety8-endo-referral-active-11-months", "GLR5CareTeam", ["not proposed again"], []),
         (
             "safety3-pregnant-hyperinsulinemia",
@@ -180,7 +197,7 @@ def test_orphanet_codes_in_both_forms(package: Package) -> None:
 def test_card_detail_safety_texts(
     case: str, library: str, present: list[str], absent: list[str], package: Package, engine: Engine
 ) -> None:
-    """Verify that the card texts carry the project safety notes (issue 13, rules 3 and 9) exactly when they apply."""
+    """Verify that the card texts carry the project safety notes (rules 3, 9, 10 and 16) exactly when they apply."""
     bundle, pid = load_patient_bundle(CASES_DIR / case / "patient.json")
     at = _expected(CASES_DIR / case)["at"]
     detail = engine.evaluate(package.key, library, [bundle], at)[pid]["Card Detail"]
@@ -205,7 +222,7 @@ def test_project_safety_rules_are_marked_apart_from_the_source(package: Package)
                 assert a["citation"].startswith("Basis: ")
                 labels.setdefault(r["id"], set()).add(label)
         assert "PROJECT SAFETY RULES" in r.get("usage", ""), r["id"]
-    assert labels["GLPathway"] == {f"project-safety-rule-{n}" for n in range(1, 10)}
+    assert labels["GLPathway"] == {f"project-safety-rule-{n}" for n in SAFETY_RULES}
     # Every rule a recommendation carries is also listed on the pathway.
     for rules in labels.values():
         assert rules <= labels["GLPathway"]

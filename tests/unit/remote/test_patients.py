@@ -45,6 +45,33 @@ def test_roll_dates_moves_full_dates_and_date_times_by_whole_days() -> None:
     assert obs["valueQuantity"] == {"value": 1.5, "unit": "mmol/L"}
 
 
+def test_roll_dates_moves_partial_dates_with_the_evaluation_month_and_year() -> None:
+    """Verify that, given the original evaluation time, a partial date under a date key moves by the whole
+    months (years) the evaluation date moves, so it stays before, in or after that month (year)."""
+    node = {
+        "deceasedDateTime": "2026-06",
+        "birthDate": "2026",
+        "end": "2026-07",
+        "onsetDateTime": "2027",
+        "code": "1760",
+        "postalCode": "2000",
+    }
+    # 2026-06-01 + 189 days = 2026-12-07: six months later, the same year.
+    assert roll_dates(node, 189, "2026-06-01T12:00:00Z") == {
+        "deceasedDateTime": "2026-12",
+        "birthDate": "2026",
+        "end": "2027-01",
+        "onsetDateTime": "2027",
+        "code": "1760",
+        "postalCode": "2000",
+    }
+    assert roll_dates({"deceasedDateTime": "2026-12", "date": "2026"}, 1, "2026-12-31") == {
+        "deceasedDateTime": "2027-01",
+        "date": "2027",
+    }
+    assert roll_dates({"deceasedDateTime": "2026-07"}, -40, "2026-06-01T12:00:00Z") == {"deceasedDateTime": "2026-05"}
+
+
 def test_roll_dates_backwards_and_across_years() -> None:
     """Verify that negative shifts work and cross year boundaries."""
     assert roll_dates({"d": "2026-01-02"}, -5) == {"d": "2025-12-28"}

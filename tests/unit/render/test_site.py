@@ -44,6 +44,7 @@ from guideline.render.diagram import (
 from guideline.render.model import Site, humanize
 from guideline.render.site import SCREENSHOT_KEY, screenshot_digest, site_files, write_site
 from tests.support import CASES_DIR, ROOT
+from tests.support.casedata import SAFETY_RULES
 from tests.support.tiers import examples
 from tools.browser import chromium_path, png_text, run_chromium, set_png_text
 
@@ -148,6 +149,7 @@ def test_activities_carry_the_codes_the_engine_proposes(package: Package, site: 
     conditions = {a.definition_id: a.condition.definition.name if a.condition else None for a in r5.activities}
     assert conditions == {
         "GLReferEndocrinologist": "Needs Endocrinology Referral",
+        "GLReferPaediatricEndocrinologist": "Needs Paediatric Endocrinology Referral",  # rule 10
         "GLReferGeneticist": "Needs Genetics Referral",
         "GLReferPaediatrician": "Needs Paediatrician Referral",
     }
@@ -466,11 +468,11 @@ def test_recommendation_page_content(files: dict[str, bytes], site: Site) -> Non
 def test_safety_rules_are_shown_apart_from_the_source(files: dict[str, bytes], site: Site, package: Package) -> None:
     """Verify that the index, each recommendation page and the traceability page list the project safety
     rules in a section of their own, after the source's quotes, never inside a quote."""
-    assert [s.number for s in site.safety_rules] == list(range(1, 10))
+    assert [s.number for s in site.safety_rules] == SAFETY_RULES
     heading = "Project safety rules (not from the source)"
     index = files["index.html"].decode("utf-8")
     assert heading in index and index.index('<h2 id="source">') < index.index('<h2 id="safety">')
-    for n in range(1, 10):
+    for n in SAFETY_RULES:
         assert f'id="safety-rule-{n}"' in index
     for r in site.recommendations:
         plan = next(p for p in package.resources if p.get("id") == r.id and p["resourceType"] == "PlanDefinition")
@@ -485,7 +487,7 @@ def test_safety_rules_are_shown_apart_from_the_source(files: dict[str, bytes], s
                 assert f"<b>Rule {s.number}.</b>" in section and "Basis:" in section
     trace = files["traceability.html"].decode("utf-8")
     table = trace[trace.index('<h2 id="safety">') :]
-    assert "(the project's, not the source's)" in table and table.count("<tr><td>") == 9
+    assert "(the project's, not the source's)" in table and table.count("<tr><td>") == len(SAFETY_RULES)
     # Rule 3 (pregnancy) shapes the drug and diet recommendations at least.
     row3 = table[table.index("<tr><td>3</td>") :].split("</tr>")[0]
     for rid in ("GLR2Bromocriptine", "GLR3Levocarnitine", "GLR4Diet"):
