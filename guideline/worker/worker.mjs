@@ -411,7 +411,22 @@ function remembered(memo, owner, key, plain) {
   return value;
 }
 
-const plainGet = fhirObjectProto.get;
+// cql-exec-fhir wraps a contained resource by the element's declared type (Resource), so `C is
+// FHIR.Medication` is false and its elements cannot be read; the Java engine types it by its
+// resourceType. Re-wrap such a value by its resourceType (project safety rule 12 reads contained
+// Medications), so both engines agree.
+const FHIRObject = fhirObjectProto.constructor;
+function typedResource(value) {
+  if (!(value instanceof FHIRObject) || value._typeInfo == null || value._typeInfo.name !== 'Resource') return value;
+  const rt = value._json && value._json.resourceType;
+  const klass = typeof rt === 'string' ? value._modelInfo.findClass(rt) : null;
+  return klass == null ? value : new FHIRObject(value._json, klass, value._modelInfo);
+}
+const untypedGet = fhirObjectProto.get;
+function plainGet(field) {
+  const value = untypedGet.call(this, field);
+  return Array.isArray(value) ? value.map(typedResource) : typedResource(value);
+}
 let getMemo = null; // WeakMap(wrapper -> Map(field -> value)) during a batch, null otherwise
 fhirObjectProto.get = function get(field) {
   return getMemo === null ? plainGet.call(this, field) : remembered(getMemo, this, field, plainGet);
