@@ -273,3 +273,46 @@ def test_accepting_a_suggestion_creates_the_draft_on_the_ehr(
         assert feedback_counts(client)[PATHWAY]["accepted"] == before + 1
     # A suggestion uuid the saved response does not hold is a usage error.
     assert cli.main([*argv[:-1], str(uuid.uuid4()), *ehr_args]) == 2
+
+
+def _call_pathway(server_url: str, pid: str, ehr_args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """The pathway service's answer for the patient on the EHR (`guideline cds call --channel fhir`)."""
+    argv = ["cds", "call", "--server", server_url, "--patient", pid, "--channel", "fhir", *ehr_args, "--json"]
+    assert cli.main(argv) == 0
+    responses: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return responses
+
+
+def _plan_of(card: dict[str, Any]) -> str:
+    """The recommendation a card comes from (its source page, rec-<PlanDefinition id>.html)."""
+    url: str = card["source"]["url"]
+    return url.rsplit("/", 1)[-1].removeprefix("rec-").removesuffix(".html")
+
+
+def test_an_accepted_suggestion_is_not_proposed_again(
+    published: dict[str, Any], server_url: str, ehr: Ehr, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verify project safety rule 15 end to end: once `cds accept` has put the draft order on the EHR, the next
+    patient-view call for that patient no longer proposes it, and the other cards stay.
+    """
+    rolled, base, _ = _rolled(CASE)
+    pid = f"{base}-{uuid.uuid4().hex[:8]}"  # a chart of its own: no draft from another test
+    rolled = json.loads(json.dumps(rolled).replace(base, pid))
+    token = tmp_path / "token"
+    token.write_text(ehr.token + "\n", encoding="utf-8")
+    with Client(ehr.url, token=ehr.token) as data:
+        load_patient(data, rolled)
+    ehr_args = ["--ehr", ehr.url, "--ehr-token-file", str(token)]
+    first = _call_pathway(server_url, pid, ehr_args, capsys)
+    saved = tmp_path / "cards.json"
+    saved.write_text(json.dumps(first), encoding="utf-8")
+    before = [_plan_of(c) for c in first[PATHWAY]["cards"]]
+    assert "GLR2Bromocriptine" in before and "GLR5CareTeam" in before
+    card = next(c for c in first[PATHWAY]["cards"] if _plan_of(c) == "GLR2Bromocriptine")
+    argv = ["cds", "accept", "--server", server_url, "--response", str(saved)]
+    assert cli.main([*argv, "--suggestion", card["suggestions"][0]["uuid"], *ehr_args, "--json"]) == 0
+    (created,) = json.loads(capsys.readouterr().out)["created"]
+    with Client(ehr.url, token=ehr.token) as data:
+        assert data.get_json(created)["status"] == "draft"
+    after = [_plan_of(c) for c in _call_pathway(server_url, pid, ehr_args, capsys)[PATHWAY]["cards"]]
+    assert after == [p for p in before if p != "GLR2Bromocriptine"], (before, after)

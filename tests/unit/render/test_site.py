@@ -105,13 +105,15 @@ def test_conditions_show_the_define_and_its_cql(site: Site) -> None:
         assert 'define "Applies":' in cond.definition.cql
         assert cond.summary.startswith("has generalized lipodystrophy"), cond.summary
     r2 = next(r for r in site.recommendations if r.id == "GLR2Bromocriptine")
-    # Issue 13 (project safety rules 1-3): confirmed GL, alive, and not pregnant or post-partum.
+    # Issue 13 (project safety rules 1-3): confirmed GL, alive, and not pregnant or post-partum; rule 15: no
+    # bromocriptine order pending.
     assert r2.conditions[0].summary == (
         "has generalized lipodystrophy (Confirmed) and is alive AND (has hyperinsulinemia OR has prolactin "
-        "excess features) AND NOT on bromocriptine AND NOT is pregnant or postpartum"
+        "excess features) AND NOT on bromocriptine AND NOT has pending bromocriptine order AND NOT is pregnant or "
+        "postpartum"
     )
     plain = r2.conditions[0].plain
-    assert plain.op == "all" and [c.op for c in plain.children] == ["ref", "any", "not", "not"]
+    assert plain.op == "all" and [c.op for c in plain.children] == ["ref", "any", "not", "not", "not"]
     # Named definitions expand to their own logic, across libraries (GLR2 -> GLCommon).
     hyper = plain.children[1].children[0]
     assert hyper.text == "has hyperinsulinemia" and hyper.children[0].op == "any"
