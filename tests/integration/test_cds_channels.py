@@ -60,6 +60,8 @@ def with_prefix(node: Any, prefix: str = EHR_PREFIX) -> Any:
     if isinstance(ref, str) and ref.count("/") == 1 and not ref.startswith("#"):
         kind, rid = ref.split("/")
         out["reference"] = f"{kind}/{prefixed_id(rid, prefix)}"
+    elif isinstance(ref, str) and ref.startswith("#") and len(ref) > 1:  # a contained resource, whose id moved too
+        out["reference"] = "#" + prefixed_id(ref[1:], prefix)
     return out
 
 
@@ -238,7 +240,7 @@ def test_test_ehr_requires_its_token(ehr: Ehr) -> None:
 _TEMPLATE = re.compile(
     r"^(Patient/\{\{context\.patientId\}\}"
     r"|[A-Z][A-Za-z]+\?(patient|subject)=Patient/\{\{context\.patientId\}\}(&code=[^&{}\s]+)?"
-    r"(&_include=Medication(Request|Statement):medication)?)$"
+    r"(&_include=Medication(Request|Statement|Administration|Dispense):medication)?)$"
 )
 
 

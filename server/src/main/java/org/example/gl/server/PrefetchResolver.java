@@ -51,7 +51,8 @@ public class PrefetchResolver {
 	/**
 	 * The discovery template for a key as this service publishes it: Patient as a read; medication searches with
 	 * {@code _include} of the Medication they reference (the logic reads a medicationReference's code, which a
-	 * search without it does not carry, so a prefetch-only client would lose "on bromocriptine" given by reference);
+	 * search without it does not carry, so a prefetch-only client would lose "on bromocriptine" given by reference;
+	 * administrations and dispenses likewise, for insulin exposure, project safety rule 12);
 	 * the rest unchanged.
 	 */
 	public static String normalizeTemplate(String template) {
@@ -60,7 +61,7 @@ public class PrefetchResolver {
 		if (m.matches()) {
 			return "Patient/" + m.group(1);
 		}
-		for (String type : List.of("MedicationRequest", "MedicationStatement")) {
+		for (String type : List.of("MedicationRequest", "MedicationStatement", "MedicationAdministration", "MedicationDispense")) {
 			if (t.startsWith(type + "?") && !t.contains("_include=")) {
 				return t + "&_include=" + type + ":medication";
 			}
