@@ -240,7 +240,7 @@ def test_accepting_a_suggestion_creates_the_draft_on_the_ehr(
     published: dict[str, Any], server_url: str, ehr: Ehr, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Verify `cds call` + `cds accept` as an EHR: the draft is on the EHR afterwards and feedback counts show it."""
-    rolled, pid, _ = _rolled(CASE)
+    rolled, pid = _own_chart(CASE)
     token = tmp_path / "token"
     token.write_text(ehr.token + "\n", encoding="utf-8")
     with Client(ehr.url, token=ehr.token) as data:
@@ -275,6 +275,17 @@ def test_accepting_a_suggestion_creates_the_draft_on_the_ehr(
     assert cli.main([*argv[:-1], str(uuid.uuid4()), *ehr_args]) == 2
 
 
+def _own_chart(case: str) -> tuple[dict[str, Any], str]:
+    """The case rolled to today under a patient id of its own, for a test that leaves an accepted draft on the EHR.
+
+    The test EHR lives for the whole scripts/test run (both database passes): a draft left on the case's own chart
+    would withhold that card from every later test reading the chart (project safety rule 15).
+    """
+    rolled, base, _ = _rolled(case)
+    pid = f"{base}-{uuid.uuid4().hex[:8]}"
+    return json.loads(json.dumps(rolled).replace(base, pid)), pid
+
+
 def _call_pathway(server_url: str, pid: str, ehr_args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     """The pathway service's answer for the patient on the EHR (`guideline cds call --channel fhir`)."""
     argv = ["cds", "call", "--server", server_url, "--patient", pid, "--channel", "fhir", *ehr_args, "--json"]
@@ -295,9 +306,7 @@ def test_an_accepted_suggestion_is_not_proposed_again(
     """Verify project safety rule 15 end to end: once `cds accept` has put the draft order on the EHR, the next
     patient-view call for that patient no longer proposes it, and the other cards stay.
     """
-    rolled, base, _ = _rolled(CASE)
-    pid = f"{base}-{uuid.uuid4().hex[:8]}"  # a chart of its own: no draft from another test
-    rolled = json.loads(json.dumps(rolled).replace(base, pid))
+    rolled, pid = _own_chart(CASE)
     token = tmp_path / "token"
     token.write_text(ehr.token + "\n", encoding="utf-8")
     with Client(ehr.url, token=ehr.token) as data:
