@@ -240,12 +240,7 @@ def test_accepting_a_suggestion_creates_the_draft_on_the_ehr(
     published: dict[str, Any], server_url: str, ehr: Ehr, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Verify `cds call` + `cds accept` as an EHR: the draft is on the EHR afterwards and feedback counts show it."""
-    rolled, pid = _own_chart(CASE)
-    token = tmp_path / "token"
-    token.write_text(ehr.token + "\n", encoding="utf-8")
-    with Client(ehr.url, token=ehr.token) as data:
-        load_patient(data, rolled)
-    ehr_args = ["--ehr", ehr.url, "--ehr-token-file", str(token)]
+    pid, ehr_args = _own_chart_on_ehr(CASE, ehr, tmp_path)
     assert (
         cli.main(["cds", "call", "--server", server_url, "--patient", pid, "--channel", "fhir", *ehr_args, "--json"])
         == 0
@@ -275,15 +270,21 @@ def test_accepting_a_suggestion_creates_the_draft_on_the_ehr(
     assert cli.main([*argv[:-1], str(uuid.uuid4()), *ehr_args]) == 2
 
 
-def _own_chart(case: str) -> tuple[dict[str, Any], str]:
-    """The case rolled to today under a patient id of its own, for a test that leaves an accepted draft on the EHR.
+def _own_chart_on_ehr(case: str, ehr: Ehr, tmp_path: Path) -> tuple[str, list[str]]:
+    """The case rolled to today and loaded on the EHR under a patient id of its own: (that id, the `cds` CLI's
+    EHR arguments, with the token in a file under tmp_path).
 
-    The test EHR lives for the whole scripts/test run (both database passes): a draft left on the case's own chart
-    would withhold that card from every later test reading the chart (project safety rule 15).
+    For a test that leaves an accepted draft on the EHR: the test EHR lives for the whole scripts/test run (both
+    database passes), and a draft left on the case's own chart would withhold that card from every later test
+    reading the chart (project safety rule 15).
     """
     rolled, base, _ = _rolled(case)
     pid = f"{base}-{uuid.uuid4().hex[:8]}"
-    return json.loads(json.dumps(rolled).replace(base, pid)), pid
+    token = tmp_path / "token"
+    token.write_text(ehr.token + "\n", encoding="utf-8")
+    with Client(ehr.url, token=ehr.token) as data:
+        load_patient(data, json.loads(json.dumps(rolled).replace(base, pid)))
+    return pid, ["--ehr", ehr.url, "--ehr-token-file", str(token)]
 
 
 def _call_pathway(server_url: str, pid: str, ehr_args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -306,12 +307,7 @@ def test_an_accepted_suggestion_is_not_proposed_again(
     """Verify project safety rule 15 end to end: once `cds accept` has put the draft order on the EHR, the next
     patient-view call for that patient no longer proposes it, and the other cards stay.
     """
-    rolled, pid = _own_chart(CASE)
-    token = tmp_path / "token"
-    token.write_text(ehr.token + "\n", encoding="utf-8")
-    with Client(ehr.url, token=ehr.token) as data:
-        load_patient(data, rolled)
-    ehr_args = ["--ehr", ehr.url, "--ehr-token-file", str(token)]
+    pid, ehr_args = _own_chart_on_ehr(CASE, ehr, tmp_path)
     first = _call_pathway(server_url, pid, ehr_args, capsys)
     saved = tmp_path / "cards.json"
     saved.write_text(json.dumps(first), encoding="utf-8")
