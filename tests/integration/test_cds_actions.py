@@ -24,7 +24,7 @@ from guideline.remote.http import Client
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from tests.integration.conftest import Ehr
 from tests.support import CASES_DIR
-from tests.support.cdscards import Knowledge, check_card
+from tests.support.cdscards import Knowledge, check_card, plan_of
 
 pytestmark = pytest.mark.server
 
@@ -295,12 +295,6 @@ def _call_pathway(server_url: str, pid: str, ehr_args: list[str], capsys: pytest
     return responses
 
 
-def _plan_of(card: dict[str, Any]) -> str:
-    """The recommendation a card comes from (its source page, rec-<PlanDefinition id>.html)."""
-    url: str = card["source"]["url"]
-    return url.rsplit("/", 1)[-1].removeprefix("rec-").removesuffix(".html")
-
-
 def test_an_accepted_suggestion_is_not_proposed_again(
     published: dict[str, Any], server_url: str, ehr: Ehr, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -311,13 +305,13 @@ def test_an_accepted_suggestion_is_not_proposed_again(
     first = _call_pathway(server_url, pid, ehr_args, capsys)
     saved = tmp_path / "cards.json"
     saved.write_text(json.dumps(first), encoding="utf-8")
-    before = [_plan_of(c) for c in first[PATHWAY]["cards"]]
+    before = [plan_of(c) for c in first[PATHWAY]["cards"]]
     assert "GLR2Bromocriptine" in before and "GLR5CareTeam" in before
-    card = next(c for c in first[PATHWAY]["cards"] if _plan_of(c) == "GLR2Bromocriptine")
+    card = next(c for c in first[PATHWAY]["cards"] if plan_of(c) == "GLR2Bromocriptine")
     argv = ["cds", "accept", "--server", server_url, "--response", str(saved)]
     assert cli.main([*argv, "--suggestion", card["suggestions"][0]["uuid"], *ehr_args, "--json"]) == 0
     (created,) = json.loads(capsys.readouterr().out)["created"]
     with Client(ehr.url, token=ehr.token) as data:
         assert data.get_json(created)["status"] == "draft"
-    after = [_plan_of(c) for c in _call_pathway(server_url, pid, ehr_args, capsys)[PATHWAY]["cards"]]
+    after = [plan_of(c) for c in _call_pathway(server_url, pid, ehr_args, capsys)[PATHWAY]["cards"]]
     assert after == [p for p in before if p != "GLR2Bromocriptine"], (before, after)

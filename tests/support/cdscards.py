@@ -55,6 +55,14 @@ class Knowledge:
         )
 
 
+def plan_of(card: dict[str, Any]) -> str:
+    """The PlanDefinition id a card comes from: its source page is rec-<id>.html (asserted)."""
+    url: str = card["source"]["url"]
+    page = url.rsplit("/", 1)[-1]
+    assert page.startswith("rec-") and page.endswith(".html"), url
+    return page[len("rec-") : -len(".html")]
+
+
 def check_card(card: dict[str, Any], patient: str, knowledge: Knowledge) -> str:
     """Assert one card's CDS Hooks 2.0 shape and its suggestions' drafts; returns the PlanDefinition id it came from."""
     uuid.UUID(card["uuid"])
@@ -62,9 +70,7 @@ def check_card(card: dict[str, Any], patient: str, knowledge: Knowledge) -> str:
     assert card["indicator"] in INDICATORS
     source = card["source"]
     assert source["label"] and source["topic"]["system"] and source["topic"]["code"], source
-    page = source["url"].rsplit("/", 1)[-1]
-    assert page.startswith("rec-") and page.endswith(".html"), source["url"]
-    plan_id = page[len("rec-") : -len(".html")]
+    plan_id = plan_of(card)
     plan = knowledge.plans[plan_id]
     assert any(link["url"] == source["url"] and link["type"] == "absolute" for link in card["links"])
     wanted = knowledge.plan_activities(plan)
