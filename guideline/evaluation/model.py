@@ -82,18 +82,21 @@ class Recommendation:
     activities: list[Activity] = field(default_factory=list)
 
     @classmethod
-    def from_action(cls, plan: dict[str, Any], action: dict[str, Any], detail: str | None = None) -> Recommendation:
+    def from_action(
+        cls, plan: dict[str, Any], action: dict[str, Any], detail: str | None = None, title: str | None = None
+    ) -> Recommendation:
         """The recommendation `plan` makes through `action`, the first of its actions that applies.
 
-        The card's title is the action's (else the plan's), its source the action's first
-        documentation citation, its detail `detail` (a dynamic value) or else the action's
-        description. Activities are added by the caller as it walks the applicable actions.
+        The card's title is `title` (a dynamic value) or else the action's (else the plan's), its
+        source the action's first documentation citation, its detail `detail` (a dynamic value) or
+        else the action's description. Activities are added by the caller as it walks the
+        applicable actions.
         """
         docs = action.get("documentation") or []
         source = docs[0].get("citation", "") if docs and isinstance(docs[0], dict) else ""
         return cls(
             str(plan["id"]),
-            str(action.get("title") or plan.get("title", "")),
+            str(title or action.get("title") or plan.get("title", "")),
             str(source),
             str(detail or action.get("description", "")),
         )

@@ -102,15 +102,16 @@ class _Evaluator:
     def recommendation(self, plan: dict[str, Any]) -> Recommendation | None:
         """The recommendation `plan` makes for the patient, or None if none of its actions applies.
 
-        The first applicable action gives the card; every applicable action, sub-actions
-        included, adds what it proposes, in document order.
+        The first applicable action gives the card (its title and detail may be dynamic values);
+        every applicable action, sub-actions included, adds what it proposes, in document order.
         """
         fired: Recommendation | None = None
         for step in iter_actions(plan, when=self.applies):
             if step.top:
                 detail = self.dynamic_text(plan, step.action, "action.description")
+                title = self.dynamic_text(plan, step.action, "action.title")
                 if fired is None:
-                    fired = Recommendation.from_action(plan, step.action, detail)
+                    fired = Recommendation.from_action(plan, step.action, detail, title)
             activity = self.activity(step)
             if activity is not None and fired is not None:
                 fired.activities.append(activity)

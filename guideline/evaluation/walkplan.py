@@ -84,12 +84,20 @@ class _Compiler:
     def card(self, plan: dict[str, Any], step: ActionStep) -> dict[str, Any]:
         action = step.action
         detail: list[str] = []
+        titles: list[str] = []
         lib: str | None = None
         for dv in action.get("dynamicValue", []):
             expr = dv.get("expression") or {}
-            if dv.get("path") == "action.description" and expr.get("language") in CQL_IDENTIFIER_LANGUAGES:
+            if expr.get("language") not in CQL_IDENTIFIER_LANGUAGES:
+                continue
+            if dv.get("path") == "action.description":
                 lib = self.library(plan)
                 detail.append(str(expr.get("expression")))
+            elif dv.get("path") == "action.title":
+                # A dynamic title is the one piece of card text the JVM writes itself (JSON-encoded, as
+                # `compact` would): it is the patient's value of a define, not text rendered here.
+                lib = self.library(plan)
+                titles.append(str(expr.get("expression")))
         docs = action.get("documentation") or []
         source = docs[0].get("citation", "") if docs and isinstance(docs[0], dict) else ""
         return {
@@ -98,6 +106,7 @@ class _Compiler:
             "description": compact(str(action.get("description", ""))),
             "lib": lib,
             "detail": detail,
+            "titles": titles,
         }
 
     def activity(self, step: ActionStep) -> dict[str, Any] | None:

@@ -54,7 +54,8 @@ def test_case(case: Path, package: Package, engine: Engine) -> None:
 
 def test_output_shape(package: Package, engine: Engine) -> None:
     """Verify that each recommendation entry has exactly the documented keys and types."""
-    case = CASES_DIR / "r2-insulin-resistance-condition"
+    # A prolactin result, so R2 proposes the drug (project safety rule 11).
+    case = CASES_DIR / "r2-prolactin-female-above"
     bundle, _ = load_patient_bundle(case / "patient.json")
     doc = recommend(package, bundle, _expected(case)["at"], engine)
     assert set(doc) == {"patient", "evaluatedAt", "recommendations"}
@@ -174,7 +175,27 @@ def test_orphanet_codes_in_both_forms(package: Package) -> None:
             ["no drug is proposed", "paediatric endocrinologist's decision"],
             ["Consider bromocriptine", "dose per prescriber"],
         ),
-        ("safety10-18th-birthday", "GLR2Bromocriptine", ["Consider bromocriptine"], ["paediatric endocrinologist"]),
+        # Aged 18 without a prolactin result: the adult's text, with rule 11's work-up in place of the drug.
+        (
+            "safety10-18th-birthday",
+            "GLR2Bromocriptine",
+            ["considered only once the work-up is done"],
+            ["paediatric endocrinologist", "Consider bromocriptine"],
+        ),
+        (
+            "safety11-prolactin-absent",
+            "GLR2Bromocriptine",
+            ["confirm hyperprolactinaemia", "exclude hypothyroidism", "pregnancy test (hCG) to exclude pregnancy"],
+            ["Consider bromocriptine", "dose per prescriber"],
+        ),
+        ("safety11-male-no-pregnancy-test", "GLR2Bromocriptine", ["exclude hypothyroidism"], ["pregnancy test"]),
+        ("safety11-prolactin-normal-present", "GLR2Bromocriptine", ["Consider bromocriptine"], ["work-up"]),
+        (
+            "safety11-child-prolactin-present",
+            "GLR2Bromocriptine",
+            ["paediatric endocrinologist's decision"],
+            ["Consider bromocriptine", "work-up"],
+        ),
         (
             "safety10-day-before-18th-birthday",
             "GLR4Diet",
@@ -206,6 +227,29 @@ def test_card_detail_safety_texts(
         assert text in detail, text
     for text in absent:
         assert text not in detail, text
+
+
+@pytest.mark.parametrize(
+    ("case", "drug_in_title"),
+    [
+        ("safety11-prolactin-normal-present", True),
+        ("safety11-prolactin-absent", False),
+        ("safety11-female-12", False),
+        ("safety11-child-prolactin-present", False),
+        ("safety10-day-before-18th-birthday", False),
+    ],
+)
+def test_r2_title_names_the_drug_only_when_proposed(
+    case: str, drug_in_title: bool, package: Package, engine: Engine
+) -> None:
+    """Verify that R2's card title names bromocriptine only when the card proposes it (project safety rules 10
+    and 11): never for a child, never for the work-up."""
+    bundle, _ = load_patient_bundle(CASES_DIR / case / "patient.json")
+    doc = recommend(package, bundle, _expected(CASES_DIR / case)["at"], engine)
+    (r2,) = [r for r in doc["recommendations"] if r["id"] == "GLR2Bromocriptine"]
+    assert ("bromocriptine" in r2["title"].lower()) is drug_in_title, r2["title"]
+    proposes = any(a["resourceType"] == "MedicationRequest" for a in r2["activities"])
+    assert proposes is drug_in_title
 
 
 def test_project_safety_rules_are_marked_apart_from_the_source(package: Package) -> None:

@@ -1,5 +1,6 @@
 package org.example.gl.batch;
 
+import com.fasterxml.jackson.core.io.JsonStringEncoder;
 import com.fasterxml.jackson.databind.JsonNode;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -26,7 +27,9 @@ final class Walk {
     }
   }
 
-  private record Card(String title, String source, String description, String lib, List<String> detail) {}
+  /** A card: its static text as JSON, and the defines whose text value replaces the detail or the title. */
+  private record Card(String title, String source, String description, String lib, List<String> detail,
+      List<String> titles) {}
 
   private record Step(String lib, List<String> cond, int rec, Card card, String activity, boolean order, List<Step> sub) {}
 
@@ -73,8 +76,10 @@ final class Walk {
       if (c != null && !c.isNull()) {
         List<String> detail = new ArrayList<>();
         c.get("detail").forEach(n -> detail.add(n.asText()));
+        List<String> titles = new ArrayList<>();
+        c.path("titles").forEach(n -> titles.add(n.asText()));
         card = new Card(c.get("title").asText(), c.get("source").asText(), c.get("description").asText(),
-            text(c.get("lib")), detail);
+            text(c.get("lib")), detail, titles);
       }
       JsonNode a = s.get("activity");
       boolean hasActivity = a != null && !a.isNull();
@@ -166,8 +171,9 @@ final class Walk {
       if (step.card != null) {
         // The card's detail is not part of the document, but reading it may need its library (as in Python).
         detail(step.card, have);
+        String title = title(step.card, have);
         if (fired.head == null) {
-          fired.head = new StringBuilder("{\"id\":").append(rec.id).append(",\"title\":").append(step.card.title);
+          fired.head = new StringBuilder("{\"id\":").append(rec.id).append(",\"title\":").append(title);
           fired.source = step.card.source;
         }
       }
@@ -180,6 +186,20 @@ final class Walk {
       }
       walkRecommendation(rec, step.sub, have, fired);
     }
+  }
+
+  /**
+   * The card's title as JSON text: a dynamic title's text value (action.title, as the Python walk takes it),
+   * encoded as Python's {@code compact} writes a string, else the static title rendered by Python.
+   */
+  private static String title(Card card, Map<String, Map<String, Object>> have) throws Missing {
+    for (String define : card.titles) {
+      Object v = fetch(card.lib, have).get(define);
+      if (v instanceof String s && !s.isEmpty()) {
+        return "\"" + new String(JsonStringEncoder.getInstance().quoteAsString(s)) + "\"";
+      }
+    }
+    return card.title;
   }
 
   private static String detail(Card card, Map<String, Map<String, Object>> have) throws Missing {
