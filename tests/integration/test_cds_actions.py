@@ -29,7 +29,8 @@ from tests.support.cdscards import Knowledge, check_card, plan_of
 pytestmark = pytest.mark.server
 
 PATHWAY = "gl-treatment"
-CASE = "r2-prolactin-female-above"  # R2 (a MedicationRequest: a prolactin result, rule 11), R4 (three suggestions), R5, R6
+# R2 (a MedicationRequest: a prolactin result, project safety rule 11), R4 (three suggestions), R5, R6 (informational)
+CASE = "r2-prolactin-female-above"
 
 
 def _rolled(case: str) -> tuple[dict[str, Any], str, str]:
