@@ -231,11 +231,12 @@ def test_value_sets_come_with_expansions(package: Package, site: Site) -> None:
     assert "gl-levocarnitine-medications" not in ids
     r4 = next(r for r in site.recommendations if r.id == "GLR4Diet")
     # Issue 13: pregnancy/post-partum/breast-feeding (rule 3) and the triglyceride oil caution (rule 9); issue 23:
-    # the related dietitian referral codes (rule 15).
+    # the related dietitian referral codes (rule 15) and pregnancy from a qualitative hCG result (rule 13).
     assert sorted(v.id for v in r4.value_sets) == [
         "gl-conditions",
         "gl-delivery-procedures",
         "gl-dietitian-referrals",
+        "gl-hcg-qualitative",
         "gl-lactation-findings",
         "gl-pregnancy-conditions",
         "gl-triglycerides-tests",
