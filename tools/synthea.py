@@ -555,21 +555,37 @@ def patient_facts(resources: list[dict[str, Any]], medications: dict[str, dict[s
     return Facts(patient["id"], _age(patient.get("birthDate", ""), at), deceased, pregnant, insulin)
 
 
-def read_patients(folder: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
-    """A Bulk Data folder's resources by patient id (Patient first), and its Medications by id."""
+# What the check itself reads from the raw records (age, death, pregnancy, insulin): not the big types.
+FACT_TYPES = frozenset(
+    {"Patient", "Condition", "Medication", "MedicationRequest", "MedicationStatement", "MedicationAdministration"}
+    | {"MedicationDispense"}
+)
+
+
+def read_patients(
+    folder: Path, types: frozenset[str] | None = FACT_TYPES, pids: set[str] | None = None
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """A Bulk Data folder's resources by patient id (Patient first), and its Medications by id.
+
+    `types` (None: all) and `pids` (None: all) bound what is held, so memory stays small on a full export.
+    """
     by_patient: dict[str, list[dict[str, Any]]] = defaultdict(list)
     medications: dict[str, dict[str, Any]] = {}
     for rtype, path in ndjson_files(folder).items():
+        if types is not None and rtype not in types:
+            continue
         for line in _iter_ndjson(path):
             res = json.loads(line)
-            if rtype == "Patient":
-                by_patient[res["id"]].insert(0, res)
-            elif rtype == "Medication":
+            if rtype == "Medication":
                 medications[res["id"]] = res
+                continue
+            pid = res["id"] if rtype == "Patient" else patient_of(res)
+            if pid is None or (pids is not None and pid not in pids):
+                continue
+            if rtype == "Patient":
+                by_patient[pid].insert(0, res)
             else:
-                pid = patient_of(res)
-                if pid is not None:
-                    by_patient[pid].append(res)
+                by_patient[pid].append(res)
     return dict(by_patient), medications
 
 
@@ -595,6 +611,8 @@ class Counts:
     deceased: int = 0
     unsafe_deceased_with_drug_card: int = 0
     deceased_with_any_card: int = 0
+    # Patients whose document differs from the first engine's (the engines must agree, as on the scenarios).
+    unsafe_differs_from_first_engine: int = 0
     fired: dict[str, int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
 
@@ -679,9 +697,7 @@ def run_population(folder: Path, at: str, engine: str, workers: int | None = Non
     return docs, seconds
 
 
-def insulin_triggered_r2(
-    by_patient: dict[str, list[dict[str, Any]]], medications: dict[str, dict[str, Any]], pids: Iterable[str], at: str
-) -> set[str]:
+def insulin_triggered_r2(folder: Path, pids: Iterable[str], at: str) -> set[str]:
     """Of `pids`, those whose R2 fires on hyperinsulinaemia (GLR2 "Mentions Insulin Effect", reference engine)."""
     from guideline.content.cql import Engine
     from guideline.content.package import build_package
@@ -691,6 +707,7 @@ def insulin_triggered_r2(
     pids = sorted(pids)
     if not pids:
         return set()
+    by_patient, medications = read_patients(folder, None, set(pids))  # every type, these patients only
     pkg = build_package()
     bundles = []
     for pid in pids:
@@ -728,6 +745,7 @@ def check(folder: Path, at: str, engines: Sequence[str] = ("js", "java"), worker
         for res in by_patient.values()
     )
     out = []
+    first: dict[str, Any] | None = None
     for engine in engines:
         docs, seconds = run_population(folder, at, engine, workers)
         treated_r2 = [
@@ -735,8 +753,14 @@ def check(folder: Path, at: str, engines: Sequence[str] = ("js", "java"), worker
             for p, f in facts.items()
             if f.insulin and any(r["id"] == "GLR2Bromocriptine" for r in docs.get(p, {}).get("recommendations", []))
         ]
-        c = count(engine, facts, docs, insulin_triggered_r2(by_patient, medications, treated_r2, at), with_gl)
+        c = count(engine, facts, docs, insulin_triggered_r2(folder, treated_r2, at), with_gl)
         c.seconds = round(seconds, 1)
+        if first is None:
+            first = docs
+        for pid in sorted(set(first) | set(docs)):
+            if first.get(pid) != docs.get(pid):
+                c.unsafe_differs_from_first_engine += 1
+                c.violations.append(f"{pid}: {engine}'s document differs from {engines[0]}'s")
         out.append(c)
     return out
 

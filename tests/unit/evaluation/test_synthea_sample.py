@@ -31,6 +31,11 @@ def test_the_sample_is_not_vacuous(counts: dict[str, Counts]) -> None:
     assert counts["js"].fired == counts["java"].fired
 
 
+def test_the_engines_write_the_same_documents(counts: dict[str, Counts]) -> None:
+    """Verify that the local engine and the Java batch evaluator agree on every Synthea patient of the sample."""
+    assert counts["java"].unsafe_differs_from_first_engine == 0, counts["java"].violations
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_no_child_gets_the_diet_or_bromocriptine(counts: dict[str, Counts], engine: str) -> None:
     """Verify rule 10 on Synthea's children: no low-calorie diet (R4), no bromocriptine (R2)."""
