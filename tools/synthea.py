@@ -792,7 +792,7 @@ def _date_arg(value: str) -> dt.date:
 def make_parser() -> argparse.ArgumentParser:
     """`scripts/synth --synthea N ...` (generate) and `scripts/synth --check DIR` (count)."""
     p = argparse.ArgumentParser(
-        prog="scripts/synth --synthea",
+        prog="scripts/synth",
         description="Generate a Synthea population (org.mitre.synthea:synthea:3.3.0, fetched through Maven on first "
         "use) with GL added, as a Bulk Data folder; or check one through both engines.",
     )
