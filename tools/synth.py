@@ -361,6 +361,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/synth",
         description="Write deterministic synthetic patients (same seed and options, same bytes).",
+        epilog="A Synthea population instead: scripts/synth --synthea N --out DIR (see scripts/synth --synthea 1 "
+        "--help); count unsafe proposals in one: scripts/synth --check DIR.",
     )
     p.add_argument("--patients", type=int, required=True, metavar="N", help="number of patients")
     p.add_argument("--out", type=Path, required=True, metavar="PATH", help="NDJSON file or folder")
@@ -386,6 +388,12 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`scripts/synth`: our synthetic patients, or with --synthea / --check a Synthea population (tools/synthea.py)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a.split("=")[0] in ("--synthea", "--check") for a in argv):
+        from tools import synthea
+
+        return synthea.main(argv)
     args = make_parser().parse_args(argv)
     if args.patients < 0 or args.start < 0:
         sys.stderr.write("synth: --patients and --start must not be negative\n")

@@ -23,7 +23,7 @@ from guideline.core.config import CONFIG_FILE, PackageConfig
 from guideline.core.errors import ExitCode
 from tests.support import CASES_DIR, ROOT
 from tests.support.cliparse import commands
-from tools import bench, synth
+from tools import bench, synth, synthea
 
 README = ROOT / "README.md"
 CONTRIBUTING = ROOT / "CONTRIBUTING.md"
@@ -172,6 +172,7 @@ def _known_flags() -> set[str]:
     # CONTRIBUTING.md quotes what scripts/test runs (ruff format --check ...).
     flags |= set(FLAG.findall((ROOT / "scripts" / "test").read_text(encoding="utf-8")))
     flags |= set(FLAG.findall(synth.make_parser().format_help()))
+    flags |= set(FLAG.findall(synthea.make_parser().format_help()))  # scripts/synth --synthea / --check
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         bench.main(["--help"])
@@ -521,8 +522,8 @@ def _script_flags(name: str) -> set[str]:
     (scripts/test passes its arguments to pytest)."""
     if name == "server":
         return set(FLAG.findall(_server_usage()))
-    if name == "synth":
-        return set(FLAG.findall(synth.make_parser().format_help()))
+    if name == "synth":  # our synthetic patients, or with --synthea / --check a Synthea population
+        return set(FLAG.findall(synth.make_parser().format_help() + synthea.make_parser().format_help()))
     if name == "bench":
         out = io.StringIO()
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
