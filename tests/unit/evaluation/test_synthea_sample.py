@@ -56,11 +56,6 @@ def test_no_deceased_patient_gets_a_drug_card(counts: dict[str, Counts], engine:
     assert counts[engine].unsafe_deceased_with_drug_card == 0, counts[engine].violations
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rule 13 (issue 23) not yet merged: Synthea records pregnancy as SNOMED CT 72892002 'Normal pregnancy', "
-    "which gl-pregnancy-conditions does not hold; remove this mark when rule 13 lands",
-)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_no_pregnant_patient_gets_a_drug_card(counts: dict[str, Counts], engine: str) -> None:
     """Verify rules 3 and 13 on Synthea's pregnancies (the sample holds one)."""
