@@ -230,11 +230,13 @@ def test_value_sets_come_with_expansions(package: Package, site: Site) -> None:
     assert {"gl-conditions", "gl-bromocriptine-medications", "gl-galactorrhoea-conditions"} <= ids
     assert "gl-levocarnitine-medications" not in ids
     r4 = next(r for r in site.recommendations if r.id == "GLR4Diet")
-    # Issue 13: pregnancy/post-partum/breast-feeding (rule 3) and the triglyceride oil caution (rule 9).
+    # Issue 13: pregnancy/post-partum/breast-feeding (rule 3) and the triglyceride oil caution (rule 9); issue 23:
+    # a history of pancreatitis also triggers the oil caution (rule 17).
     assert sorted(v.id for v in r4.value_sets) == [
         "gl-conditions",
         "gl-delivery-procedures",
         "gl-lactation-findings",
+        "gl-pancreatitis-conditions",
         "gl-pregnancy-conditions",
         "gl-triglycerides-tests",
     ]
@@ -478,8 +480,14 @@ def test_safety_rules_are_shown_apart_from_the_source(files: dict[str, bytes], s
         assert f'id="safety-rule-{n}"' in index
     for r in site.recommendations:
         plan = next(p for p in package.resources if p.get("id") == r.id and p["resourceType"] == "PlanDefinition")
-        declared = {a["label"] for a in plan.get("relatedArtifact", []) if a.get("type") == "documentation"}
+        declared = {
+            a["label"]
+            for a in plan.get("relatedArtifact", [])
+            if a.get("type") == "documentation" and str(a.get("label", "")).startswith("project-safety-rule-")
+        }
         assert {f"project-safety-rule-{s.number}" for s in r.safety_rules} == declared
+        # Labelled context (rule 17's metreleptin approvals) is neither a rule nor a quote of the source.
+        assert not any("metreleptin" in q.text.lower() for q in r.quotes), r.id
         page = files[r.page].decode("utf-8")
         if r.safety_rules:
             section = page[page.index('<h2 id="safety">') : page.index("<h2>Rating</h2>")]
