@@ -76,6 +76,17 @@ def is_recommendation(resource: dict[str, Any]) -> bool:
     return resource.get("resourceType") == "PlanDefinition" and not is_pathway(resource)
 
 
+def is_informational(plan: dict[str, Any]) -> bool:
+    """A recommendation plan that proposes nothing: no action, at any depth, references an ActivityDefinition.
+
+    Project safety rule 17: the server offers such a plan's CDS service (R6) only when its
+    `guideline.cds.informational-cards` setting is on (the server's `InformationalCards` reads the same rule).
+    """
+    return not any(
+        "ActivityDefinition/" in str(step.action.get("definitionCanonical") or "") for step in iter_actions(plan)
+    )
+
+
 def primary_library(plan: dict[str, Any]) -> str | None:
     """The canonical of a PlanDefinition's one primary Library, or None unless there is exactly one.
 

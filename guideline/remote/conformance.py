@@ -20,7 +20,7 @@ from typing import Any
 
 from guideline.content.package import Package
 from guideline.core.errors import GuidelineError, ServerRejectedError
-from guideline.core.fhir import is_recommendation
+from guideline.core.fhir import is_informational, is_recommendation
 from guideline.evaluation.community import Case
 from guideline.remote.apply import apply_patient
 from guideline.remote.capability import APPLY, missing_capabilities
@@ -222,9 +222,12 @@ def _apply_cell(ch: Channels, pid: str, want: dict[str, list[str]]) -> Cell:
 
 def _cds_cell(ch: Channels, pid: str, want: dict[str, list[str]]) -> Cell:
     assert ch.cds is not None and ch.templates is not None  # noqa: S101 - only called when CDS is supported
-    expected = sorted(want)
+    # A server may keep informational recommendations (R6) out of CDS Hooks (project safety rule 17: ours does
+    # unless guideline.cds.informational-cards is on): one it does not list is not expected to give a card.
+    offered = [p for p in ch.plans if p["id"] in ch.templates or not is_informational(p)]
+    expected = sorted(k for k in want if k in {p["id"] for p in offered})
     fired = []
-    for plan in ch.plans:
+    for plan in offered:
         if plan["id"] not in ch.templates:
             return Cell(DISAGREE, expected, None, f"no CDS service '{plan['id']}' in the discovery document")
         try:

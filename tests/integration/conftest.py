@@ -20,6 +20,7 @@ from guideline.remote.cds import discover
 from guideline.remote.http import Client
 from guideline.remote.publish import publish_resources
 from tests.support import ROOT
+from tests.support.cdscards import Knowledge
 from tests.support.deploy import db_args
 from tests.support.netutil import free_port
 
@@ -39,7 +40,8 @@ def published(server_url: str, config: Config, engine: Engine) -> dict[str, Any]
     with Client(server_url) as client:
         publish_resources(client, pkg.resources)
         plans = recommendation_plans(client, config.package.pathway)
-        want = {p["id"] for p in plans}
+        # The services the server offers: informational ones (R6) are not listed by default (project safety rule 17).
+        want = set(Knowledge(pkg.resources).card_plans(p["id"] for p in plans))
         deadline = time.monotonic() + 120
         have: set[str] = set()
         services: list[dict[str, Any]] = []

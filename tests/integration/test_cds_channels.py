@@ -26,7 +26,7 @@ from guideline.remote.patients import load_patient
 from tests.integration.conftest import Ehr
 from tests.support import CASES_DIR, TESTS
 from tests.support.casedata import on_rolled_case, read_case
-from tests.support.cdscards import Knowledge, check_card
+from tests.support.cdscards import INFORMATIONAL_CARDS, Knowledge, check_card
 from tests.support.netutil import free_port
 from tests.support.tiers import tier_cases
 
@@ -82,10 +82,11 @@ def _per_service(client: Client, published: dict[str, Any], pid: str) -> tuple[s
     """Channel (f) on each recommendation service: which fired, and all their cards in recommendation order."""
     fired, cards = set(), []
     knowledge = Knowledge(published["pkg"].resources)
-    for plan in published["plans"]:  # pathway order (R1 ... R6)
-        resp = call(client, plan["id"], patient=pid)
+    # pathway order (R1 ... R6), the services the server offers (rule 17: not R6 by default)
+    for plan_id in knowledge.card_plans(p["id"] for p in published["plans"]):
+        resp = call(client, plan_id, patient=pid)
         if resp["cards"]:
-            fired.add(plan["id"])
+            fired.add(plan_id)
         cards += _cards(resp, pid, knowledge)
     return fired, cards
 
@@ -134,7 +135,10 @@ def test_every_channel_agrees_with_local(
             return fired, cards, _pathway_on_every_channel(client, data, ehr.token, published, pid)
 
     (fired, cards, results), rolled, at = on_rolled_case(expected["at"], bundle, on_servers)
-    local = {r["id"] for r in recommend(published["pkg"], rolled, at, engine)["recommendations"]}
+    knowledge = Knowledge(published["pkg"].resources)
+    local = set(
+        knowledge.card_plans(r["id"] for r in recommend(published["pkg"], rolled, at, engine)["recommendations"])
+    )
     row = {ch: ("ok" if fired == local and got == cards else "DIFF") for ch, got in results.items()}
     CHANNEL_AGREEMENT.append((case.name, row))
     assert set(row.values()) == {"ok"}, json.dumps(
@@ -251,7 +255,12 @@ def test_discovery_is_cds_hooks_2_with_minimal_templates(server_url: str, publis
     jsonschema.validate(doc, schema)
     ids = [s["id"] for s in doc["services"]]
     assert ids[0] == PATHWAY_SERVICE
-    assert {p["id"] for p in published["plans"]} <= set(ids)
+    knowledge = Knowledge(published["pkg"].resources)
+    offered = knowledge.card_plans(p["id"] for p in published["plans"])
+    assert set(offered) <= set(ids)
+    # Project safety rule 17: informational recommendations are not advertised unless the server offers them.
+    assert not {p["id"] for p in published["plans"]} - set(offered) & set(ids)
+    assert doc["services"][0]["extension"]["org.example.gl.pathway-of"] == offered
     for service in doc["services"]:
         templates = list(service.get("prefetch", {}).values())
         assert "Patient/{{context.patientId}}" in templates, service["id"]
@@ -261,6 +270,13 @@ def test_discovery_is_cds_hooks_2_with_minimal_templates(server_url: str, publis
     pathway = doc["services"][0]["prefetch"]
     union = {t for s in doc["services"][1:] for t in s.get("prefetch", {}).values()}
     assert set(pathway.values()) == union
+
+
+def test_informational_service_is_not_offered(server_url: str, published: dict[str, Any]) -> None:
+    """Verify that, with informational cards off (the default), a call to the R6 service is a 404 saying why."""
+    assert not INFORMATIONAL_CARDS
+    status, body, _ = _post(server_url, "GLR6Prognosis", _request("p"))
+    assert status == 404 and "informational" in body["error"] and "guideline.cds.informational-cards" in body["error"]
 
 
 def test_unknown_service_is_404(server_url: str, published: dict[str, Any]) -> None:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
+from guideline.core.fhir import is_informational
+
 INDICATORS = {"info", "warning", "critical"}
+# The server's default for guideline.cds.informational-cards (application.yaml): informational recommendations
+# (R6) are not sent as CDS cards (project safety rule 17). The test servers run with the default.
+INFORMATIONAL_CARDS = False
 OVERRIDE_SYSTEM_SUFFIX = "/CodeSystem/gl-cds-override-reason"
 
 
@@ -36,6 +42,12 @@ class Knowledge:
 
         walk(plan.get("action") or [])
         return out
+
+    def card_plans(self, ids: Iterable[str]) -> list[str]:
+        """Of the recommendations `ids` (in their order), those the CDS services answer with a card: the one place
+        the tests decide it. Informational ones (proposing nothing, `core.fhir.is_informational`) only when the
+        server offers them (`INFORMATIONAL_CARDS`, its default)."""
+        return [i for i in ids if INFORMATIONAL_CARDS or not is_informational(self.plans[i])]
 
     def activities_all_conditional(self, plan: dict[str, Any]) -> bool:
         """Whether every action of the plan that proposes an activity has an applicability condition of its own."""

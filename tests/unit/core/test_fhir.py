@@ -328,3 +328,19 @@ def test_two_plans_without_ids_are_not_a_cycle() -> None:
     steps = list(iter_actions(outer, {"http://x/inner": inner}.get))
     assert [s.path for s in steps] == ["action[0]", "action[0]"]
     assert steps[1].action == {"title": "leaf"}
+
+
+def test_is_informational_means_no_activity_at_any_depth() -> None:
+    """Verify that a plan is informational exactly when none of its actions, at any depth, references an
+    ActivityDefinition (project safety rule 17: such a plan's CDS service is offered only when turned on)."""
+    from guideline.core.fhir import is_informational
+
+    r6 = {"resourceType": "PlanDefinition", "id": "R6", "action": [{"title": "Prognosis", "action": [{"title": "x"}]}]}
+    r2 = {
+        "resourceType": "PlanDefinition",
+        "id": "R2",
+        "action": [{"title": "Drug", "action": [{"definitionCanonical": "ActivityDefinition/GLProposeBromocriptine"}]}],
+    }
+    assert is_informational(r6)
+    assert not is_informational(r2)
+    assert is_informational({"resourceType": "PlanDefinition", "id": "empty"})

@@ -163,7 +163,33 @@ def test_orphanet_codes_in_both_forms(package: Package) -> None:
     ("case", "library", "present", "absent"),
     [
         ("safety9-tg-1000-oil-caution", "GLR4Diet", ["medium-chain", "dietitian", "specialist review"], []),
-        ("safety9-tg-999-no-caution", "GLR4Diet", ["medium-chain", "dietitian"], ["specialist review"]),
+        # Rule 17 moved rule 9's threshold from 1,000 to 500 mg/dL: 999 now cautions, 499 does not.
+        ("safety9-tg-999-no-caution", "GLR4Diet", ["medium-chain", "dietitian", "specialist review"], []),
+        ("safety17-tg-499-no-caution", "GLR4Diet", ["medium-chain", "dietitian"], ["specialist review"]),
+        ("safety17-tg-500-caution", "GLR4Diet", ["triglycerides result in the lab lookback", "specialist review"], []),
+        (
+            "safety17-pancreatitis-resolved",
+            "GLR4Diet",
+            ["history of pancreatitis", "specialist review"],
+            ["triglycerides result in the lab lookback"],
+        ),
+        (
+            "r2-galactorrhoea",
+            "GLR2Bromocriptine",
+            [
+                "Strength: weak; certainty: very low (the source grades nothing)",
+                "off-label",
+                "no licensed dose",
+                "metreleptin",
+                "FDA: Myalept, February 2014; EMA: Myalepta, 2018",
+                "glucose- and lipid-lowering treatment",
+                "coronary or other cardiovascular disease",
+                "fibrotic disorders and heart-valve disease (echocardiography before long-term use)",
+                "serious psychiatric illness",
+                "ovulation may return",
+            ],
+            ["dose per prescriber and product label"],
+        ),
         ("r2-insulin-just-above", "GLR2Bromocriptine", ["uncontrolled hypertension", "ergot", "post-partum"], []),
         ("safety3-breastfeeding-prolactin", "GLR1InsulinAssessment", ["breast-feeding"], []),
         ("gl-adult-no-data", "GLR1InsulinAssessment", [], ["breast-feeding", "suspected"]),
@@ -250,6 +276,45 @@ def test_r2_title_names_the_drug_only_when_proposed(
     assert ("bromocriptine" in r2["title"].lower()) is drug_in_title, r2["title"]
     proposes = any(a["resourceType"] == "MedicationRequest" for a in r2["activities"])
     assert proposes is drug_in_title
+
+
+def _plan(package: Package, pid: str) -> dict[str, Any]:
+    return next(r for r in package.resources if r["resourceType"] == "PlanDefinition" and r["id"] == pid)
+
+
+def test_drug_cards_state_evidence_and_alternatives(package: Package) -> None:
+    """Verify that both drug cards' texts state the rating, the off-label use and metreleptin (rule 17), and that
+    the metreleptin approvals are cited as labelled context with a url, never as the source."""
+    for pid in ("GLR2Bromocriptine", "GLR3Levocarnitine"):
+        plan = _plan(package, pid)
+        text = plan["action"][0]["description"]
+        for phrase in (
+            "Strength: weak; certainty: very low (the source grades nothing)",
+            "off-label",
+            "no licensed dose",
+            "metreleptin",
+            "glucose- and lipid-lowering treatment",
+            "project safety rule 17",
+        ):
+            assert phrase in text, (pid, phrase)
+        context = {a["label"]: a for a in plan["relatedArtifact"] if str(a.get("label", "")).startswith("context-")}
+        assert set(context) == {"context-metreleptin-fda", "context-metreleptin-ema"}, pid
+        for a in context.values():
+            assert a["type"] == "documentation" and a["url"].startswith("https://")
+            assert a["display"].startswith("CONTEXT, NOT FROM THE SOURCE") and "Checked 2026-" in a["citation"]
+    checks = _plan(package, "GLR2Bromocriptine")["action"][0]["description"]
+    for phrase in ("echocardiography before long-term use", "serious psychiatric illness", "ovulation may return"):
+        assert phrase in checks
+
+
+def test_diet_title_does_not_state_the_source_chemistry(package: Package) -> None:
+    """Verify that R4's titles name the source's oils without calling them short-chain (rule 17), while the
+    source's sentence stays quoted as the source's."""
+    plan = _plan(package, "GLR4Diet")
+    for title in (plan["title"], plan["action"][0]["title"]):
+        assert "short-chain" not in title.lower(), title
+    quotes = [d["citation"] for d in plan["action"][0]["documentation"]]
+    assert any("short-chain fatty acid residues" in q for q in quotes)
 
 
 def test_project_safety_rules_are_marked_apart_from_the_source(package: Package) -> None:

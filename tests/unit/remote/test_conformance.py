@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from guideline.cli.conformance import table
 from guideline.core.errors import NotFoundError, ServerRejectedError
 from guideline.remote.conformance import (
@@ -108,3 +110,31 @@ def test_table_has_a_row_per_scenario_and_a_column_per_channel() -> None:
     assert lines[0].split() == ["scenario", "apply", "cds"]
     assert lines[1].split() == ["gl-adult", "agree", "n/s"]
     assert lines[2].split() == ["r2", "DISAGREE", "agree"]
+
+
+def test_cds_cell_expects_no_card_from_an_unlisted_informational_recommendation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Verify that an informational recommendation (no activity) the server does not list in discovery is not
+    expected to give a card (project safety rule 17), while a missing service that proposes something disagrees."""
+    from guideline.remote import conformance
+
+    drug = {"resourceType": "PlanDefinition", "id": "R2", "action": [{"definitionCanonical": "ActivityDefinition/X"}]}
+    info = {"resourceType": "PlanDefinition", "id": "R6", "action": [{"title": "prognosis"}]}
+    calls: list[str] = []
+
+    def fake_call(_client: object, service: str, **_kw: object) -> dict[str, object]:
+        calls.append(service)
+        return {"cards": [{"summary": service}]}
+
+    monkeypatch.setattr(conformance, "call", fake_call)
+    cds = object()
+    ch = conformance.Channels(fhir=None, cds=cds, plans=[drug, info], templates={"R2": {}})  # type: ignore[arg-type]
+    cell = conformance._cds_cell(ch, "p", {"R2": [], "R6": []})
+    assert (cell.status, cell.expected, cell.got, calls) == (AGREE, ["R2"], ["R2"], ["R2"])
+    # Listed (informational cards on), R6 is called and expected like any other.
+    ch = conformance.Channels(fhir=None, cds=cds, plans=[drug, info], templates={"R2": {}, "R6": {}})  # type: ignore[arg-type]
+    assert conformance._cds_cell(ch, "p", {"R2": [], "R6": []}).status == AGREE
+    # A service that proposes something must be listed.
+    ch = conformance.Channels(fhir=None, cds=cds, plans=[drug, info], templates={"R6": {}})  # type: ignore[arg-type]
+    assert conformance._cds_cell(ch, "p", {"R2": [], "R6": []}).status == DISAGREE

@@ -231,13 +231,15 @@ def test_value_sets_come_with_expansions(package: Package, site: Site) -> None:
     assert "gl-levocarnitine-medications" not in ids
     r4 = next(r for r in site.recommendations if r.id == "GLR4Diet")
     # Issue 13: pregnancy/post-partum/breast-feeding (rule 3) and the triglyceride oil caution (rule 9); issue 23:
-    # the related dietitian referral codes (rule 15) and pregnancy from a qualitative hCG result (rule 13).
+    # the related dietitian referral codes (rule 15), pregnancy from a qualitative hCG result (rule 13), and a
+    # history of pancreatitis, which also triggers the oil caution (rule 17).
     assert sorted(v.id for v in r4.value_sets) == [
         "gl-conditions",
         "gl-delivery-procedures",
         "gl-dietitian-referrals",
         "gl-hcg-qualitative",
         "gl-lactation-findings",
+        "gl-pancreatitis-conditions",
         "gl-pregnancy-conditions",
         "gl-triglycerides-tests",
     ]
@@ -470,6 +472,39 @@ def test_recommendation_page_content(files: dict[str, bytes], site: Site) -> Non
     assert json.loads(files["json/PlanDefinition-GLR2Bromocriptine.json"])["id"] == "GLR2Bromocriptine"
 
 
+def test_safety_rules_are_read_from_the_artifacts(package: Package, cases: list[dict[str, Any]]) -> None:
+    """Verify that the pages list whatever project safety rules the artifacts declare, in rule order and apart from
+    the source, with no list of rules in the renderer: rules added on other branches (11 and 13 of issue 23) appear
+    once merged, as rules 10-17 do now."""
+    resources = copy.deepcopy(package.resources)
+    plans = {r["id"]: r for r in resources if r["resourceType"] == "PlanDefinition"}
+    for n in (11, 13):
+        marker = {
+            "type": "documentation",
+            "label": f"project-safety-rule-{n}",
+            "display": f"Project safety rule {n} (not from the source): injected rule {n}.",
+            "citation": f"Basis: injected basis {n}.",
+        }
+        for pid in ("GLPathway", "GLR2Bromocriptine"):
+            plans[pid]["relatedArtifact"].append(dict(marker))
+    extended = dataclasses.replace(package, resources=resources)
+    site = site_model(extended, cases)
+    want = sorted([*SAFETY_RULES, 11, 13])
+    assert [r.number for r in site.safety_rules] == want
+    assert {10, 12, 14, 15, 16, 17} <= {r.number for r in site.safety_rules}
+    r2 = next(r for r in site.recommendations if r.id == "GLR2Bromocriptine")
+    assert {11, 13} <= {r.number for r in r2.safety_rules}
+    files = site_files(extended, cases, site)
+    index = files["index.html"].decode("utf-8")
+    safety = index[index.index('<h2 id="safety">') :]
+    for n in want:
+        assert f'id="safety-rule-{n}"' in safety
+    assert "injected rule 13." in safety and "injected rule 13." not in index[: index.index('<h2 id="safety">')]
+    page = files[r2.page].decode("utf-8")
+    section = page[page.index('<h2 id="safety">') : page.index("<h2>Rating</h2>")]
+    assert "<b>Rule 11.</b>" in section and "injected basis 11" in section
+
+
 def test_safety_rules_are_shown_apart_from_the_source(files: dict[str, bytes], site: Site, package: Package) -> None:
     """Verify that the index, each recommendation page and the traceability page list the project safety
     rules in a section of their own, after the source's quotes, never inside a quote."""
@@ -481,8 +516,14 @@ def test_safety_rules_are_shown_apart_from_the_source(files: dict[str, bytes], s
         assert f'id="safety-rule-{n}"' in index
     for r in site.recommendations:
         plan = next(p for p in package.resources if p.get("id") == r.id and p["resourceType"] == "PlanDefinition")
-        declared = {a["label"] for a in plan.get("relatedArtifact", []) if a.get("type") == "documentation"}
+        declared = {
+            a["label"]
+            for a in plan.get("relatedArtifact", [])
+            if a.get("type") == "documentation" and str(a.get("label", "")).startswith("project-safety-rule-")
+        }
         assert {f"project-safety-rule-{s.number}" for s in r.safety_rules} == declared
+        # Labelled context (rule 17's metreleptin approvals) is neither a rule nor a quote of the source.
+        assert not any("metreleptin" in q.text.lower() for q in r.quotes), r.id
         page = files[r.page].decode("utf-8")
         if r.safety_rules:
             section = page[page.index('<h2 id="safety">') : page.index("<h2>Rating</h2>")]

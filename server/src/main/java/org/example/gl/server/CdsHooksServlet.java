@@ -36,6 +36,12 @@ import org.slf4j.LoggerFactory;
  * the engine search the database. Cards: {@link CdsCards}; feedback: {@link CdsFeedback}.
  * Discovery publishes the Patient template as a read ({@code Patient/{{context.patientId}}}), not CR's
  * {@code Patient?_id=...} search. A servlet Filter on /cds-services/* runs before all of this.
+ *
+ * <p>Informational recommendations (R6) are offered only when {@code guideline.cds.informational-cards} is on
+ * ({@link InformationalCards}, project safety rule 17). Off (the default), their services are left out of
+ * discovery, out of the pathway service and its {@code pathway-of} list, and a call or feedback to one is a 404
+ * saying why: discovery is what a client calls at every chart opening, so a service listed there would either show
+ * the card the setting turns off or be evaluated for nothing.
  */
 public class CdsHooksServlet extends HttpServlet {
 	private static final Logger ourLog = LoggerFactory.getLogger(CdsHooksServlet.class);
@@ -47,11 +53,13 @@ public class CdsHooksServlet extends HttpServlet {
 	private final transient CdsEvaluator evaluator;
 	private final transient CdsCards cardMaker;
 	private final transient CdsFeedback feedback;
+	private final transient InformationalCards informational;
 
 	/**
 	 * The servlet over HAPI's service {@code registry}, writing JSON with {@code mapper}; {@code fhirServerBudget}
 	 * bounds the reads of missing prefetch; {@code pathwayId} is the id of the service that runs every
-	 * recommendation; cards from {@code evaluator} and {@code cardMaker}, feedback through {@code feedback}.
+	 * recommendation; cards from {@code evaluator} and {@code cardMaker}, feedback through {@code feedback};
+	 * {@code informational} decides whether an informational recommendation's service is offered.
 	 */
 	public CdsHooksServlet(
 			ICdsServiceRegistry registry,
@@ -60,7 +68,8 @@ public class CdsHooksServlet extends HttpServlet {
 			String pathwayId,
 			CdsEvaluator evaluator,
 			CdsCards cardMaker,
-			CdsFeedback feedback) {
+			CdsFeedback feedback,
+			InformationalCards informational) {
 		this.registry = registry;
 		this.mapper = mapper;
 		this.prefetch = new PrefetchResolver(mapper, fhirServerBudget);
@@ -68,17 +77,20 @@ public class CdsHooksServlet extends HttpServlet {
 		this.evaluator = evaluator;
 		this.cardMaker = cardMaker;
 		this.feedback = feedback;
+		this.informational = informational;
 	}
 
 	/**
 	 * The per-recommendation patient-view services the pathway service runs, in the order of the pathway
-	 * PlanDefinition's actions (R1 ... R6); services it does not reach come after, by id.
+	 * PlanDefinition's actions (R1 ... R6); services it does not reach come after, by id. Services not offered
+	 * (informational ones while informational cards are off) are left out.
 	 */
 	private List<CdsServiceJson> recommendationServices() {
 		List<CdsServiceJson> all = registry.getCdsServicesJson().getServices();
 		List<String> order = evaluator.pathwayPlans();
 		return (all == null ? List.<CdsServiceJson>of() : all).stream()
 				.filter(s -> "patient-view".equals(s.getHook()) && !pathwayId.equals(s.getId()))
+				.filter(s -> informational.offered(s.getId()))
 				.sorted(Comparator.comparing((CdsServiceJson s) -> order.contains(s.getId()) ? order.indexOf(s.getId()) : order.size())
 						.thenComparing(CdsServiceJson::getId))
 				.toList();
@@ -156,6 +168,13 @@ public class CdsHooksServlet extends HttpServlet {
 		if (!body.has("services")) {
 			body.putArray("services"); // the encoder drops an empty list; discovery must still say "services": []
 		}
+		// services not offered (informational ones while informational cards are off) are not advertised
+		ArrayNode listed = (ArrayNode) body.get("services");
+		for (int i = listed.size() - 1; i >= 0; i--) {
+			if (!informational.offered(listed.get(i).path("id").asText())) {
+				listed.remove(i);
+			}
+		}
 		for (JsonNode service : body.get("services")) {
 			if (service.get("prefetch") instanceof ObjectNode templates) {
 				templates.properties().forEach(e -> e.setValue(
@@ -184,7 +203,7 @@ public class CdsHooksServlet extends HttpServlet {
 		boolean pathway = id.equals(pathwayId) && !recommendations.isEmpty();
 		CdsServiceJson service = pathway ? null : registeredService(id);
 		if (!pathway && service == null) {
-			write(resp, 404, Map.of("error", "No CDS service '" + id + "' is registered"));
+			write(resp, 404, Map.of("error", notOffered(id)));
 			return;
 		}
 		try {
@@ -223,6 +242,9 @@ public class CdsHooksServlet extends HttpServlet {
 	 * published yet): both mean "no such service", a 404 rather than a 500.
 	 */
 	private CdsServiceJson registeredService(String id) {
+		if (!informational.offered(id)) {
+			return null; // registered, but turned off: see notOffered
+		}
 		try {
 			return registry.getCdsServiceJson(id);
 		} catch (IllegalArgumentException | NullPointerException e) {
@@ -230,11 +252,20 @@ public class CdsHooksServlet extends HttpServlet {
 		}
 	}
 
+	/** The 404 message for a service id that is not offered: turned off (informational), or not registered. */
+	private String notOffered(String id) {
+		if (!informational.offered(id)) {
+			return "CDS service '" + id + "' is informational (it proposes nothing) and is not offered while"
+					+ " guideline.cds.informational-cards is false (project safety rule 17)";
+		}
+		return "No CDS service '" + id + "' is registered";
+	}
+
 	/** POST /cds-services/{id}/feedback (CDS Hooks 2.0): checked against the cards {@code id} sent, then stored. */
 	private void postFeedback(HttpServletRequest req, HttpServletResponse resp, String id) throws IOException {
 		boolean known = (id.equals(pathwayId) && !recommendationServices().isEmpty()) || registeredService(id) != null;
 		if (!known) {
-			write(resp, 404, Map.of("error", "No CDS service '" + id + "' is registered"));
+			write(resp, 404, Map.of("error", notOffered(id)));
 			return;
 		}
 		try {

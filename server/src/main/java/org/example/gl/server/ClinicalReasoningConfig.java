@@ -186,15 +186,17 @@ public class ClinicalReasoningConfig {
 		// the package's override-reason CodeSystem, read like the other knowledge: cached until knowledge changes
 		OverrideReasons reasons = new OverrideReasons(
 				url -> (CodeSystem) knowledge.resource("CodeSystem?url=" + url, () -> storedCodeSystem(daos, url)));
+		var evaluator = new CdsEvaluator(
+				repositories, crSettings, daos, matchUrls, knowledge, fhirContext, mapper, cds.pathwayPlanDefinition());
 		var servlet = new CdsHooksServlet(
 				registry,
 				mapper,
 				Duration.ofSeconds(cds.fhirServerTimeoutSeconds()),
 				cds.pathwayServiceId(),
-				new CdsEvaluator(
-						repositories, crSettings, daos, matchUrls, knowledge, fhirContext, mapper, cds.pathwayPlanDefinition()),
+				evaluator,
 				new CdsCards(fhirContext, mapper, cds.siteBaseUrl(), id -> readActivity(daos, id), reasons),
-				new CdsFeedback(new CdsFeedbackStore(daos), reasons));
+				new CdsFeedback(new CdsFeedbackStore(daos), reasons),
+				new InformationalCards(cds.informationalCards(), evaluator::plan));
 		var reg = new ServletRegistrationBean<>(servlet, "/cds-services", "/cds-services/*");
 		reg.setName("cds-hooks");
 		return reg;

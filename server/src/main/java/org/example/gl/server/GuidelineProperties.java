@@ -60,6 +60,8 @@ public record GuidelineProperties(String dataDir, String requireTokenFile, Strin
 	 * @param siteBaseUrl card source.url base; "" = the package canonical
 	 * @param issuersFile trusted CDS clients (JWT issuers); "" = calls not authenticated (127.0.0.1 only)
 	 * @param publicBaseUrl the base URL EHRs call (behind a proxy); "" = each request's own URL
+	 * @param informationalCards offer informational recommendations (R6, proposing nothing) as CDS cards; default
+	 *     false (project safety rule 17: a card at every chart opening that proposes nothing is alert fatigue)
 	 * @param jwt the JWT time checks
 	 */
 	public record Cds(
@@ -69,6 +71,7 @@ public record GuidelineProperties(String dataDir, String requireTokenFile, Strin
 			String siteBaseUrl,
 			String issuersFile,
 			String publicBaseUrl,
+			boolean informationalCards,
 			Jwt jwt) {
 		/** Absent texts become ""; the JWT checks must be configured (application.yaml holds their defaults). */
 		public Cds {

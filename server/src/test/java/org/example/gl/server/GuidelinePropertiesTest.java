@@ -43,6 +43,7 @@ class GuidelinePropertiesTest {
 		assertEquals("", p.cds().siteBaseUrl());
 		assertEquals("", p.cds().issuersFile());
 		assertEquals("", p.cds().publicBaseUrl());
+		assertFalse(p.cds().informationalCards());
 		assertEquals(60, p.cds().jwt().skewSeconds());
 		assertEquals(300, p.cds().jwt().maxLifetimeSeconds());
 	}
@@ -58,6 +59,7 @@ class GuidelinePropertiesTest {
 				"guideline.cds.public-base-url", "https://cds.example.org",
 				"guideline.cds.site-base-url", "https://site.example.org",
 				"guideline.cds.fhir-server-timeout-seconds", "3",
+				"guideline.cds.informational-cards", "true",
 				"guideline.cds.jwt.skew-seconds", "5",
 				"guideline.cds.jwt.max-lifetime-seconds", "120"), Map.of());
 		assertEquals("/data", p.dataDir());
@@ -67,6 +69,7 @@ class GuidelinePropertiesTest {
 		assertEquals("https://cds.example.org", p.cds().publicBaseUrl());
 		assertEquals("https://site.example.org", p.cds().siteBaseUrl());
 		assertEquals(3, p.cds().fhirServerTimeoutSeconds());
+		assertTrue(p.cds().informationalCards());
 		assertEquals(5, p.cds().jwt().skewSeconds());
 		assertEquals(120, p.cds().jwt().maxLifetimeSeconds());
 	}
