@@ -278,6 +278,29 @@ def test_r2_title_names_the_drug_only_when_proposed(
     assert proposes is drug_in_title
 
 
+@pytest.mark.parametrize(
+    ("case", "diet_in_title"),
+    [
+        ("safety10-day-before-18th-birthday", False),
+        ("safety10-18th-birthday", True),
+        ("r5-child", False),
+    ],
+)
+def test_r4_title_names_the_low_calorie_diet_only_when_proposed(
+    case: str, diet_in_title: bool, package: Package, engine: Engine
+) -> None:
+    """Verify that R4's card title heads with the low-calorie diet only when the card proposes it (project safety
+    rules 10 and 17): a child's card is titled by the paediatric dietitian's plan."""
+    bundle, _ = load_patient_bundle(CASES_DIR / case / "patient.json")
+    doc = recommend(package, bundle, _expected(CASES_DIR / case)["at"], engine)
+    (r4,) = [r for r in doc["recommendations"] if r["id"] == "GLR4Diet"]
+    assert r4["title"].lower().startswith("low-calorie diet") is diet_in_title, r4["title"]
+    assert "short-chain" not in r4["title"].lower()
+    low_calorie = "http://snomed.info/sct|182956005"  # ActivityDefinition GLOrderLowCalorieDiet
+    proposes = any(low_calorie in a["codes"] for a in r4["activities"])
+    assert proposes is diet_in_title
+
+
 def _plan(package: Package, pid: str) -> dict[str, Any]:
     return next(r for r in package.resources if r["resourceType"] == "PlanDefinition" and r["id"] == pid)
 
