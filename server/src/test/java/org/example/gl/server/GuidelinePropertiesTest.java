@@ -45,6 +45,7 @@ class GuidelinePropertiesTest {
 		assertEquals("", p.cds().publicBaseUrl());
 		assertEquals(60, p.cds().jwt().skewSeconds());
 		assertEquals(300, p.cds().jwt().maxLifetimeSeconds());
+		assertTrue(p.bulkExport().enabled());
 	}
 
 	/** Verify that the names scripts/server and the README use (-D guideline.*) set what they say. */
@@ -59,7 +60,8 @@ class GuidelinePropertiesTest {
 				"guideline.cds.site-base-url", "https://site.example.org",
 				"guideline.cds.fhir-server-timeout-seconds", "3",
 				"guideline.cds.jwt.skew-seconds", "5",
-				"guideline.cds.jwt.max-lifetime-seconds", "120"), Map.of());
+				"guideline.cds.jwt.max-lifetime-seconds", "120",
+				"guideline.bulk-export.enabled", "false"), Map.of());
 		assertEquals("/data", p.dataDir());
 		assertEquals("/ehr-token", p.requireTokenFile());
 		assertEquals("/write-token", p.writeTokenFile());
@@ -69,6 +71,7 @@ class GuidelinePropertiesTest {
 		assertEquals(3, p.cds().fhirServerTimeoutSeconds());
 		assertEquals(5, p.cds().jwt().skewSeconds());
 		assertEquals(120, p.cds().jwt().maxLifetimeSeconds());
+		assertFalse(p.bulkExport().enabled());
 	}
 
 	/** Verify that the GUIDELINE_DB_* variables reach guideline.db.*, stripped as the environment may pad them. */
