@@ -36,8 +36,16 @@ public record GuidelineProperties(
 	 * FHIR Bulk Data export.
 	 *
 	 * @param enabled whether /fhir offers $export (system, Group/[id], Patient) and $export-poll-status
+	 * @param jobStepSeconds how often HAPI's batch jobs (an export's steps) advance: its maintenance pass interval
 	 */
-	public record BulkExport(boolean enabled) {}
+	public record BulkExport(boolean enabled, long jobStepSeconds) {
+		/** The interval must be positive (HAPI schedules the pass with it). */
+		public BulkExport {
+			if (jobStepSeconds < 1) {
+				throw new IllegalStateException("guideline.bulk-export.job-step-seconds must be at least 1, got " + jobStepSeconds);
+			}
+		}
+	}
 
 	/**
 	 * PostgreSQL connection ({@code GUIDELINE_DB_*} in application.yaml): read from the environment, never from

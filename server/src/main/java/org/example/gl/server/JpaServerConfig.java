@@ -1,6 +1,8 @@
 package org.example.gl.server;
 
+import ca.uhn.fhir.batch2.api.IJobMaintenanceService;
 import ca.uhn.fhir.batch2.jobs.export.BulkDataExportProvider;
+import ca.uhn.fhir.batch2.maintenance.JobMaintenanceServiceImpl;
 import ca.uhn.fhir.context.support.IValidationSupport;
 import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
 import ca.uhn.fhir.jpa.api.config.ThreadPoolFactoryConfig;
@@ -32,6 +34,7 @@ import java.util.Map;
 import javax.sql.DataSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import org.springframework.beans.factory.SmartInitializingSingleton;
 import org.springframework.beans.factory.config.ConfigurableListableBeanFactory;
 import org.springframework.boot.autoconfigure.orm.jpa.JpaProperties;
 import org.springframework.boot.web.servlet.ServletRegistrationBean;
@@ -151,6 +154,20 @@ public class JpaServerConfig {
 	static void bulkExport(JpaStorageSettings s) {
 		s.setEnableBulkExportJobReuse(false);
 		s.setJobFastTrackingEnabled(true);
+	}
+
+	/**
+	 * How often HAPI's batch jobs advance: a Bulk export moves from one step to the next only at a maintenance pass,
+	 * by default once a minute, so even a tiny export took three minutes. Set before the scheduler starts (it
+	 * schedules the pass once, when the context is refreshed; singletons are all created before that).
+	 */
+	@Bean
+	public SmartInitializingSingleton batchMaintenanceInterval(IJobMaintenanceService maintenance, GuidelineProperties props) {
+		return () -> {
+			if (maintenance instanceof JobMaintenanceServiceImpl impl) {
+				impl.setScheduledJobFrequencyMillis(props.bulkExport().jobStepSeconds() * 1000L);
+			}
+		};
 	}
 
 	@Bean

@@ -46,6 +46,7 @@ class GuidelinePropertiesTest {
 		assertEquals(60, p.cds().jwt().skewSeconds());
 		assertEquals(300, p.cds().jwt().maxLifetimeSeconds());
 		assertTrue(p.bulkExport().enabled());
+		assertEquals(5, p.bulkExport().jobStepSeconds());
 	}
 
 	/** Verify that the names scripts/server and the README use (-D guideline.*) set what they say. */
@@ -60,8 +61,7 @@ class GuidelinePropertiesTest {
 				"guideline.cds.site-base-url", "https://site.example.org",
 				"guideline.cds.fhir-server-timeout-seconds", "3",
 				"guideline.cds.jwt.skew-seconds", "5",
-				"guideline.cds.jwt.max-lifetime-seconds", "120",
-				"guideline.bulk-export.enabled", "false"), Map.of());
+				"guideline.cds.jwt.max-lifetime-seconds", "120"), Map.of());
 		assertEquals("/data", p.dataDir());
 		assertEquals("/ehr-token", p.requireTokenFile());
 		assertEquals("/write-token", p.writeTokenFile());
@@ -71,7 +71,15 @@ class GuidelinePropertiesTest {
 		assertEquals(3, p.cds().fhirServerTimeoutSeconds());
 		assertEquals(5, p.cds().jwt().skewSeconds());
 		assertEquals(120, p.cds().jwt().maxLifetimeSeconds());
+	}
+
+	/** Verify that guideline.bulk-export.* turn $export off and set the batch step interval. */
+	@Test
+	void bulkExportOptions() throws Exception {
+		GuidelineProperties p = bind(Map.of(
+				"guideline.bulk-export.enabled", "false", "guideline.bulk-export.job-step-seconds", "2"), Map.of());
 		assertFalse(p.bulkExport().enabled());
+		assertEquals(2, p.bulkExport().jobStepSeconds());
 	}
 
 	/** Verify that the GUIDELINE_DB_* variables reach guideline.db.*, stripped as the environment may pad them. */
