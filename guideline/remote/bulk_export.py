@@ -48,6 +48,7 @@ CODE_SEARCH_TYPES = frozenset(
 # compartment only), so they are fetched afterwards by the ids the exported resources name.
 SHARED_TYPES = frozenset({"Medication", "Substance"})
 _ID_CHUNK = 50  # ids per `_id=` search: keeps the URL well under common 8 KB limits
+_ERRORS_SHOWN = 10  # export errors shown one by one; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -508,7 +509,7 @@ def run_export(
     if not isinstance(manifest, dict):
         manifest = poll(client, status_url, policy, progress)
         folder.save(manifest=manifest)
-    _report_errors(manifest, progress)
+    _report_errors(client, manifest, progress)
     files = download(client, manifest, folder.work, progress)
     for rtype in request.later_types:
         ids = referenced_ids(folder.work, files, rtype)
@@ -521,8 +522,28 @@ def run_export(
     return ExportResult(out, files, str(manifest.get("transactionTime", "")), folder.resumed)
 
 
-def _report_errors(manifest: Mapping[str, Any], progress: Progress) -> None:
-    """Name the server's error files (OperationOutcomes about resources it could not export)."""
+def _report_errors(client: Client, manifest: Mapping[str, Any], progress: Progress) -> int:
+    """Show the text of the server's error files (OperationOutcomes about what it could not export); their count.
+
+    They do not stop the export (the Bulk Data IG lists them beside a complete `output`), but a reader
+    of the results has to know that some resources are missing.
+    """
+    send_token = manifest.get("requiresAccessToken") is True
+    shown = 0
     for item in manifest.get("error") or []:
-        if isinstance(item, dict):
-            progress(f"warning: the server reports export errors in {item.get('url')}")
+        url = item.get("url") if isinstance(item, dict) else None
+        if not isinstance(url, str):
+            continue
+        resp = client.request("GET", url, headers={"Accept": NDJSON}, send_token=send_token)
+        for line in resp.content.splitlines():
+            try:
+                text = operation_outcome_text(json.loads(line)) if line.strip() else ""
+            except ValueError:
+                text = ""
+            if text:
+                shown += 1
+                if shown <= _ERRORS_SHOWN:
+                    progress(f"warning: the server could not export everything: {text}")
+    if shown > _ERRORS_SHOWN:
+        progress(f"warning: … and {shown - _ERRORS_SHOWN} more export errors (the manifest's `error` files)")
+    return shown

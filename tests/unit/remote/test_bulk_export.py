@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from guideline.core.errors import ExitCode, ServerRejectedError, ServerUnreachableError, UsageError
+from guideline.core.errors import BadInputError, ExitCode, ServerRejectedError, ServerUnreachableError, UsageError
+from guideline.evaluation import spark
 from guideline.remote import bulk_export as bx
 from guideline.remote.http import Client, RetryPolicy
 from tests.unit.remote.stub import Reply, Seen, Stub, outcome, stub_server
@@ -243,6 +244,8 @@ def test_export_resumes_and_leaves_a_population_folder(stub: Stub, tmp_path: Pat
         bx.run_export(one_try, req, out, policy=_policy(waits))
     assert (out / bx.WORK_DIR / bx.STATE).is_file()
     assert not (out / bx.MANIFEST).exists()
+    with pytest.raises(BadInputError):  # a half-done export is never read as one
+        spark.export_files(str(out))
     with pytest.raises(UsageError, match="another request"):
         bx.run_export(_client(stub), bx.ExportRequest(req.query, group="g"), out, policy=_policy(waits))
     with _client(stub) as c:
@@ -256,6 +259,7 @@ def test_export_resumes_and_leaves_a_population_folder(stub: Stub, tmp_path: Pat
         ("Observation.1.ndjson", 2),
     ]
     assert manifest["transactionTime"] == "2026-12-07T10:00:00Z"
+    assert [Path(f).name for f in spark.export_files(str(out))] == ["Patient.1.ndjson", "Observation.1.ndjson"]
     with pytest.raises(UsageError, match="not empty"):
         bx.run_export(_client(stub), req, out, policy=_policy(waits))
 
@@ -284,3 +288,28 @@ def test_group_export_fetches_the_referenced_medications(stub: Stub, tmp_path: P
         ("Medication", "Medication.1.ndjson", 1),
     ]
     assert json.loads((out / "Medication.1.ndjson").read_text()) == med
+
+
+def test_export_errors_are_shown_with_their_text(stub: Stub, tmp_path: Path, waits: list[float]) -> None:
+    """Verify that the manifest's error files are fetched and their OperationOutcome text reported."""
+
+    def respond(req: Seen) -> Reply:
+        if req.path == "/fhir/$export":
+            return Reply(202, headers={"Content-Location": "status/5"})
+        if req.path == "/fhir/status/5":
+            return Reply(200, {**_manifest(stub), "error": [{"type": "OperationOutcome", "url": "Binary/e1"}]})
+        if req.path == "/fhir/Binary/e1":
+            return Reply(200, _ndjson(outcome("Observation/o9 could not be read")))
+        return Reply(200, _ndjson(PATIENT))
+
+    stub.respond = respond
+    lines: list[str] = []
+    with _client(stub) as c:
+        bx.run_export(
+            c,
+            bx.ExportRequest(bx.export_query(REQS, VALUE_SETS)),
+            tmp_path / "e",
+            progress=lines.append,
+            policy=_policy(waits),
+        )
+    assert any("Observation/o9 could not be read" in line for line in lines)
