@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,18 +81,26 @@ def _results(path: Path) -> dict[str, Any]:
     return {d["patient"]: d for d in docs}
 
 
-def test_group_export_holds_only_what_the_logic_reads(
-    ehr: Ehr, config: Config, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Verify a filtered Group export from the test EHR: only the asked-for types and codes, the referenced
-    Medications, a manifest the readers accept, and the same recommendations as the scenarios' own Bundles."""
+@dataclass(frozen=True)
+class Loaded:
+    """The scenarios on the test EHR: their patient ids, their Bundles on disk, the token file, the export query."""
+
+    pids: list[str]
+    bundles: Path
+    token_file: Path
+    query: bx.ExportQuery
+
+
+@pytest.fixture(scope="module")
+def loaded(ehr: Ehr, config: Config, engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Loaded:
+    """CASES (ids prefixed) and, for each patient, resources the logic never reads, on the test EHR; a Group of them."""
     pkg = build_package(config, engine)
     query = bx.export_query(bx.package_requirements(pkg.resources), pkg.value_sets)
     filters = {f.split("?", 1)[0]: f for f in query.type_filters}
     for rtype, (system, code) in NOISE_CODES.items():
         assert f"{system}|{code}" not in filters[rtype], f"{code} is read by the logic: not noise"
-
-    bundles_dir = tmp_path / "bundles"
+    tmp = tmp_path_factory.mktemp("bulk")
+    bundles_dir = tmp / "bundles"
     bundles_dir.mkdir()
     pids: list[str] = []
     with Client(ehr.url, token=ehr.token) as ehr_client:
@@ -110,19 +119,23 @@ def test_group_export_holds_only_what_the_logic_reads(
             "member": [{"entity": {"reference": f"Patient/{p}"}} for p in pids],
         }
         ehr_client.request("PUT", f"Group/{GROUP}", json_body=group)
-
-    token_file = tmp_path / "token"
+    token_file = tmp / "token"
     token_file.write_text(ehr.token + "\n", encoding="utf-8")
-    out = tmp_path / "export"
+    return Loaded(pids, bundles_dir, token_file, query)
+
+
+def _export(
+    ehr: Ehr, loaded: Loaded, out: Path, capsys: pytest.CaptureFixture[str], *level: str
+) -> dict[str, set[str]]:
+    """Run `guideline export` at `level` into `out`; check the folder; return the exported ids per type."""
     rc = cli.main(
         [
             "export",
             "--server",
             ehr.url,
             "--token-file",
-            str(token_file),
-            "--group",
-            GROUP,
+            str(loaded.token_file),
+            *level,
             "--out",
             str(out),
             "--max-poll-interval",
@@ -135,29 +148,38 @@ def test_group_export_holds_only_what_the_logic_reads(
     assert rc == 0, captured.err
     assert ehr.token not in captured.out + captured.err
     assert "_typeFilter=Observation?code=" in captured.err
-
     manifest = json.loads((out / bx.MANIFEST).read_text())
     assert not (out / bx.WORK_DIR).exists()
-    names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([bx.MANIFEST, *(o["url"] for o in manifest["output"])])
+    assert sorted(p.name for p in out.iterdir()) == sorted([bx.MANIFEST, *(o["url"] for o in manifest["output"])])
+    filters = {f.split("?", 1)[0]: f for f in loaded.query.type_filters}
     seen: dict[str, set[str]] = {}
     for item in manifest["output"]:
         lines = [json.loads(s) for s in (out / item["url"]).read_text().splitlines() if s.strip()]
         assert len(lines) == item["count"]
         for res in lines:
             rtype = res["resourceType"]
-            assert rtype == item["type"] and rtype in query.types
+            assert rtype == item["type"] and rtype in loaded.query.types
             assert "noise" not in res["id"], f"{rtype}/{res['id']} is not read by the logic but was exported"
             if rtype in filters:
                 codes = {f"{c.get('system')}|{c.get('code')}" for c in res["code"]["coding"]}
                 assert any(c in filters[rtype] for c in codes), f"{rtype}/{res['id']} matches no _typeFilter code"
             seen.setdefault(rtype, set()).add(res["id"])
-    assert seen["Patient"] == set(pids)
+    return seen
+
+
+def test_group_export_holds_only_what_the_logic_reads(
+    ehr: Ehr, loaded: Loaded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verify a filtered Group export from the test EHR: only the asked-for types and codes, the referenced
+    Medications, a manifest the readers accept, and the same recommendations as the scenarios' own Bundles."""
+    out = tmp_path / "export"
+    seen = _export(ehr, loaded, out, capsys, "--group", GROUP)
+    assert seen["Patient"] == set(loaded.pids)
     assert {"Medication", "MedicationRequest", "MedicationDispense", "Procedure", "ServiceRequest"} <= set(seen)
 
     # Population mode reads the folder and finds what it finds in the scenarios' own Bundles.
     from_export, from_bundles = tmp_path / "export.ndjson", tmp_path / "bundles.ndjson"
-    for source, dest in ((out, from_export), (bundles_dir, from_bundles)):
+    for source, dest in ((out, from_export), (loaded.bundles, from_bundles)):
         rc = cli.main(
             [
                 "recommend",
@@ -175,4 +197,17 @@ def test_group_export_holds_only_what_the_logic_reads(
         )
         assert rc == 0, capsys.readouterr().err
     assert _results(from_export) == _results(from_bundles)
-    assert set(_results(from_export)) == set(pids)
+    assert set(_results(from_export)) == set(loaded.pids)
+
+
+def test_patient_and_system_exports(
+    ehr: Ehr, loaded: Loaded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verify Patient/$export (POSTed ids: those patients only, their Medication fetched) and the system $export
+    (every patient on the EHR, ours among them, still without the resources the logic does not read)."""
+    two = loaded.pids[:2]  # a Medication by reference in each
+    seen = _export(ehr, loaded, tmp_path / "patients", capsys, "--patient", two[0], "--patient", two[1])
+    assert seen["Patient"] == set(two)
+    assert len(seen["Medication"]) == 2
+    everything = _export(ehr, loaded, tmp_path / "system", capsys)
+    assert set(loaded.pids) <= everything["Patient"]
