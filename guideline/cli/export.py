@@ -9,7 +9,14 @@ from pathlib import Path
 from guideline.cli import common
 from guideline.content.package import build_package
 from guideline.core.config import load_config
-from guideline.remote.bulk_export import ExportRequest, PollPolicy, export_query, package_requirements, run_export
+from guideline.remote.bulk_export import (
+    ExportRequest,
+    PollPolicy,
+    check_out,
+    export_query,
+    package_requirements,
+    run_export,
+)
 
 
 def define_parser(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +68,7 @@ def _progress(line: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Build the package, derive _type/_typeFilter from its data requirements, export, report on stdout."""
+    check_out(args.out)  # before the package build: a wrong folder fails at once
     pkg = build_package(load_config())
     query = export_query(package_requirements(pkg.resources), pkg.value_sets)
     request = ExportRequest(query, group=args.group, patients=tuple(args.patient or ()), since=args.since)

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from guideline.core.errors import ServerRejectedError, ServerUnreachableError, UsageError
+from guideline.core.errors import NotFoundError, ServerRejectedError, ServerUnreachableError, UsageError
 from guideline.remote.http import FHIR_JSON, Client, operation_outcome_text, parse_retry_after
 
 NDJSON = "application/fhir+ndjson"
@@ -336,7 +336,15 @@ def _fetch(client: Client, url: str, part: Path, send_token: bool, progress: Pro
         headers = {"Accept": NDJSON}
         if have:
             headers["Range"] = f"bytes={have}-"
-        resp = client.request("GET", url, ok=(200, 206, 416), headers=headers, stream=True, send_token=send_token)
+        try:
+            resp = client.request("GET", url, ok=(200, 206, 416), headers=headers, stream=True, send_token=send_token)
+        except NotFoundError as e:
+            # Servers delete export files after a while (HAPI: 2 hours); a late resume cannot get them back.
+            raise NotFoundError(
+                f"{e.message}; the server no longer has this export file: remove the --out folder and export again",
+                status=e.status,
+                outcome=e.outcome,
+            ) from None
         with resp:
             if resp.status_code == 416:
                 # Nothing after what we have: the part is the whole file.
@@ -434,6 +442,14 @@ def local_manifest(server_manifest: Mapping[str, Any], files: Sequence[Downloade
     return out
 
 
+def check_out(out: Path) -> None:
+    """Refuse an --out that is a file, or a folder holding anything but an unfinished export (UsageError)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder (new, empty, or an unfinished export to resume)")
+    if out.is_dir() and not (out / WORK_DIR / STATE).is_file() and any(out.iterdir()):
+        raise UsageError(f"--out {out} is not empty; choose a new or empty folder (an export is not overwritten)")
+
+
 class ExportFolder:
     """The --out folder of an export: new, empty, or an unfinished export of the same request (resumed).
 
@@ -447,8 +463,7 @@ class ExportFolder:
         self.state_path = self.work / STATE
         self.want = {"server": server, "request": request.describe()}
         self.state: dict[str, Any] = {}
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out} is a file; give a folder (new, empty, or an unfinished export to resume)")
+        check_out(out)
         if self.state_path.is_file():
             try:
                 self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
@@ -459,8 +474,6 @@ class ExportFolder:
                     f"--out {out} holds an unfinished export of another request or server; "
                     "rerun it with the same flags, or choose a new folder"
                 )
-        elif out.is_dir() and any(out.iterdir()):
-            raise UsageError(f"--out {out} is not empty; choose a new or empty folder (an export is not overwritten)")
 
     @property
     def resumed(self) -> bool:

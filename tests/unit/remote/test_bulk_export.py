@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from guideline.cli import main as cli
 from guideline.core.errors import BadInputError, ExitCode, ServerRejectedError, ServerUnreachableError, UsageError
 from guideline.evaluation import spark
 from guideline.remote import bulk_export as bx
@@ -313,3 +314,25 @@ def test_export_errors_are_shown_with_their_text(stub: Stub, tmp_path: Path, wai
             policy=_policy(waits),
         )
     assert any("Observation/o9 could not be read" in line for line in lines)
+
+
+def test_an_expired_file_says_to_export_again(stub: Stub, tmp_path: Path) -> None:
+    """Verify that a file the server has deleted (404) is exit 5 with the way out: a new export."""
+    _files(stub, {"b1": _ndjson(PATIENT)})
+    with _client(stub) as c, pytest.raises(ServerRejectedError) as e:
+        bx.download(c, _manifest(stub), tmp_path)
+    assert "export again" in e.value.message
+    assert e.value.exit_code == ExitCode.SERVER_REJECTED
+
+
+def test_cli_refuses_a_wrong_out_or_two_levels_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Verify exit 2, without a traceback, for --group with --patient, an --out file and a non-empty --out."""
+    base = ["export", "--server", "http://127.0.0.1:9/fhir"]
+    assert cli.main([*base, "--group", "g", "--patient", "p", "--out", str(tmp_path / "x")]) == ExitCode.USAGE
+    (tmp_path / "file").write_text("x")
+    assert cli.main([*base, "--out", str(tmp_path / "file")]) == ExitCode.USAGE
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "a.json").write_text("{}")
+    assert cli.main([*base, "--out", str(tmp_path / "full")]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "is a file" in err and "is not empty" in err and "Traceback" not in err
