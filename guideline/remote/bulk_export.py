@@ -80,8 +80,19 @@ def export_query(
         have = codes.get(rtype, set())
         # None (the whole type) absorbs everything; otherwise the codes of every retrieve add up.
         codes[rtype] = None if wanted is None or have is None else have | wanted
-    filters = tuple(f"{t}?code=" + ",".join(f"{s}|{c}" for s, c in sorted(cs)) for t, cs in sorted(codes.items()) if cs)
+    filters = tuple(
+        f"{t}?code=" + ",".join(f"{_escape(s)}|{_escape(c)}" for s, c in sorted(cs))
+        for t, cs in sorted(codes.items())
+        if cs
+    )
     return ExportQuery(types=tuple(sorted(codes)), type_filters=filters)
+
+
+def _escape(value: str) -> str:
+    """A token search value part with FHIR's search escapes (`\\`, `,`, `|`, `$`), so a code holding one stays one."""
+    for ch in ("\\", ",", "|", "$"):
+        value = value.replace(ch, "\\" + ch)
+    return value
 
 
 def package_requirements(resources: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -72,6 +72,12 @@ def test_query_expands_value_sets_and_keeps_unfiltered_types_whole() -> None:
     assert q.type_filters == (f"Observation?code={LOINC}|2571-8,{LOINC}|2842-3,{LOINC}|3043-7",)
 
 
+def test_query_escapes_search_separators_in_codes() -> None:
+    """Verify that a code holding a comma or a bar is escaped (FHIR search), not split into two codes."""
+    req = {"type": "Condition", "codeFilter": [{"path": "code", "code": [{"system": "urn:x", "code": "a,b|c"}]}]}
+    assert bx.export_query([req], {}).type_filters == ("Condition?code=urn:x|a\\,b\\|c",)
+
+
 def test_query_leaves_a_type_whole_when_its_value_set_cannot_be_expanded() -> None:
     """Verify that a value set the package has no expansion for is never sent as a filter that would lose data."""
     q = bx.export_query([{"type": "Observation", "codeFilter": [{"path": "code", "valueSet": "http://x/vs"}]}], {})
