@@ -236,7 +236,14 @@ def poll(client: Client, status_url: str, policy: PollPolicy, progress: Progress
     polls = 0
     while True:
         polls += 1
-        resp = client.request("GET", status_url, ok=(200, 202, 500), headers={"Accept": FHIR_JSON})
+        try:
+            resp = client.request("GET", status_url, ok=(200, 202, 500), headers={"Accept": FHIR_JSON})
+        except NotFoundError as e:
+            raise NotFoundError(
+                f"{e.message}; the server no longer knows this export: remove the --out folder and export again",
+                status=e.status,
+                outcome=e.outcome,
+            ) from None
         if resp.status_code == 200:
             return _manifest_of(resp, status_url)
         if resp.status_code == 500:

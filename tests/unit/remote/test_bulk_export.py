@@ -176,6 +176,12 @@ def test_poll_transient_500_and_deadline(stub: Stub, waits: list[float]) -> None
     assert waits == [1, 10, 10]
 
 
+def test_poll_of_a_forgotten_export_says_to_export_again(stub: Stub, waits: list[float]) -> None:
+    """Verify that a status URL the server no longer knows (404, e.g. on a late resume) says what to do."""
+    with _client(stub) as c, pytest.raises(ServerRejectedError, match="export again"):
+        bx.poll(c, f"{stub.url}/fhir/status/gone", _policy(waits))
+
+
 def _files(stub: Stub, bodies: dict[str, bytes], ranges: bool = True) -> None:
     """Serve `bodies` at /fhir/Binary/<id>, honouring Range when `ranges`."""
 
