@@ -351,7 +351,8 @@ def _fetch(client: Client, url: str, part: Path, send_token: bool, progress: Pro
     attempts = client.retry.attempts
     for attempt in range(1, attempts + 1):
         have = part.stat().st_size if part.is_file() else 0
-        headers = {"Accept": NDJSON}
+        # identity: a Range offset counts the bytes as stored here, which a compressed transfer would not.
+        headers = {"Accept": NDJSON, "Accept-Encoding": "identity"}
         if have:
             headers["Range"] = f"bytes={have}-"
         try:

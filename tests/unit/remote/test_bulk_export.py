@@ -213,6 +213,7 @@ def test_download_completes_a_partial_file(stub: Stub, tmp_path: Path, ranges: b
     obs = [s for s in stub.seen if s.path.endswith("/b2")][0]
     assert obs.headers.get("Range") == "bytes=17-"
     assert obs.headers["Accept"] == "application/fhir+ndjson"
+    assert obs.headers["Accept-Encoding"] == "identity"
 
 
 def test_download_sends_the_token_only_when_required(stub: Stub, tmp_path: Path) -> None:
