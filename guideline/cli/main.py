@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "guideline.cli.population_spark",
         "population mode as an Apache Spark job on a Bulk Data export (local[*] or a cluster)",
     ),
+    "export": (
+        "guideline.cli.export",
+        "FHIR Bulk Data $export of only the types and codes the logic reads, into a population folder",
+    ),
     "validate": ("guideline.cli.validate", "check sources, dist/, a bundle or a package (all layers)"),
     "conformance": (
         "guideline.cli.conformance",

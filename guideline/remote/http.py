@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ FHIR_JSON = "application/fhir+json"
 # Retried statuses: request timeout, rate limiting and server-side failures are transient by
 # definition (RFC 9110 §15.5.9, RFC 6585 §4, §15.6); every other 4xx is our mistake: fail fast.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Query parameters: a mapping, or (name, value) pairs when a name repeats (_typeFilter).
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
 TOKEN_ENV = "GUIDELINE_TOKEN"  # noqa: S105 - the name of the variable, not a secret
 
 log = logging.getLogger(__name__)
@@ -184,10 +186,13 @@ class Client:
         path: str,
         *,
         json_body: Any = None,
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         content_type: str = FHIR_JSON,
         ok: tuple[int, ...] = (200, 201),
         cached: bool = False,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        send_token: bool = True,
     ) -> requests.Response:
         """Send with retries (transport errors, 408/429/5xx, Retry-After); raise typed errors.
 
@@ -196,16 +201,24 @@ class Client:
         attempts or the time budget run out, ServerUnreachableError names the last failure.
         `cached` drops the session's Cache-Control: no-cache for this request, for content that
         does not change with our writes (the CapabilityStatement: HAPI rebuilds it on no-cache).
+        `headers` are added to (or replace) the session's; `stream` leaves the body unread for
+        `iter_content` (downloads); `send_token=False` sends this request without the bearer token
+        (Bulk Data files the server says need none, perhaps on another host).
         """
         url = self.url(path)
-        headers: dict[str, str | None] = {"Content-Type": content_type} if json_body is not None else {}
+        sent: dict[str, str | None] = {"Content-Type": content_type} if json_body is not None else {}
         if cached:
-            headers["Cache-Control"] = None  # requests: None removes a session header
+            sent["Cache-Control"] = None  # requests: None removes a session header
+        sent.update(headers or {})
+        # A request-level auth wins over the session's: a no-op one sends no Authorization header.
+        auth = None if send_token else _no_auth
         data = json.dumps(json_body).encode("utf-8") if json_body is not None else None
         start = time.monotonic()
         attempt, last = 0, ""
         for attempt in range(1, self.retry.attempts + 1):
-            resp, last, wait = self._send_once(method, url, data=data, params=params, headers=headers, ok=ok)
+            resp, last, wait = self._send_once(
+                method, url, data=data, params=params, headers=sent, ok=ok, stream=stream, auth=auth
+            )
             if resp is not None:
                 return resp
             if attempt == self.retry.attempts:
@@ -227,9 +240,11 @@ class Client:
         url: str,
         *,
         data: bytes | None,
-        params: Mapping[str, str] | None,
+        params: Params | None,
         headers: Mapping[str, str | None],
         ok: tuple[int, ...],
+        stream: bool = False,
+        auth: Callable[[requests.PreparedRequest], requests.PreparedRequest] | None = None,
     ) -> tuple[requests.Response | None, str, float | None]:
         """One attempt: (the response, "", None) when it is ok, else (None, what failed, Retry-After).
 
@@ -244,6 +259,8 @@ class Client:
                 params=params,
                 headers=headers,
                 timeout=(self.timeouts.connect_s, self.timeouts.read_s),
+                stream=stream,
+                auth=auth,
             )
         except requests.exceptions.SSLError as e:
             # A certificate problem does not heal by retrying; say how to fix it.
@@ -303,6 +320,11 @@ class Client:
                 f"({resp.headers.get('Content-Type', 'no content type')}): {snippet!r}",
                 status=resp.status_code,
             ) from None
+
+
+def _no_auth(r: requests.PreparedRequest) -> requests.PreparedRequest:
+    """An auth that adds nothing: used per request to leave the session's bearer token out."""
+    return r
 
 
 def _origin(url: str) -> tuple[str, str | None, int | None]:

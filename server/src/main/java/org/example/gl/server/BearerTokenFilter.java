@@ -26,7 +26,7 @@ import org.springframework.web.filter.OncePerRequestFilter;
  *   <li>{@code guideline.write-token-file} (scripts/server start --write-token-file): a knowledge server whose
  *       writes need the token: PUT/PATCH/DELETE, POST to /fhir (create, transaction/batch, {@code $install} and any
  *       other operation) except the read-only evaluation and terminology operations in {@link #READ_ONLY_OPERATIONS},
- *       and POST /packages. Reads, {@code $apply}/{@code $evaluate} and CDS Hooks stay open (a CDS client's JWT is
+ *       and POST /packages, and any {@code $export} kick-off (GET too: it stores the export on the server). Reads, {@code $apply}/{@code $evaluate} and CDS Hooks stay open (a CDS client's JWT is
  *       checked by the CDS Hooks endpoint itself, if configured). A JWT verifier can be added here later as a second
  *       way to accept a write.
  * </ul>
@@ -88,13 +88,17 @@ public class BearerTokenFilter extends OncePerRequestFilter {
 	/** True when the request may change stored data (see the class comment). */
 	static boolean isWrite(HttpServletRequest req) {
 		String method = req.getMethod();
+		String path = req.getRequestURI().substring(req.getContextPath().length());
+		if (path.startsWith("/fhir") && path.endsWith("/$export")) {
+			// a Bulk Data kick-off is a GET, but it starts a batch job that stores the whole export as Binaries
+			return true;
+		}
 		if ("GET".equals(method) || "HEAD".equals(method) || "OPTIONS".equals(method)) {
 			return false;
 		}
 		if (!"POST".equals(method)) {
 			return true; // PUT, PATCH, DELETE
 		}
-		String path = req.getRequestURI().substring(req.getContextPath().length());
 		if (path.equals("/cds-services") || path.startsWith("/cds-services/")) {
 			return false;
 		}

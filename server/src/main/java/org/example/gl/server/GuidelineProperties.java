@@ -13,9 +13,11 @@ import org.springframework.boot.context.properties.ConfigurationProperties;
  * @param writeTokenFile writes need the bearer token on this file's first line; "" = writes open (loopback only)
  * @param db an existing PostgreSQL database instead of H2
  * @param cds the CDS Hooks services
+ * @param bulkExport FHIR Bulk Data $export
  */
 @ConfigurationProperties(prefix = "guideline")
-public record GuidelineProperties(String dataDir, String requireTokenFile, String writeTokenFile, Db db, Cds cds) {
+public record GuidelineProperties(
+		String dataDir, String requireTokenFile, String writeTokenFile, Db db, Cds cds, BulkExport bulkExport) {
 	/** Absent texts become "", absent groups their all-"" form. */
 	public GuidelineProperties {
 		dataDir = text(dataDir);
@@ -24,6 +26,24 @@ public record GuidelineProperties(String dataDir, String requireTokenFile, Strin
 		db = db == null ? new Db(null, null, null, null) : db;
 		if (cds == null) {
 			throw new IllegalStateException("guideline.cds is missing: application.yaml holds its defaults");
+		}
+		if (bulkExport == null) {
+			throw new IllegalStateException("guideline.bulk-export is missing: application.yaml holds its defaults");
+		}
+	}
+
+	/**
+	 * FHIR Bulk Data export.
+	 *
+	 * @param enabled whether /fhir offers $export (system, Group/[id], Patient) and $export-poll-status
+	 * @param jobStepSeconds how often HAPI's batch jobs (an export's steps) advance: its maintenance pass interval
+	 */
+	public record BulkExport(boolean enabled, long jobStepSeconds) {
+		/** The interval must be positive (HAPI schedules the pass with it). */
+		public BulkExport {
+			if (jobStepSeconds < 1) {
+				throw new IllegalStateException("guideline.bulk-export.job-step-seconds must be at least 1, got " + jobStepSeconds);
+			}
 		}
 	}
 

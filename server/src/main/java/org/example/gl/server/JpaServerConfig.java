@@ -1,5 +1,8 @@
 package org.example.gl.server;
 
+import ca.uhn.fhir.batch2.api.IJobMaintenanceService;
+import ca.uhn.fhir.batch2.jobs.export.BulkDataExportProvider;
+import ca.uhn.fhir.batch2.maintenance.JobMaintenanceServiceImpl;
 import ca.uhn.fhir.context.support.IValidationSupport;
 import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
 import ca.uhn.fhir.jpa.api.config.ThreadPoolFactoryConfig;
@@ -31,6 +34,7 @@ import java.util.Map;
 import javax.sql.DataSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import org.springframework.beans.factory.SmartInitializingSingleton;
 import org.springframework.beans.factory.config.ConfigurableListableBeanFactory;
 import org.springframework.boot.autoconfigure.orm.jpa.JpaProperties;
 import org.springframework.boot.web.servlet.ServletRegistrationBean;
@@ -137,7 +141,33 @@ public class JpaServerConfig {
 		// pass, so the engine's retrieves never wait; larger result sets still load in a second pass.
 		s.setSearchPreFetchThresholds(List.of(5000, -1));
 		s.setAllowMultipleDelete(true);
+		bulkExport(s);
 		return s;
+	}
+
+	/**
+	 * FHIR Bulk Data $export as `guideline export` uses it. A repeated identical export starts a new job instead of
+	 * answering with an earlier job's files (HAPI's default): like the search cache above, an export must see what was
+	 * loaded since. Fast tracking runs the next step of a small job at once instead of at the next batch maintenance
+	 * pass (one a minute), so an export of a few hundred patients completes in seconds rather than minutes.
+	 */
+	static void bulkExport(JpaStorageSettings s) {
+		s.setEnableBulkExportJobReuse(false);
+		s.setJobFastTrackingEnabled(true);
+	}
+
+	/**
+	 * How often HAPI's batch jobs advance: a Bulk export moves from one step to the next only at a maintenance pass,
+	 * by default once a minute, so even a tiny export took three minutes. Set before the scheduler starts (it
+	 * schedules the pass once, when the context is refreshed; singletons are all created before that).
+	 */
+	@Bean
+	public SmartInitializingSingleton batchMaintenanceInterval(IJobMaintenanceService maintenance, GuidelineProperties props) {
+		return () -> {
+			if (maintenance instanceof JobMaintenanceServiceImpl impl) {
+				impl.setScheduledJobFrequencyMillis(props.bulkExport().jobStepSeconds() * 1000L);
+			}
+		};
 	}
 
 	@Bean
@@ -195,11 +225,17 @@ public class JpaServerConfig {
 			JpaStorageSettings storageSettings,
 			ISearchParamRegistry searchParamRegistry,
 			IValidationSupport validationSupport,
+			BulkDataExportProvider bulkExport,
 			GuidelineProperties props) {
 		RestfulServer server = new RestfulServer(systemDao.getContext());
 		server.registerProviders(resourceProviders.createProviders());
 		server.registerProvider(systemProvider); // transaction/batch, $meta, ...
 		server.registerProvider(valueSetOperations); // $expand, $validate-code
+		if (props.bulkExport().enabled()) {
+			// $export (system, Group/[id], Patient) and $export-poll-status; the batch2 job that runs them is
+			// registered by Batch2JobsConfig (GuidelineServer), the provider bean comes from JpaConfig.
+			server.registerProvider(bulkExport);
+		}
 		server.setPagingProvider(pagingProvider);
 		server.setDefaultResponseEncoding(EncodingEnum.JSON);
 		JpaCapabilityStatementProvider capabilities = new JpaCapabilityStatementProvider(

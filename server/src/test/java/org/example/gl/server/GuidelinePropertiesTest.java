@@ -46,6 +46,8 @@ class GuidelinePropertiesTest {
 		assertFalse(p.cds().informationalCards());
 		assertEquals(60, p.cds().jwt().skewSeconds());
 		assertEquals(300, p.cds().jwt().maxLifetimeSeconds());
+		assertTrue(p.bulkExport().enabled());
+		assertEquals(5, p.bulkExport().jobStepSeconds());
 	}
 
 	/** Verify that the names scripts/server and the README use (-D guideline.*) set what they say. */
@@ -72,6 +74,15 @@ class GuidelinePropertiesTest {
 		assertTrue(p.cds().informationalCards());
 		assertEquals(5, p.cds().jwt().skewSeconds());
 		assertEquals(120, p.cds().jwt().maxLifetimeSeconds());
+	}
+
+	/** Verify that guideline.bulk-export.* turn $export off and set the batch step interval. */
+	@Test
+	void bulkExportOptions() throws Exception {
+		GuidelineProperties p = bind(Map.of(
+				"guideline.bulk-export.enabled", "false", "guideline.bulk-export.job-step-seconds", "2"), Map.of());
+		assertFalse(p.bulkExport().enabled());
+		assertEquals(2, p.bulkExport().jobStepSeconds());
 	}
 
 	/** Verify that the GUIDELINE_DB_* variables reach guideline.db.*, stripped as the environment may pad them. */
