@@ -94,11 +94,13 @@ def export_files(path: str) -> list[str]:
 # ---------------------------------------------------------------- executor side: keying lines
 
 
-def key_line(file: int, name: str, reads: Reads, item: tuple[str, int]) -> list[Keyed]:
+def key_line(file: int, name: str, item: tuple[str, int], reads: Reads | None = None) -> list[Keyed]:
     """One export line (text, 0-based index in its file) keyed by patient, shared reference or as a bad line.
 
     A line `reads` skips (see pushdown.py) yields nothing, before any grouping: the shuffle never carries it.
+    Without `reads` every line is read.
     """
+    reads = reads or _READ_ALL
     text, index = item
     lineno = index + 1
     body = text.removeprefix("\ufeff") if lineno == 1 else text
@@ -131,6 +133,9 @@ def key_line(file: int, name: str, reads: Reads, item: tuple[str, int]) -> list[
     if isinstance(resource.get("id"), str):
         return [("S", f"{rtype}/{resource['id']}", file, lineno, text)]
     return []
+
+
+_READ_ALL = Reads.all()
 
 
 def references(text: str) -> list[str]:
@@ -255,7 +260,7 @@ def keyed_lines(spark: SparkSession, files: list[str], reads: Reads) -> RDD[Keye
     for i, path in enumerate(files):
         name = Path(path).name
         lines: RDD[tuple[str, int]] = sc.textFile(path).zipWithIndex()
-        parts.append(lines.flatMap(functools.partial(key_line, i, name, reads)))
+        parts.append(lines.flatMap(functools.partial(key_line, i, name, reads=reads)))
     return sc.union(parts)
 
 

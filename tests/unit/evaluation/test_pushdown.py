@@ -297,10 +297,10 @@ def test_spark_keys_only_what_is_read_before_the_group_by() -> None:
     claim = '{"resourceType":"Claim","patient":{"reference":"Patient/p"}}'
     kept = '{"resourceType":"Observation","subject":{"reference":"Patient/p"},"code":{"coding":[{"system":"http://loinc.org","code":"1"}]}}'
     dropped = kept.replace('"code":"1"', '"code":"2"')
-    assert spark.key_line(0, "f.ndjson", reads, (claim, 0)) == []
-    assert spark.key_line(0, "f.ndjson", reads, (kept, 1)) == [("R", "p", 0, 2, kept)]
-    assert spark.key_line(0, "f.ndjson", reads, (dropped, 2)) == [("D", "p", 0, 3, "")]
-    assert spark.key_line(0, "f.ndjson", Reads.all(), (claim, 0))[0][:2] == ("R", "p")
+    assert spark.key_line(0, "f.ndjson", (claim, 0), reads) == []
+    assert spark.key_line(0, "f.ndjson", (kept, 1), reads) == [("R", "p", 0, 2, kept)]
+    assert spark.key_line(0, "f.ndjson", (dropped, 2), reads) == [("D", "p", 0, 3, "")]
+    assert spark.key_line(0, "f.ndjson", (claim, 0))[0][:2] == ("R", "p")
     _, rec = spark.group_record(
         ["f.ndjson"], "p", [("D", "p", 0, 3, ""), ("P", "p", 0, 5, '{"resourceType":"Patient","id":"p"}')]
     )
