@@ -347,6 +347,7 @@ class BulkIndex:
         rows: list[tuple[str, int, int, int, int, int]] = []
         shared: list[tuple[str, int, int, int]] = []
         reads = self.reads
+        dropped: dict[str, tuple[str, int, int, int, int, int]] = {}
         count = 0
         off = 0
         try:
@@ -374,10 +375,14 @@ class BulkIndex:
                     continue
                 rtype = resource["resourceType"]
                 if not reads.keeps(resource):
-                    # Indexed under its patient, never read back: the patient's grouping is as without the push-down.
+                    # Never read back, but it places its patient as without the push-down (a patient with no
+                    # Patient line is still reported, at the same line): its first such line in this file is enough.
                     key = patient_key(resource)
-                    if key is not None:
-                        rows.append((key, file, start, len(body), lineno, _DROPPED))
+                    if key is not None and key not in dropped:
+                        dropped[key] = (key, file, start, len(body), lineno, _DROPPED)
+                        if len(dropped) >= _CHUNK:  # memory stays flat; a repeated row later changes nothing
+                            rows.extend(dropped.values())
+                            dropped.clear()
                     continue
                 if rtype == "Patient":
                     rid = resource.get("id")
@@ -398,6 +403,7 @@ class BulkIndex:
                 self.kept += 1
                 if len(rows) >= _CHUNK or len(shared) >= _CHUNK:
                     self._flush(rows, shared)
+            rows.extend(dropped.values())
             self._flush(rows, shared)
         return count
 

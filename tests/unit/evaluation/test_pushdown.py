@@ -305,3 +305,46 @@ def test_spark_keys_only_what_is_read_before_the_group_by() -> None:
         ["f.ndjson"], "p", [("D", "p", 0, 3, ""), ("P", "p", 0, 5, '{"resourceType":"Patient","id":"p"}')]
     )
     assert rec.error is None and rec.bundle_json is not None and "Observation" not in rec.bundle_json
+
+
+def test_a_dropped_resource_still_places_its_patient(tmp_path: Path) -> None:
+    """Verify, in the Python readers, that a resource dropped by code still groups as before: the patient it names
+    without a Patient line is reported at the same place, while a type never read is skipped unparsed."""
+    reads = Reads.of_requirements(
+        [{"type": "Observation", "codeFilter": [{"path": "code", "code": [{"system": LOINC, "code": "1"}]}]}], {}
+    )
+    obs = {"resourceType": "Observation", "code": {"coding": [{"system": LOINC, "code": "2"}]}}
+    lines = {
+        "Patient": [{"resourceType": "Patient", "id": "a"}],
+        "Observation": [
+            {**obs, "id": "o1", "subject": {"reference": "Patient/a"}},
+            {**obs, "id": "o2", "subject": {"reference": "Patient/nobody"}},
+        ],
+        "Claim": [{"resourceType": "Claim", "id": "c1", "patient": {"reference": "Patient/a"}}],
+    }
+    export = tmp_path / "export"
+    export.mkdir()
+    for rtype, items in lines.items():
+        (export / f"{rtype}.ndjson").write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
+    for want in (None, lambda: reads):
+        with open_population(export, want) as population:
+            records = [(r.patient, r.error) for r in population.records()]
+            assert population.bulk is not None
+            assert population.bulk.kept == (4 if want is None else 1)  # the Patient only; o1, o2 checked, dropped
+        assert records == [
+            ("a", None),
+            ("nobody", "no Patient resource for Patient/nobody in the export; export the Patient type too"),
+        ]
+    grouped = tmp_path / "grouped.ndjson"
+    grouped.write_text(
+        "".join(json.dumps(r) + "\n" for r in [*lines["Patient"], *lines["Claim"], *lines["Observation"]]),
+        encoding="utf-8",
+    )
+    with open_population(grouped, lambda: reads) as population:
+        records = [(r.where.rsplit(":", 1)[1], r.patient, r.error) for r in population.records()]
+        bundle = next(population.records()).bundle_json
+    assert records == [
+        ("1-3", "a", None),
+        ("4", "nobody", "no Patient resource for Patient/nobody; put the Patient line with its resources"),
+    ]
+    assert bundle is not None and "Claim" not in bundle and "Observation" not in bundle
