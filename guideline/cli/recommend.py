@@ -131,11 +131,14 @@ def population_main(args: argparse.Namespace) -> int:
     want = None if args.read_all else lambda: Reads.of(package.get())
     # Bad input fails before the slow start; a Bulk export's index asks `want` (the package) once it is checked.
     with open_population(args.population, want) as population:
-        if population.bulk is not None:
+        bulk = population.bulk
+        if bulk is not None:
+            skipped = bulk.resources - bulk.kept
             sys.stderr.write(
-                f"population: Bulk Data export of {len(population.bulk.files)} file(s), "
-                f"{population.bulk.resources:,} resources grouped by patient in {population.bulk.seconds:.1f} s "
-                f"({population.bulk.kept:,} read; the rest, which the logic never reads, skipped unparsed)\n"
+                f"population: Bulk Data export of {len(bulk.files)} file(s), "
+                f"{bulk.resources:,} resources grouped by patient in {bulk.seconds:.1f} s"
+                + (f" ({skipped:,} no retrieve can return left out)" if skipped else "")
+                + "\n"
             )
         return _run_population(args, population, package)
 
