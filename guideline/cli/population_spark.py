@@ -19,7 +19,7 @@ from guideline.evaluation.jvm import batch_classpath
 
 
 def define_parser(parser: argparse.ArgumentParser) -> None:
-    """Add this subcommand's flags: EXPORT, --out, --master, --partitions, --at, --keep-going."""
+    """Add this subcommand's flags: EXPORT, --out, --master, --partitions, --at, --read-all, --keep-going."""
     parser.add_argument(
         "export",
         metavar="EXPORT",
@@ -47,6 +47,12 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         help="patient partitions evaluated in parallel (default: Spark's default parallelism)",
     )
     parser.add_argument(
+        "--read-all",
+        action="store_true",
+        help="parse every resource of the export (the push-down off): by default lines of types and codes no "
+        "retrieve of the package reads are dropped as they are read, before the shuffle",
+    )
+    parser.add_argument(
         "--keep-going",
         action="store_true",
         help="exit 0 even if bad records were skipped (they are still reported)",
@@ -67,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         partitions = args.partitions or spark.sparkContext.defaultParallelism
         ready = time.monotonic()
-        summary = job.run_job(spark, pkg, files, at, args.out, partitions)
+        summary = job.run_job(spark, pkg, files, at, args.out, partitions, read_all=args.read_all)
         master = str(spark.sparkContext.master)
     finally:
         spark.stop()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from guideline.cli import common
-from guideline.content.cql import shared_engine
+from guideline.content.cql import Engine, shared_engine
 from guideline.content.package import Package, build_package
 from guideline.core.config import load_config
 from guideline.core.errors import ExitCode, UsageError
@@ -24,6 +24,7 @@ from guideline.evaluation.bundles import load_patient_bundle
 from guideline.evaluation.jvm import JavaPool
 from guideline.evaluation.model import Recommendation, document
 from guideline.evaluation.patient import evaluate
+from guideline.evaluation.pushdown import Reads
 from guideline.evaluation.records import Population, open_population
 
 
@@ -64,6 +65,12 @@ def define_parser(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=None, metavar="FILE", help="results file, written atomically (default: stdout)"
     )
     pop.add_argument(
+        "--read-all",
+        action="store_true",
+        help="parse every resource of the population (the push-down off): by default NDJSON lines of types and "
+        "codes no retrieve of the package reads are skipped unparsed; the results are the same",
+    )
+    pop.add_argument(
         "--keep-going",
         action="store_true",
         help="exit 0 even if bad records were skipped (they are still reported)",
@@ -89,7 +96,12 @@ def main(args: argparse.Namespace) -> int:
     """`recommend --patient-bundle`: one patient's recommendations as text or JSON on stdout."""
     if args.population is not None:
         return population_main(args)
-    given = (("--workers", args.workers), ("--out", args.out), ("--engine", args.engine))
+    given = (
+        ("--workers", args.workers),
+        ("--out", args.out),
+        ("--engine", args.engine),
+        ("--read-all", args.read_all or None),
+    )
     extra = [flag for flag, value in given if value is not None]
     extra += ["--keep-going"] if args.keep_going else []
     if extra:
@@ -115,33 +127,55 @@ def population_main(args: argparse.Namespace) -> int:
     """`recommend --population`: results to --out (or stdout), reports and progress to stderr."""
     if args.out is not None:
         _check_results_file(args.out, args.population)
-    with open_population(args.population) as population:  # bad input fails before the slow start
-        if population.bulk is not None:
+    package = _PackageOnce()
+    want = None if args.read_all else lambda: Reads.of(package.get())
+    # Bad input fails before the slow start; a Bulk export's index asks `want` (the package) once it is checked.
+    with open_population(args.population, want) as population:
+        bulk = population.bulk
+        if bulk is not None:
+            skipped = bulk.resources - bulk.kept
             sys.stderr.write(
-                f"population: Bulk Data export of {len(population.bulk.files)} file(s), "
-                f"{population.bulk.resources:,} resources grouped by patient in {population.bulk.seconds:.1f} s\n"
+                f"population: Bulk Data export of {len(bulk.files)} file(s), "
+                f"{bulk.resources:,} resources grouped by patient in {bulk.seconds:.1f} s"
+                + (f" ({skipped:,} no retrieve can return left out)" if skipped else "")
+                + "\n"
             )
-        return _run_population(args, population)
+        return _run_population(args, population, package)
+
+
+class _PackageOnce:
+    """The package, built the first time it is asked for (by the push-down at opening, or by the engines)."""
+
+    def __init__(self) -> None:
+        self.pkg: Package | None = None
+
+    def get(self, engine: Engine | None = None) -> Package:
+        """The built package; `engine` builds it if it is not built yet (default: the shared Node worker)."""
+        if self.pkg is None:
+            self.pkg = build_package(load_config(), engine or shared_engine())
+        return self.pkg
 
 
 @contextlib.contextmanager
-def _engines(engine: str, workers: int) -> Iterator[tuple[Package, popmod.Pool]]:
+def _engines(
+    engine: str, workers: int, package: _PackageOnce, *, read_all: bool
+) -> Iterator[tuple[Package, popmod.Pool]]:
     """The built package and the pool that evaluates it: one JVM with N threads, or N Node workers."""
     config = load_config()
     if engine == "java":
         # The Node toolchain still builds the package (ELM for the walk's plan, value sets); the JVM compiles
         # the same CQL with its own translator.
-        pkg = build_package(config, shared_engine())
-        with JavaPool(config, workers) as jpool:
+        pkg = package.get()
+        with JavaPool(config, workers, read_all=read_all) as jpool:
             jpool.load(pkg)
             yield pkg, jpool
         return
     with popmod.EnginePool(workers) as pool:
-        # The first worker compiles the package, so no extra process is started for the build.
-        yield build_package(config, pool.engines[0]), pool
+        # The first worker compiles the package (unless the push-down built it), so no extra process is started.
+        yield package.get(pool.engines[0]), pool
 
 
-def _run_population(args: argparse.Namespace, population: Population) -> int:
+def _run_population(args: argparse.Namespace, population: Population, package: _PackageOnce) -> int:
     """Evaluate an opened population on the chosen engine, results to --out or stdout."""
     at = args.at or now_utc()
     workers = args.workers or os.cpu_count() or 1
@@ -150,7 +184,7 @@ def _run_population(args: argparse.Namespace, population: Population) -> int:
     tty = err.isatty()
     start = time.monotonic()
     last_draw = 0.0
-    with _engines(args.engine or "java", workers) as (pkg, pool):
+    with _engines(args.engine or "java", workers, package, read_all=args.read_all) as (pkg, pool):
         ready = time.monotonic()
         with popmod.atomic_output(args.out) if args.out else contextlib.nullcontext(sys.stdout) as out:
             for result in popmod.evaluate_opened(pkg, population, at, pool):

@@ -264,12 +264,13 @@ def _code_filter(elms: Elms, library: str, retrieve: Mapping[str, Any]) -> dict[
         items = c["element"] if isinstance(c.get("element"), list) else [c.get("operand")]
     codings = []
     for it in items:
-        if not isinstance(it, dict) or it.get("type") != "CodeRef":
-            continue
-        target = ref_library(elms, library, it)
+        target = ref_library(elms, library, it) if isinstance(it, dict) and it.get("type") == "CodeRef" else None
         d = code_def(elms, target, str(it.get("name", ""))) if target is not None else None
-        if d is not None:
-            codings.append({"system": d.system, "code": d.code})
+        if d is None:
+            # A code the filter computes (or cannot be resolved) would be missing from a partial list: a reader
+            # trusting the filter (prefetch, the population push-down) would drop what the retrieve returns.
+            return {}
+        codings.append({"system": d.system, "code": d.code})
     return {"path": path, "code": codings} if codings else {}
 
 

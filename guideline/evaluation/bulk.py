@@ -33,6 +33,7 @@ from guideline.core.errors import BadInputError
 from guideline.core.fhir import collection_bundle_json
 from guideline.evaluation.bundles import binary_kind, first_text
 from guideline.evaluation.ndjson import BOM, parse_line, protocol_text
+from guideline.evaluation.pushdown import Reads
 
 # Fields that tie a resource to its patient (Observation.subject, AllergyIntolerance.patient, ...).
 PATIENT_LINKS = ("subject", "patient")
@@ -49,6 +50,8 @@ BUNDLE_HINT = "an export's NDJSON holds one resource per line"
 _SNIFF_BYTES = 64 * 1024
 # Files are read (counted, decompressed) in blocks of this size: memory never holds a whole file.
 _BLOCK = 1024 * 1024
+# `line.patient` of a parsed resource no retrieve can return (see pushdown.py): it places its patient, unread.
+_DROPPED = 2
 # Rows are written to the index in chunks of this many lines (one transaction per chunk).
 _CHUNK = 20_000
 # A reference to a resource in the export, as it appears in a line's JSON text ("Medication/m1").
@@ -287,8 +290,14 @@ class Group:
 class BulkIndex:
     """The on-disk index of an export: patients in the order of their Patient lines, each with its lines."""
 
-    def __init__(self, folder: Path, ndjson: list[Path], manifests: list[Path]) -> None:
-        """Check the export (see export_files; `.gz` files are unpacked into the index's folder) and index it."""
+    def __init__(
+        self, folder: Path, ndjson: list[Path], manifests: list[Path], want: Callable[[], Reads] | None = None
+    ) -> None:
+        """Check the export (see export_files; `.gz` files are unpacked into the index's folder) and index it.
+
+        `want` gives what the logic reads (asked once the files are checked): lines it skips are not
+        indexed, never parsed (see pushdown.py). Without it every line is indexed.
+        """
         start = time.monotonic()
         self._tmp = tempfile.TemporaryDirectory(prefix="guideline-bulk-")
         self.db = sqlite3.connect(Path(self._tmp.name) / "index.sqlite", isolation_level=None)
@@ -296,6 +305,7 @@ class BulkIndex:
             data = export_files(folder, ndjson, manifests, unpack=Path(self._tmp.name) / "unpacked")
             self.files = [d.path for d in data]  # named in messages
             self._texts = [d.text for d in data]  # read
+            self.reads = want() if want is not None else Reads.all()
             self._index(data)
         except BaseException:
             self.close()
@@ -313,6 +323,7 @@ class BulkIndex:
             CREATE TABLE bad(file INT, lineno INT, message TEXT);
             """
         )
+        self.kept = 0  # resources indexed: the others were skipped (see pushdown.py)
         self.resources = sum(self._scan(i, d.path, d.text) for i, d in enumerate(data))
         self.db.execute("CREATE INDEX line_by_patient ON line(pkey, file, off)")
         self.db.execute("CREATE INDEX poison_by_patient ON poison(pkey)")
@@ -335,6 +346,8 @@ class BulkIndex:
         """
         rows: list[tuple[str, int, int, int, int, int]] = []
         shared: list[tuple[str, int, int, int]] = []
+        reads = self.reads
+        dropped: dict[str, tuple[str, int, int, int, int, int]] = {}
         count = 0
         off = 0
         try:
@@ -349,6 +362,8 @@ class BulkIndex:
                     continue
                 start += len(raw) - len(body)
                 count += 1
+                if reads.skips(body):
+                    continue
                 line = parse_line(raw, lineno, BUNDLE_HINT)
                 resource, problem = line.resource, line.problem
                 if problem is not None:
@@ -359,6 +374,16 @@ class BulkIndex:
                         self.db.execute("INSERT INTO bad VALUES (?, ?, ?)", (file, lineno, problem))
                     continue
                 rtype = resource["resourceType"]
+                if not reads.keeps(resource):
+                    # Never read back, but it places its patient as without the push-down (a patient with no
+                    # Patient line is still reported, at the same line): its first such line in this file is enough.
+                    key = patient_key(resource)
+                    if key is not None and key not in dropped:
+                        dropped[key] = (key, file, start, len(body), lineno, _DROPPED)
+                        if len(dropped) >= _CHUNK:  # memory stays flat; a repeated row later changes nothing
+                            rows.extend(dropped.values())
+                            dropped.clear()
+                    continue
                 if rtype == "Patient":
                     rid = resource.get("id")
                     key = rid if isinstance(rid, str) and rid else None
@@ -375,8 +400,10 @@ class BulkIndex:
                         rows.append((key, file, start, len(body), lineno, 0))
                     elif isinstance(resource.get("id"), str):
                         shared.append((f"{rtype}/{resource['id']}", file, start, len(body)))
+                self.kept += 1
                 if len(rows) >= _CHUNK or len(shared) >= _CHUNK:
                     self._flush(rows, shared)
+            rows.extend(dropped.values())
             self._flush(rows, shared)
         return count
 
@@ -408,14 +435,15 @@ class BulkIndex:
 
     def _group(self, fds: list[int], key: str, has_patient: bool) -> Group:
         rows = self.db.execute(
-            "SELECT file, off, len, lineno, patient FROM line WHERE pkey = ? ORDER BY patient DESC, file, off", (key,)
+            "SELECT file, off, len, lineno, patient FROM line WHERE pkey = ? ORDER BY patient = 1 DESC, file, off",
+            (key,),
         ).fetchall()
         file, _, _, lineno, _ = rows[0]
         group = Group(f"{self.files[file]}:{lineno}", key)
         if not has_patient:
             group.error = f"no Patient resource for Patient/{key} in the export; export the Patient type too"
             return group
-        if sum(r[4] for r in rows) > 1:
+        if sum(r[4] == 1 for r in rows) > 1:
             second = rows[1]
             group.error = f"a second Patient/{key} at {self.files[second[0]].name}:{second[3]}"
             return group
@@ -423,7 +451,7 @@ class BulkIndex:
         if poisoned is not None:
             group.error = poisoned[0]
             return group
-        texts = [protocol_text(os.pread(fds[f], n, off).decode("utf-8")) for f, off, n, _, _ in rows]
+        texts = [protocol_text(os.pread(fds[f], n, off).decode("utf-8")) for f, off, n, _, p in rows if p != _DROPPED]
         if self.has_shared:  # scanning every resource for references costs ~30 % of reading
             texts += self._shared(fds, texts)
         group.bundle_json = collection_bundle_json(texts)

@@ -26,6 +26,7 @@ from guideline.core import toolchain
 from guideline.core.config import Config
 from guideline.core.errors import EngineError, ToolchainError
 from guideline.evaluation.population import PatientResult
+from guideline.evaluation.pushdown import Reads
 from guideline.evaluation.records import PatientRecord, Population, ndjson_slice
 from guideline.evaluation.walkplan import compile_walk
 
@@ -49,7 +50,8 @@ def batch_classpath() -> str:
 class JavaEngine:
     """One JVM holding the compiled package; `evaluate_batch` as the Node worker's, evaluated on `threads`."""
 
-    def __init__(self, pkg: Package, config: Config, threads: int) -> None:
+    def __init__(self, pkg: Package, config: Config, threads: int, reads: Reads | None = None) -> None:
+        """Start the JVM for `pkg`; its NDJSON reader skips what `reads` (default: what the package reads) skips."""
         java = shutil.which("java")
         if java is None:
             raise ToolchainError(f"java not found on PATH (the batch evaluator needs Java 17+); {toolchain.SETUP_HINT}")
@@ -59,7 +61,8 @@ class JavaEngine:
         tmp = Path(self._tmp.name)
         (tmp / "valuesets.json").write_text(json.dumps(pkg.value_sets), encoding="utf-8")
         (tmp / "options.json").write_text(json.dumps(config.cql_options), encoding="utf-8")
-        program = compile_walk(pkg)
+        self.reads = reads or Reads.of(pkg)
+        program = compile_walk(pkg, self.reads)
         self.walks = program is not None
         empty: dict[str, Any] = {"gate": [], "reachable": [], "expressions": {}, "pathways": [], "recs": []}
         (tmp / "program.json").write_text(json.dumps(program or empty), encoding="utf-8")
@@ -216,7 +219,7 @@ class JavaEngine:
         tag, consumed, rest = line.split("\t", 2)
         if tag == "B":
             start, end, line_no = (int(x) for x in rest.split("\t"))
-            records = ndjson_slice(text, start, end, line_no, index, shown=shown)
+            records = ndjson_slice(text, start, end, line_no, index, shown=shown, reads=self.reads)
             if len(records) != 1 or records[0].error is None:
                 raise EngineError(f"{shown}: the JVM and Python read the lines from {line_no} differently")
             records[0].progress = int(consumed)
@@ -272,9 +275,11 @@ class JavaEngine:
 class JavaPool:
     """The population pool for `--engine java`: one JVM, shared by two Python threads so walks overlap requests."""
 
-    def __init__(self, config: Config, threads: int) -> None:
+    def __init__(self, config: Config, threads: int, *, read_all: bool = False) -> None:
+        """A pool of `threads` JVM threads; `read_all` turns the push-down off (every resource parsed)."""
         self.config = config
         self.threads = threads
+        self.read_all = read_all
         self._engine: JavaEngine | None = None
         self.engines: list[JavaEngine] = []
 
@@ -289,7 +294,7 @@ class JavaPool:
         if self._engine is not None and self._engine.key == pkg.key:
             return
         self.close()
-        self._engine = JavaEngine(pkg, self.config, self.threads)
+        self._engine = JavaEngine(pkg, self.config, self.threads, Reads.all() if self.read_all else None)
         # Two handles on one JVM: while one thread waits for the JVM, the other walks its results.
         self.engines = [self._engine, self._engine]
 

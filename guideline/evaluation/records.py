@@ -6,7 +6,7 @@ import itertools
 import json
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from guideline.core.fhir import collection_bundle_json
 from guideline.evaluation import ndjson
 from guideline.evaluation.bulk import BulkIndex, gunzip, is_data_file, is_manifest, patient_key
 from guideline.evaluation.bundles import binary_kind, first_text, load_patient_bundle
+from guideline.evaluation.pushdown import Reads
 
 
 @dataclass
@@ -43,6 +44,17 @@ class Population:
     # A gzipped NDJSON file's decompressed copy, in a temporary folder this population owns.
     _unpacked: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
     _text: Path | None = field(default=None, repr=False)
+    # What the logic reads (see pushdown.py): asked for once, when a reader first needs it; None reads everything.
+    want: Callable[[], Reads] | None = field(default=None, repr=False)
+
+    @property
+    def reads(self) -> Reads:
+        """What the readers skip: `want()` (once), or nothing when the push-down is off."""
+        if self._reads is None:
+            self._reads = self.want() if self.want is not None else Reads.all()
+        return self._reads
+
+    _reads: Reads | None = field(default=None, repr=False)
 
     @property
     def text(self) -> Path:
@@ -55,7 +67,7 @@ class Population:
             return _bulk_records(self.bulk)
         if self.kind == "directory":
             return _directory_records(self._files)
-        return _ndjson_records(self.text, self.path)
+        return _ndjson_records(self.text, self.path, reads=self.reads)
 
     def close(self) -> None:
         """Drop what opening made on disk (a Bulk export's index, a .gz file's copy); records cannot be read after."""
@@ -82,7 +94,7 @@ EXPECTED = (
 BUNDLE_HINT = "NDJSON holds one resource per line (or pass a directory of Bundles)"
 
 
-def open_population(path: Path) -> Population:
+def open_population(path: Path, want: Callable[[], Reads] | None = None) -> Population:
     """A directory of `*.json` patient Bundles (in file-name order), an NDJSON file, or a Bulk Data export.
 
     A folder holding `*.ndjson` (or `*.ndjson.gz`) files is a Bulk Data export (optionally with its
@@ -93,9 +105,14 @@ def open_population(path: Path) -> Population:
     nor `*.ndjson`, an empty NDJSON file or export, or a file that is not NDJSON text at all (an
     archive, an image, one pretty-printed JSON document). Bad records inside usable input are
     reported later, one by one.
+
+    `want` gives what the logic reads (pushdown.Reads): NDJSON readers then skip the rest. It is called
+    once, after these checks (a Bulk export's index is built at opening); without it, everything is read.
     """
     if path.is_dir():
-        return _open_directory(path)
+        pop = _open_directory(path, want)
+        pop.want = want
+        return pop
     try:
         size = path.stat().st_size
     except OSError as e:
@@ -103,9 +120,11 @@ def open_population(path: Path) -> Population:
     if not path.is_file():
         raise BadInputError(f"{path}: not a directory of patient Bundles nor an NDJSON file; expected {EXPECTED}")
     if path.name.endswith(".gz"):
-        return _open_gzipped(path)
+        pop = _open_gzipped(path)
+        pop.want = want
+        return pop
     _check_ndjson_start(path)
-    return Population(path, "ndjson", size, "bytes")
+    return Population(path, "ndjson", size, "bytes", want=want)
 
 
 def _open_gzipped(path: Path) -> Population:
@@ -122,7 +141,7 @@ def _open_gzipped(path: Path) -> Population:
     return Population(path, "ndjson", size, "bytes", _unpacked=tmp, _text=text)
 
 
-def _open_directory(path: Path) -> Population:
+def _open_directory(path: Path, want: Callable[[], Reads] | None) -> Population:
     try:
         entries = [p for p in path.iterdir() if not p.name.startswith(".")]
         files = sorted((p for p in entries if p.suffix == ".json" and p.is_file()), key=lambda p: p.name)
@@ -130,13 +149,13 @@ def _open_directory(path: Path) -> Population:
     except OSError as e:
         raise BadInputError(f"{path}: cannot list the population directory: {e.strerror or e}") from None
     if ndjson:
-        return _open_bulk(path, files, ndjson)
+        return _open_bulk(path, files, ndjson, want)
     if not files:
         raise BadInputError(f"{path}: no *.json nor *.ndjson file in this folder; expected {EXPECTED}")
     return Population(path, "directory", len(files), "files", files)
 
 
-def _open_bulk(path: Path, json_files: list[Path], ndjson: list[Path]) -> Population:
+def _open_bulk(path: Path, json_files: list[Path], ndjson: list[Path], want: Callable[[], Reads] | None) -> Population:
     """A folder with NDJSON files: a Bulk Data export, whose *.json files may only be its manifest."""
     manifests = [p for p in json_files if is_manifest(p)]
     others = [p.name for p in json_files if p not in manifests]
@@ -145,7 +164,7 @@ def _open_bulk(path: Path, json_files: list[Path], ndjson: list[Path]) -> Popula
             f"{path}: holds both NDJSON files (a Bulk Data export) and other *.json files ({others[0]}, ...); "
             "put patient Bundles and an export in separate folders"
         )
-    index = BulkIndex(path, ndjson, manifests)
+    index = BulkIndex(path, ndjson, manifests, want)
     if index.patients == 0:
         index.close()
         raise BadInputError(f"{path}: the export holds no patient; expected {EXPECTED}")
@@ -243,21 +262,40 @@ class _Group:
 
 
 def ndjson_slice(
-    path: Path, start: int, end: int, first_line: int, index: int, shown: Path | None = None
+    path: Path,
+    start: int,
+    end: int,
+    first_line: int,
+    index: int,
+    shown: Path | None = None,
+    reads: Reads | None = None,
 ) -> list[PatientRecord]:
     """The records of lines `first_line`... of an NDJSON file, bytes [start, end): as `records()` reads them there.
 
     The JVM reads NDJSON populations itself and hands back the byte range of each record it would
     have to reject, so that the position and message come from this one reader. `shown` names the
-    file in `where` when `path` is a decompressed copy (Population.text).
+    file in `where` when `path` is a decompressed copy (Population.text). `reads` must be what the JVM
+    skipped, so that both readers see the same lines.
     """
-    return list(_ndjson_records(path, shown or path, start, end, first_line, index))
+    return list(_ndjson_records(path, shown or path, start, end, first_line, index, reads or Reads.all()))
 
 
-def _ndjson_records(
-    path: Path, shown: Path, start: int = 0, end: int | None = None, first_line: int = 1, first_index: int = 0
+def _ndjson_records(  # noqa: PLR0913 - a slice of a file, and what to skip in it
+    path: Path,
+    shown: Path,
+    start: int = 0,
+    end: int | None = None,
+    first_line: int = 1,
+    first_index: int = 0,
+    reads: Reads | None = None,
 ) -> Iterator[PatientRecord]:
-    """Group consecutive lines of `path` by patient (see docs/population.md); `where` names `shown`."""
+    """Group consecutive lines of `path` by patient (see docs/population.md); `where` names `shown`.
+
+    A line `reads` skips is not parsed: it only extends the open group's line range (it is not known
+    whose it is; in a file grouped by patient it is that group's). A parsed line `reads` does not keep
+    is grouped as usual but left out of the record's Bundle.
+    """
+    reads = reads or Reads.all()
     name = str(shown)
     counter = itertools.count(first_index)  # records in input order
     group: _Group | None = None
@@ -276,8 +314,13 @@ def _ndjson_records(
             if end is not None and consumed >= end:
                 break
             consumed += len(raw)
-            if not ndjson.body(raw, lineno).strip():
+            data = ndjson.body(raw, lineno)
+            if not data.strip():
                 continue  # blank lines separate nothing and carry nothing
+            if reads.skips(data):
+                if group is not None:
+                    group.last = lineno
+                continue
             line = ndjson.parse_line(raw, lineno, BUNDLE_HINT)
             text, resource, problem = line.text, line.resource, line.problem
             if problem is not None:
@@ -310,7 +353,7 @@ def _ndjson_records(
                     group.fail(f"line {lineno}: a second Patient/{key} (first at line {group.patient_line})")
                     continue
                 group.patient_line = lineno
-            if group.error is None:
+            if group.error is None and reads.keeps(resource):
                 group.lines.append(text)
         if group is not None:
             yield finish(group)

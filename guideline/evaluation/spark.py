@@ -33,6 +33,7 @@ from guideline.evaluation import bulk
 from guideline.evaluation.jvm import JavaPool
 from guideline.evaluation.ndjson import parse_line
 from guideline.evaluation.population import evaluate_population, result_line
+from guideline.evaluation.pushdown import Reads
 from guideline.evaluation.records import PatientRecord
 
 if TYPE_CHECKING:
@@ -49,7 +50,8 @@ SHARED_ROUNDS = 8
 # A line's place in the export: (file index, line number), both sort keys of the local path's order.
 Place = tuple[int, int]
 # A keyed line: (tag, key, file, line, text or message). Tags: P Patient, R resource of a patient,
-# S shared resource (key "Type/id"), X unparseable line naming a patient, B unplaceable line.
+# S shared resource (key "Type/id"), X unparseable line naming a patient, B unplaceable line, D a patient's
+# resource no retrieve can return (see pushdown.py): it places the patient, its text is not carried.
 Keyed = tuple[str, str, int, int, str]
 
 
@@ -92,15 +94,23 @@ def export_files(path: str) -> list[str]:
 # ---------------------------------------------------------------- executor side: keying lines
 
 
-def key_line(file: int, name: str, item: tuple[str, int]) -> list[Keyed]:
-    """One export line (text, 0-based index in its file) keyed by patient, shared reference or as a bad line."""
+def key_line(file: int, name: str, item: tuple[str, int], reads: Reads | None = None) -> list[Keyed]:
+    """One export line (text, 0-based index in its file) keyed by patient, shared reference or as a bad line.
+
+    A line `reads` skips (see pushdown.py) yields nothing, before any grouping: the shuffle never carries it.
+    Without `reads` every line is read.
+    """
+    reads = reads or _READ_ALL
     text, index = item
     lineno = index + 1
     body = text.removeprefix("\ufeff") if lineno == 1 else text
     if not body.strip():
         return []
     # Spark drops the line break; the local reader parses the line with it, and JSON's error messages see it.
-    line = parse_line((body + "\n").encode("utf-8"), lineno, bulk.BUNDLE_HINT)
+    raw = (body + "\n").encode("utf-8")
+    if reads.skips(raw):
+        return []
+    line = parse_line(raw, lineno, bulk.BUNDLE_HINT)
     resource, problem, text = line.resource, line.problem, line.text
     if problem is not None:
         m = bulk.PATIENT_REF.search(body)
@@ -108,6 +118,10 @@ def key_line(file: int, name: str, item: tuple[str, int]) -> list[Keyed]:
             return [("X", m[1], file, lineno, f"{name} {problem}")]
         return [("B", "", file, lineno, problem)]
     rtype = resource["resourceType"]
+    if not reads.keeps(resource):
+        # Its patient is placed as without the push-down; the shuffle carries the key, not the text.
+        key = bulk.patient_key(resource)
+        return [("D", key, file, lineno, "")] if key is not None else []
     if rtype == "Patient":
         rid = resource.get("id")
         if not (isinstance(rid, str) and rid):
@@ -119,6 +133,9 @@ def key_line(file: int, name: str, item: tuple[str, int]) -> list[Keyed]:
     if isinstance(resource.get("id"), str):
         return [("S", f"{rtype}/{resource['id']}", file, lineno, text)]
     return []
+
+
+_READ_ALL = Reads.all()
 
 
 def references(text: str) -> list[str]:
@@ -231,8 +248,11 @@ def expand_uris(spark: SparkSession, files: list[str]) -> list[str]:
     return out
 
 
-def keyed_lines(spark: SparkSession, files: list[str]) -> RDD[Keyed]:
-    """Every line of every file, keyed; line numbers from each file's own order (Hadoop splits keep it)."""
+def keyed_lines(spark: SparkSession, files: list[str], reads: Reads) -> RDD[Keyed]:
+    """Every line of every file that `reads` keeps, keyed; line numbers from each file's own order.
+
+    Hadoop splits keep each file's order.
+    """
     sc = spark.sparkContext
     # Lines end at LF only, as in the local reader: a lone CR inside a line is JSON whitespace, not a line end.
     sc._jsc.hadoopConfiguration().set("textinputformat.record.delimiter", "\n")
@@ -240,7 +260,7 @@ def keyed_lines(spark: SparkSession, files: list[str]) -> RDD[Keyed]:
     for i, path in enumerate(files):
         name = Path(path).name
         lines: RDD[tuple[str, int]] = sc.textFile(path).zipWithIndex()
-        parts.append(lines.flatMap(functools.partial(key_line, i, name)))
+        parts.append(lines.flatMap(functools.partial(key_line, i, name, reads=reads)))
     return sc.union(parts)
 
 
@@ -268,11 +288,16 @@ def _attach_shared(keyed: RDD[Keyed], partitions: int) -> RDD[Keyed]:
     return keyed.filter(lambda r: r[0] != "S").union(keyed.context.union(found))
 
 
-def grouped_records(spark: SparkSession, files: list[str], partitions: int) -> RDD[tuple[Any, PatientRecord]]:
-    """(sort key, record) per patient or unplaceable line, sorted into the local path's order."""
+def grouped_records(
+    spark: SparkSession, files: list[str], partitions: int, reads: Reads | None = None
+) -> RDD[tuple[Any, PatientRecord]]:
+    """(sort key, record) per patient or unplaceable line, sorted into the local path's order.
+
+    `reads` (default: everything) is applied as each line is read, before the group-by.
+    """
     from pyspark import StorageLevel
 
-    keyed = keyed_lines(spark, files).persist(StorageLevel.MEMORY_AND_DISK)
+    keyed = keyed_lines(spark, files, reads or Reads.all()).persist(StorageLevel.MEMORY_AND_DISK)
     bad = keyed.filter(lambda r: r[0] == "B").map(
         lambda r: ((0, r[2], r[3]), PatientRecord(0, f"{files[r[2]]}:{r[3]}", None, error=r[4]))
     )
@@ -282,8 +307,20 @@ def grouped_records(spark: SparkSession, files: list[str], partitions: int) -> R
     return bad.union(groups).persist(StorageLevel.MEMORY_AND_DISK).sortByKey(numPartitions=partitions)
 
 
-def run_job(spark: SparkSession, pkg: Package, files: list[str], at: str, out: str, partitions: int) -> JobSummary:
-    """Evaluate the export and write `out/ndjson` (the result lines) and `out/parquet`, atomically (temp + rename)."""
+def run_job(  # noqa: PLR0913 - the job's inputs, each from its own flag
+    spark: SparkSession,
+    pkg: Package,
+    files: list[str],
+    at: str,
+    out: str,
+    partitions: int,
+    *,
+    read_all: bool = False,
+) -> JobSummary:
+    """Evaluate the export and write `out/ndjson` (the result lines) and `out/parquet`, atomically (temp + rename).
+
+    Lines the package never reads are dropped as they are read (see pushdown.py), unless `read_all`.
+    """
     from pyspark import StorageLevel
     from pyspark.sql import types as T
 
@@ -292,7 +329,7 @@ def run_job(spark: SparkSession, pkg: Package, files: list[str], at: str, out: s
     shipped = sc.broadcast(pkg)
     threads = int(sc.getConf().get("spark.task.cpus", "1"))
     results = (
-        grouped_records(spark, files, partitions)
+        grouped_records(spark, files, partitions, Reads.all() if read_all else Reads.of(pkg))
         .mapPartitions(lambda part: evaluate_partition(shipped.value, at, threads, part))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )

@@ -19,6 +19,7 @@ from guideline.core.errors import ContentError
 from guideline.core.fhir import CQL_IDENTIFIER_LANGUAGES, ActionStep, iter_actions, walk_pathway
 from guideline.evaluation.model import Activity
 from guideline.evaluation.population import EvaluationPlan
+from guideline.evaluation.pushdown import Reads
 from guideline.evaluation.records import compact
 from guideline.evaluation.walk import pathways
 
@@ -147,36 +148,11 @@ def _descends(step: ActionStep, parent: ActionStep) -> bool:
     return step.depth > parent.depth
 
 
-def keep_filter(pkg: Package) -> dict[str, list[str] | None]:
-    """Which resources the CQL can ever retrieve: by type, all of them (None) or only these `system|code` codes.
+def compile_walk(pkg: Package, reads: Reads | None = None) -> dict[str, Any] | None:
+    """The walk tree for the JVM (pathways, recommendations, evaluation plan), or None if the content needs Python.
 
-    A type no retrieve names is never read by the engine; a type whose every retrieve filters its
-    `code` on a value set of the package keeps only resources with a coding in one of them. The JVM
-    drops the others before parsing them (most of a record's Observations, for this guideline).
+    `reads` (default: what the package reads) is what the JVM's own NDJSON reader skips; see pushdown.py.
     """
-    keep: dict[str, set[str] | None] = {}
-    for library, doc in pkg.elm.items():
-        for r in elm.retrieves(doc):
-            rtype = str(r.get("dataType", "")).rpartition("}")[2]
-            codes = r.get("codes")
-            url = (
-                elm.value_set_url(pkg.elm, library, codes)
-                if r.get("codeProperty") == "code" and isinstance(codes, dict) and codes.get("type") == "ValueSetRef"
-                else None
-            )
-            members = pkg.value_sets.get(url) if url is not None else None
-            if members is None or keep.get(rtype, set()) is None:
-                keep[rtype] = None
-                continue
-            have = keep.setdefault(rtype, set())
-            assert have is not None  # noqa: S101 - checked just above
-            for version in members.values():
-                have.update(f"{c['system']}|{c['code']}" for c in version)
-    return {k: sorted(v) if v is not None else None for k, v in keep.items()}
-
-
-def compile_walk(pkg: Package) -> dict[str, Any] | None:
-    """The walk tree for the JVM (pathways, recommendations, evaluation plan), or None if the content needs Python."""
     plan = EvaluationPlan.of(pkg)
     comp = _Compiler(pkg)
     try:
@@ -189,5 +165,5 @@ def compile_walk(pkg: Package) -> dict[str, Any] | None:
         "expressions": plan.expressions,
         "pathways": trees,
         "recs": comp.recs,
-        "keep": keep_filter(pkg),
+        "reads": (reads or Reads.of(pkg)).spec(),
     }

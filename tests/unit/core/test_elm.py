@@ -10,7 +10,7 @@ from guideline.content.cql import Engine
 from guideline.content.package import Package
 from guideline.core import elm
 from guideline.core.config import Config
-from guideline.evaluation.walkplan import keep_filter
+from guideline.evaluation.pushdown import Reads
 
 VS_URL = "http://example.org/fhir/ValueSet/shared-conditions"
 LOINC = "http://loinc.org"
@@ -80,13 +80,18 @@ def test_data_requirements_filter_on_an_aliased_value_set_and_code(elms: dict[st
     assert {s["name"] for s in used["Shared"]} == {"Has Condition"}
 
 
-def test_the_keep_filter_reads_an_aliased_value_set(elms: dict[str, dict[str, Any]], config: Config) -> None:
-    """Verify that the JVM's keep filter keeps the members of a value set named through an include alias."""
+def test_the_push_down_reads_an_aliased_value_set(elms: dict[str, dict[str, Any]], config: Config) -> None:
+    """Verify that the push-down keeps the members of a value set named through an include alias.
+
+    The Observation retrieve filters `code` by a code declaration: that code is kept; the Procedure
+    retrieve has no filter: its whole type is kept.
+    """
     members = {VS_URL: {"": [{"system": "http://snomed.info/sct", "code": "1"}]}}
     pkg = Package(config=config, elm=elms, value_sets=members)
-    keep = keep_filter(pkg)
-    assert keep["Condition"] == ["http://snomed.info/sct|1"]
-    assert keep["Observation"] is None and keep["Procedure"] is None  # filtered by a code, or not at all
+    types = Reads.of(pkg).types
+    assert types["Condition"] == {"http://snomed.info/sct|1"}
+    assert types["Observation"] == {f"{LOINC}|2345-7"}
+    assert types["Procedure"] is None
 
 
 def test_reach_follows_aliases_to_definitions_value_sets_codes_and_parameters(

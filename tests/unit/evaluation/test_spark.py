@@ -133,6 +133,27 @@ def test_spark_local_mode_writes_what_the_local_path_writes(export: Path, tmp_pa
     _check_parquet(out / job.PARQUET_DIR, expected, export)
 
 
+def test_spark_reads_the_same_without_the_push_down(export: Path, tmp_path: Path) -> None:
+    """Verify: with --read-all (every line parsed and shuffled) Spark writes the lines the local path writes.
+
+    The local path runs with the push-down (the default), Spark without: the same lines, the same skipped records.
+    """
+    job.require_pyspark()
+    local = _run("recommend", "--population", str(export), "--at", AT, "--out", str(tmp_path / "local.ndjson"))
+    assert local.returncode == ExitCode.BAD_INPUT, local.stderr
+    out = tmp_path / "spark-out"
+    spark = _run("population-spark", str(export), "--out", str(out), "--at", AT, "--master", "local[2]", "--read-all")
+    assert spark.returncode == ExitCode.BAD_INPUT, spark.stderr
+    expected = (tmp_path / "local.ndjson").read_text(encoding="utf-8").splitlines(keepends=True)
+    got = [
+        line
+        for p in sorted((out / job.NDJSON_DIR).glob("part-*"))
+        for line in p.read_text(encoding="utf-8").splitlines(keepends=True)
+    ]
+    assert len(expected) > 40 and got == expected
+    assert _skipped(spark.stderr) == _skipped(local.stderr)
+
+
 def _check_parquet(folder: Path, expected: list[str], export: Path) -> None:
     """Spark's own Parquet reader (parquet-mr) reads back the same documents, patients and recommendation ids.
 

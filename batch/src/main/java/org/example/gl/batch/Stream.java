@@ -16,7 +16,6 @@ import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.CompletableFuture;
@@ -77,6 +76,8 @@ class Stream { // not final: the grouping tests override submit() to see the gro
   long scanNanos;
   long lines;
   long dropped;
+  /** Lines skipped unscanned (see {@link Reads#skips}). */
+  long skipped;
   long records;
 
   Stream(Walk walk, ExecutorService pool, Supplier<PatientEvaluator> evaluators, String at) {
@@ -135,6 +136,15 @@ class Stream { // not final: the grouping tests override submit() to see the gro
       return group; // blank lines separate nothing and carry nothing
     }
     lines++;
+    if (!parseOnly && walk.reads.skips(raw, from, len)) {
+      // Never scanned: whose line it is stays unknown; in a file grouped by patient it is the open group's.
+      skipped++;
+      if (group != null) {
+        group.last = lineno;
+        group.end = end;
+      }
+      return group;
+    }
     Line l = scan(raw, from, len);
     if (l.problem) {
       if (group == null) {
@@ -195,22 +205,7 @@ class Stream { // not final: the grouping tests override submit() to see the gro
   }
 
   private boolean keep(Line l) {
-    if (l.type.equals("Patient")) {
-      return true;
-    }
-    if (!walk.keep.containsKey(l.type)) {
-      return false; // no retrieve of the package ever asks for this type
-    }
-    Set<String> codes = walk.keep.get(l.type);
-    if (codes == null) {
-      return true;
-    }
-    for (String c : l.codes) {
-      if (codes.contains(c)) {
-        return true;
-      }
-    }
-    return false;
+    return walk.reads.keeps(l.type, l.codes);
   }
 
   private static Group newGroup(String key, long lineno, long start) {
@@ -413,6 +408,7 @@ class Stream { // not final: the grouping tests override submit() to see the gro
 
   /** The counters for the end-of-run line. */
   Map<String, Long> stats() {
-    return Map.of("records", records, "lines", lines, "dropped", dropped, "scanMs", scanNanos / 1_000_000);
+    return Map.of("records", records, "lines", lines, "skipped", skipped, "dropped", dropped,
+        "scanMs", scanNanos / 1_000_000);
   }
 }

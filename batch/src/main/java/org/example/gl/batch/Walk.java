@@ -4,7 +4,6 @@ import com.fasterxml.jackson.core.io.JsonStringEncoder;
 import com.fasterxml.jackson.databind.JsonNode;
 import java.util.ArrayList;
 import java.util.HashMap;
-import java.util.HashSet;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
@@ -39,8 +38,8 @@ final class Walk {
   final List<String> gate = new ArrayList<>();
   final List<String> reachable = new ArrayList<>();
   final Map<String, List<String>> expressions = new HashMap<>();
-  /** Resource type -> the codes that keep a resource (null: keep every one); absent types are never retrieved. */
-  final Map<String, Set<String>> keep = new HashMap<>();
+  /** What the package's retrieves can return: the reader skips the rest (see {@link Reads}). */
+  final Reads reads;
 
   private final List<List<Step>> pathways = new ArrayList<>();
   private final List<Rec> recs = new ArrayList<>();
@@ -55,15 +54,7 @@ final class Walk {
     });
     program.get("pathways").forEach(p -> pathways.add(steps(p)));
     program.get("recs").forEach(r -> recs.add(new Rec(r.get("id").asText(), r.get("plainId").asText(), steps(r.get("steps")))));
-    program.path("keep").fields().forEachRemaining(e -> {
-      if (e.getValue().isNull()) {
-        keep.put(e.getKey(), null);
-      } else {
-        Set<String> codes = new HashSet<>();
-        e.getValue().forEach(n -> codes.add(n.asText()));
-        keep.put(e.getKey(), codes);
-      }
-    });
+    reads = new Reads(program.path("reads"));
   }
 
   private static List<Step> steps(JsonNode list) {

@@ -20,15 +20,28 @@ import org.junit.jupiter.api.Test;
  * through the {@code submit} seam: no engine runs, each good record becomes a line describing its group.
  */
 class StreamGroupingTest {
-	/** Keeps Patients, Conditions (any code) and Observations with code http://loinc.org|1 only. */
-	private static final String PROGRAM = "{\"gate\": [], \"reachable\": [], \"expressions\": {}, \"pathways\": [],"
-			+ " \"recs\": [], \"keep\": {\"Condition\": null, \"Observation\": [\"http://loinc.org|1\"]}}";
+	/**
+	 * Reads Patients, Conditions (any code) and Observations with code http://loinc.org|1 only, as
+	 * {@code pushdown.Reads.spec} writes it (the same type pattern).
+	 */
+	static final String READS = "{\"typePattern\": \"\\\\s*\\\\{\\\\s*\\\"resourceType\\\"\\\\s*:\\\\s*\\\"([A-Za-z]+)\\\"\","
+			+ " \"head\": 256, \"always\": [\"Bundle\", \"Patient\"],"
+			+ " \"types\": {\"Condition\": null, \"Observation\": [\"http://loinc.org|1\"]}}";
+
+	private static String program(String reads) {
+		return "{\"gate\": [], \"reachable\": [], \"expressions\": {}, \"pathways\": [], \"recs\": [], \"reads\": "
+				+ reads + "}";
+	}
 
 	private Stream stream;
 
 	@BeforeEach
 	void setUp() throws Exception {
-		Walk walk = new Walk(new ObjectMapper().readTree(PROGRAM));
+		use(READS);
+	}
+
+	private void use(String reads) throws Exception {
+		Walk walk = new Walk(new ObjectMapper().readTree(program(reads)));
 		stream = new Stream(walk, null, () -> null, "2026-06-01T12:00:00Z") {
 			@Override
 			Future<String> submit(Group g, long consumed) {
@@ -95,13 +108,31 @@ class StreamGroupingTest {
 		assertNull(Stream.patientKey(null));
 	}
 
-	/** Verify that the walk's keep list filters what is evaluated, never what the record holds. */
+	/**
+	 * Verify the push-down: a type no retrieve reads is skipped unscanned (the record's line range still covers
+	 * it); an Observation whose {@code code} holds no kept code is scanned (checked, its patient placed), then
+	 * dropped before the Bundle, even when the kept code appears elsewhere in it.
+	 */
 	@Test
-	void keepFilter() throws Exception {
-		String input = patient("p1") + observation("Patient/p1", "1") + observation("Patient/p1", "2")
+	void pushDown() throws Exception {
+		String elsewhere = "{\"resourceType\":\"Observation\",\"subject\":{\"reference\":\"Patient/p1\"},"
+				+ "\"category\":[{\"coding\":[{\"code\":\"1\"}]}],\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":\"2\"}]}}\n";
+		String input = patient("p1") + observation("Patient/p1", "1") + observation("Patient/p1", "2") + elsewhere
 				+ "{\"resourceType\":\"Immunization\",\"patient\":{\"reference\":\"Patient/p1\"}}\n";
-		assertEquals("G p1 1-4 kept=2/4", records(input).get(0).substring(0, 17));
+		assertEquals("G p1 1-5 kept=2/4", records(input).get(0).substring(0, 17));
+		assertEquals(1, stream.skipped);
 		assertEquals(2, stream.dropped);
+	}
+
+	/** Verify that without a push-down ({@code --read-all}: reads null) every line is read and kept. */
+	@Test
+	void readAll() throws Exception {
+		use("null");
+		String input = patient("p1") + observation("Patient/p1", "2")
+				+ "{\"resourceType\":\"Immunization\",\"patient\":{\"reference\":\"Patient/p1\"}}\n";
+		assertEquals("G p1 1-3 kept=3/3", records(input).get(0).substring(0, 17));
+		assertEquals(0, stream.skipped);
+		assertEquals(0, stream.dropped);
 	}
 
 	/** Verify that blank lines carry nothing and split nothing, but still count as line numbers. */
