@@ -26,7 +26,7 @@ codes), so the two readers cannot drift apart.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +65,7 @@ class Reads:
 
     @classmethod
     def of_requirements(
-        cls, requirements: list[dict[str, Any]], value_sets: Mapping[str, Mapping[str, list[dict[str, Any]]]]
+        cls, requirements: list[dict[str, Any]], value_sets: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]
     ) -> Reads:
         """From DataRequirements ({type, codeFilter: [{path, valueSet | code}]}) and value set expansions.
 
@@ -125,7 +125,7 @@ class Reads:
         )
 
 
-def _filter_codes(filters: Any, value_sets: Mapping[str, Mapping[str, list[dict[str, Any]]]]) -> set[str] | None:
+def _filter_codes(filters: Any, value_sets: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]) -> set[str] | None:
     """The `system|code`s one retrieve's code filter passes, or None when it may pass anything we cannot list."""
     if not isinstance(filters, list) or len(filters) != 1 or not isinstance(filters[0], dict):
         return None
@@ -133,11 +133,17 @@ def _filter_codes(filters: Any, value_sets: Mapping[str, Mapping[str, list[dict[
     if cf.get("path") != "code":
         return None  # medication[x] and other elements: the whole type is kept
     if isinstance(cf.get("valueSet"), str):
-        versions = value_sets.get(cf["valueSet"])
+        # A canonical may carry its version (`url|0.3.0`); the package keys expansions by url, then version.
+        versions = value_sets.get(cf["valueSet"].partition("|")[0])
         if not versions:
             return None  # no expansion in the package: nothing to check membership against
-        return {f"{c['system']}|{c['code']}" for version in versions.values() for c in version}
-    codings = cf.get("code")
-    if isinstance(codings, list) and codings:
-        return {f"{c['system']}|{c['code']}" for c in codings}
-    return None
+        codings: Any = [c for version in versions.values() for c in version]
+    else:
+        codings = cf.get("code")
+    if not isinstance(codings, list) or not codings:
+        return None
+    pairs = [(c.get("system"), c.get("code")) for c in codings if isinstance(c, dict)]
+    # A coding without a system or a code matches nothing we can name: keep the whole type.
+    if len(pairs) != len(codings) or not all(isinstance(s, str) and s and isinstance(k, str) and k for s, k in pairs):
+        return None
+    return {f"{s}|{k}" for s, k in pairs}

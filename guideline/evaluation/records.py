@@ -280,6 +280,8 @@ def ndjson_slice(
     return list(_ndjson_records(path, shown or path, start, end, first_line, index, reads or Reads.all()))
 
 
+# One pass over the file owns the open group's state (its lines, Patient, error); split, it travels everywhere.
+# Long: a single pass with its group state, as above.
 def _ndjson_records(  # noqa: PLR0913 - a slice of a file, and what to skip in it
     path: Path,
     shown: Path,

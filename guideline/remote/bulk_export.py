@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import requests
 
 from guideline.core.errors import NotFoundError, ServerRejectedError, ServerUnreachableError, UsageError
+from guideline.evaluation.pushdown import Reads
 from guideline.remote.http import FHIR_JSON, Client, operation_outcome_text, parse_retry_after
 
 NDJSON = "application/fhir+ndjson"
@@ -64,28 +65,25 @@ def export_query(
 ) -> ExportQuery:
     """The `_type` and `_typeFilter` of an export from the libraries' DataRequirements.
 
-    A type is filtered only when EVERY requirement on it has a codeFilter on `code` that can be
-    written as codes (see CODE_SEARCH_TYPES): one unfiltered retrieve of a type needs all of it.
-    A value-set filter is expanded to its codes from `value_sets` (the package's expansions,
-    url -> version -> codings), never sent as `code:in=<url>`: `:in` works only where the server holds
-    and can expand our ValueSets, which an EHR does not; the codes are what the local engine matches.
-    A value set the package cannot expand leaves its type unfiltered.
+    What a retrieve can return is decided once, by `pushdown.Reads` (the population readers' decision): a type
+    is filtered only when every requirement on it filters `code` by codes the package can list. It becomes a
+    `_typeFilter` only for the types whose `code` search parameter searches exactly `<Type>.code`
+    (CODE_SEARCH_TYPES); any other type is exported whole. A value-set filter is sent as its expanded codes,
+    never as `code:in=<url>`: `:in` works only where the server holds and can expand our ValueSets, which an
+    EHR does not; the codes are what the local engine matches.
     """
-    codes: dict[str, set[tuple[str, str]] | None] = {}
-    for req in requirements:
-        rtype = str(req.get("type", ""))
-        if not rtype:
-            continue
-        wanted = _codes_of(rtype, req.get("codeFilter") or [], value_sets)
-        have = codes.get(rtype, set())
-        # None (the whole type) absorbs everything; otherwise the codes of every retrieve add up.
-        codes[rtype] = None if wanted is None or have is None else have | wanted
+    reads = Reads.of_requirements([dict(r) for r in requirements if r.get("type")], value_sets)
     filters = tuple(
-        f"{t}?code=" + ",".join(f"{_escape(s)}|{_escape(c)}" for s, c in sorted(cs))
-        for t, cs in sorted(codes.items())
-        if cs
+        f"{t}?code=" + ",".join(f"{_escape(s)}|{_escape(c)}" for s, c in sorted(_pairs(cs)))
+        for t, cs in sorted(reads.types.items())
+        if cs and t in CODE_SEARCH_TYPES
     )
-    return ExportQuery(types=tuple(sorted(codes)), type_filters=filters)
+    return ExportQuery(types=tuple(sorted(reads.types)), type_filters=filters)
+
+
+def _pairs(codes: Iterable[str]) -> set[tuple[str, str]]:
+    """`system|code` strings as pairs (a system URI holds no `|`; a code may)."""
+    return {(s, c) for s, _, c in (code.partition("|") for code in codes)}
 
 
 def _escape(value: str) -> str:
@@ -103,27 +101,6 @@ def package_requirements(resources: Iterable[Mapping[str, Any]]) -> list[dict[st
             for d in r.get("dataRequirement") or []:
                 reqs[json.dumps(d, sort_keys=True)] = d
     return [reqs[k] for k in sorted(reqs)]
-
-
-def _codes_of(
-    rtype: str,
-    code_filters: Sequence[Mapping[str, Any]],
-    value_sets: Mapping[str, Mapping[str, Sequence[Mapping[str, str]]]],
-) -> set[tuple[str, str]] | None:
-    """The (system, code) pairs one requirement asks for, or None when it needs every resource of its type."""
-    if rtype not in CODE_SEARCH_TYPES or len(code_filters) != 1 or code_filters[0].get("path") != "code":
-        return None
-    cf = code_filters[0]
-    if "valueSet" in cf:
-        versions = value_sets.get(str(cf["valueSet"]).partition("|")[0])
-        if not versions:
-            return None
-        codings = [c for cs in versions.values() for c in cs]
-    else:
-        codings = list(cf.get("code") or [])
-    pairs = {(str(c.get("system", "")), str(c.get("code", ""))) for c in codings}
-    # A coding without system or code cannot be written as a token search: fetch the type whole.
-    return pairs if pairs and all(s and c for s, c in pairs) else None
 
 
 @dataclass(frozen=True)

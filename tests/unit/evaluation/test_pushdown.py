@@ -54,8 +54,10 @@ def test_the_package_reads_its_retrieves_types_and_codes(package: Package) -> No
     """Verify the decision for this package: types never retrieved are not read, code-filtered ones by code."""
     reads = Reads.of(package)
     assert "Claim" not in reads.types and "Encounter" not in reads.types
-    gl = reads.types["Condition"]
-    assert gl is not None and f"{SNOMED}|284449005" in gl
+    # Pregnancy and pancreatitis by ICD-10 prefix (project safety rules 13 and 17) retrieve every Condition.
+    assert reads.types["Condition"] is None
+    referrals = reads.types["ServiceRequest"]
+    assert referrals is not None and f"{SNOMED}|103699006" in referrals
     hba1c = reads.types["Observation"]
     assert hba1c is not None and f"{LOINC}|4548-4" in hba1c and f"{LOINC}|8867-4" not in hba1c
     # [Medication] and [MedicationRequest] (filtered on medication[x] in the query, not the retrieve): whole types.
