@@ -43,7 +43,7 @@ from guideline.remote.http import Client, Timeouts
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import plan_publish, publish_resources
 from guideline.validation.run import validate
-from tools import bench_spark, deploybench
+from tools import bench_spark, bench_synthea, deploybench
 from tools.deploybench import deploy_section, splice_section
 from tools.synth import DEFAULT_AT, as_bundle, synth_patients, write_population
 
@@ -1214,11 +1214,15 @@ def main(argv: list[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     if given[:1] == ["--deploy"]:
         return deploybench.main(given[1:])
+    if given[:1] == ["--synthea"]:
+        return bench_synthea.main(given[1:])
     p = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Measure and write BENCHMARKS.md.",
         epilog="scripts/bench --cds [--quick]: CDS Hooks under load and the server JIT choice (tools/bench_cds.py, "
-        "its own servers, its own BENCHMARKS.md section)",
+        "its own servers, its own BENCHMARKS.md section); scripts/bench --synthea [--patients N ...] [--seed S] "
+        "[--work DIR] [--runs R] [--skip PARTS] [--timeout S]: Synthea records as a Bulk export sends them "
+        "(tools/bench_synthea.py, its own BENCHMARKS.md block)",
     )
     p.add_argument("--quick", action="store_true", help="fewer, smaller runs for development (no 10,000 run)")
     p.add_argument(
@@ -1236,6 +1240,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="N",
         help="also run the CLI once at N patients (e.g. 1000000: ~31 GB of input in --work, ~30 min)",
+    )
+    p.add_argument(
+        "--synthea",
+        action="store_true",
+        help="instead: Synthea populations (first argument; the rest go to tools/bench_synthea.py)",
     )
     p.add_argument(
         "--deploy",
@@ -1275,8 +1284,10 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     text = bench.render(shown, started, info)
     old = out.read_text(encoding="utf-8") if out.exists() else ""
-    # Two sections come from their own runs and are kept as they were: the CDS load block
-    # (`scripts/bench --cds`, between its markers) and the deployment section (`scripts/bench --deploy`).
+    # Three sections come from their own runs and are kept as they were: the CDS load block
+    # (`scripts/bench --cds`, between its markers), the Synthea block (`scripts/bench --synthea`) and the
+    # deployment section (`scripts/bench --deploy`).
+    old, synthea_block = bench_synthea.take_block(old)
     cds_block = ""
     if CDS_BEGIN in old and CDS_END in old:
         head, rest = old.split(CDS_BEGIN, 1)
@@ -1285,6 +1296,8 @@ def main(argv: list[str] | None = None) -> int:
     kept = deploy_section(old)
     if kept:
         text = splice_section(text, kept)
+    if synthea_block:
+        text = text.rstrip("\n") + "\n\n" + synthea_block
     if cds_block:
         text = text.rstrip("\n") + "\n\n" + cds_block
     tmp = out.with_name(f".{out.name}.tmp")
