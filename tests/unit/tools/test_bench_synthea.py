@@ -3,6 +3,7 @@ of BENCHMARKS.md (no benchmark runs here)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tools import bench_synthea
@@ -95,3 +96,9 @@ def test_block_replaced_in_place_rest_kept(tmp_path: Path) -> None:
     rest, block = bench_synthea.take_block(text)
     assert block == f"{SYN_BEGIN}\nnew\n{SYN_END}\n" and SYN_BEGIN not in rest and "cds" in rest and "figures" in rest
     assert bench_synthea.take_block("# B\n") == ("# B\n", "")
+
+
+def test_session_rss_counts_this_session() -> None:
+    """Verify that the /proc scan finds this test's own session (the run's tree measure reads the CLI's session)."""
+    assert bench_synthea.session_rss(os.getsid(0)) > 0
+    assert bench_synthea.session_rss(-1) == 0
