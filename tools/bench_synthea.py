@@ -177,8 +177,9 @@ class Corpus:
         return self.folder / "export-gz"
 
 
-def corpus(work: Path, n: int, seed: int, timeout: float) -> Corpus:
-    """The population for N and the seed: made once with scripts/synth (atomic: its --out is renamed into place)."""
+def corpus(work: Path, n: int, seed: int, timeout: float, *, gz: bool = True) -> Corpus:
+    """The population for N and the seed: made once with scripts/synth (atomic: its --out is renamed into place);
+    with `gz`, its gzipped copy too (made once)."""
     folder = work / f"synthea-{n}-{seed}"
     c = Corpus(n, seed, folder, f"scripts/synth --synthea {n} --seed {seed} --labs-share {LABS_SHARE} --out DIR")
     if not (c.export / "Patient.ndjson").is_file():
@@ -188,7 +189,7 @@ def corpus(work: Path, n: int, seed: int, timeout: float) -> Corpus:
         subprocess.run(  # noqa: S603 - our own script
             [sys.executable, "-m", "tools.synth", *argv], cwd=toolchain.repo_root(), check=True, timeout=timeout
         )
-    if not (c.gz / "Patient.ndjson.gz").is_file():
+    if gz and not (c.gz / "Patient.ndjson.gz").is_file():
         log(f"gzipping a copy into {c.gz}")
         tmp = Path(tempfile.mkdtemp(prefix=".export-gz.", dir=folder))
         try:
@@ -356,7 +357,7 @@ def rows(m: Measured) -> list[str]:
     out = [
         f"#### {pts:,} patients (`--synthea {m.corpus.n} --seed {m.corpus.seed}`): {m.size.resources:,} resources "
         f"({m.size.resources / pts:,.0f} per patient), {m.size.bytes / 1e6:,.0f} MB ({m.size.bytes / pts / 1e6:.2f} MB "
-        f"per patient; gzipped {m.size.gz_bytes / 1e6:,.0f} MB)",
+        f"per patient{f'; gzipped {m.size.gz_bytes / 1e6:,.0f} MB' if m.size.gz_bytes else ''})",
         "",
         "| read | wall s | patients/s (wall) | grouping s | start-up s | evaluating s | patients/s evaluating "
         "| raw read / wall (`wc -l`; Python) | peak RSS MiB: CLI / engine / whole tree |",
@@ -531,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     done: list[Measured] = []
     for n in args.patients:
         try:
-            c = corpus(work, n, args.seed, args.timeout * 4)
+            c = corpus(work, n, args.seed, args.timeout * 4, gz="gz" not in skip)
             done.append(measure(c, args.runs, skip, args.timeout))
         except (subprocess.SubprocessError, OSError) as e:
             # Synthea, gzip or a raw read failed: what is measured so far stays in the block
