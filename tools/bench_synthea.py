@@ -365,10 +365,10 @@ def rows(m: Measured) -> list[str]:
     ]
     for key, label in (("wc", "raw read: `wc -l`"), ("python", "raw read: Python line count")):
         v = m.raw[key]
-        out.append(f"| {label} | {_fmt(v, 3)} | {pts / _med(v):,.0f} | | | | | | |")
+        out.append(f"| {label} | {_fmt(v, 3)} | {_rate(pts / _med(v))} | | | | | | |")
     if m.raw.get("python-gz"):
         v = m.raw["python-gz"]
-        out.append(f"| raw read: Python line count, `.ndjson.gz` | {_fmt(v, 3)} | {pts / _med(v):,.0f} | | | | | | |")
+        out.append(f"| raw read: Python line count, `.ndjson.gz` | {_fmt(v, 3)} | {_rate(pts / _med(v))} | | | | | | |")
     for kind, runs in m.runs.items():
         walls = [r.wall for r in runs]
         ps = [r.parsed for r in runs]
@@ -376,7 +376,7 @@ def rows(m: Measured) -> list[str]:
         raw = _med(m.raw["python-gz"]) if kind == "gz" and m.raw.get("python-gz") else _med(m.raw["python"])
         wc_share = f"{wc / _med(walls):.1%}" if kind != "gz" else "–"
         out.append(
-            f"| {KINDS[kind][0]} | {_fmt(walls)} | {pts / _med(walls):,.0f} | {_opt([p.grouping for p in ps])} "
+            f"| {KINDS[kind][0]} | {_fmt(walls)} | {_rate(pts / _med(walls))} | {_opt([p.grouping for p in ps])} "
             f"| {_opt([p.startup for p in ps])} | {_opt([p.evaluating for p in ps])} | {_opt([p.rate for p in ps], 0)} "
             f"| {wc_share}; {raw / _med(walls):.1%} | {own} / {workers or '–'} / {max(r.tree_rss for r in runs)} |"
         )
@@ -396,6 +396,11 @@ def rows(m: Measured) -> list[str]:
     return out
 
 
+def _rate(x: float) -> str:
+    """Patients per second: a decimal below 10 (small or slow runs), whole numbers above."""
+    return f"{x:,.1f}" if x < 10 else f"{x:,.0f}"
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
@@ -409,13 +414,13 @@ def targets(ms: Sequence[Measured]) -> list[str]:
             wall = _med([r.wall for r in m.runs["java"]])
             rate, share = pts / wall, _med(m.raw["wc"]) / wall
             ok = _verdict(rate >= TARGET_RATE)
-            parts.append(f"{pts:,}: ≥ {TARGET_RATE:.0f} patients/s end to end {ok} ({rate:,.0f}/s)")
+            parts.append(f"{pts:,}: ≥ {TARGET_RATE:.0f} patients/s end to end {ok} ({_rate(rate)}/s)")
             ok = _verdict(share >= TARGET_RAW_SHARE)
             parts.append(f"{pts:,}: ≥ {TARGET_RAW_SHARE:.0%} of the raw read (`wc -l`) {ok} ({share:.1%})")
         if "gz" in m.runs:
             rate = pts / _med([r.wall for r in m.runs["gz"]])
             ok = _verdict(rate >= TARGET_GZ_RATE)
-            parts.append(f"{pts:,}: `.ndjson.gz` ≥ {TARGET_GZ_RATE:.0f} patients/s {ok} ({rate:,.0f}/s)")
+            parts.append(f"{pts:,}: `.ndjson.gz` ≥ {TARGET_GZ_RATE:.0f} patients/s {ok} ({_rate(rate)}/s)")
     with_java = [m for m in ms if "java" in m.runs]
     if len(with_java) >= 2:
         lo, hi = with_java[0], with_java[-1]
