@@ -40,11 +40,12 @@ CASES = [
 ]
 AT = "2026-06-01T12:00:00Z"
 # What an EHR also holds and the logic never reads: a type no retrieve names, and codes in none of the
-# value sets (heart rate, asthma, appendectomy).
+# value sets of the types the logic filters by code (heart rate, appendectomy, a colonoscopy order).
+# Conditions are read whole: pregnancy and pancreatitis by ICD-10 prefix (project safety rules 13, 17).
 NOISE_CODES = {
     "Observation": ("http://loinc.org", "8867-4"),
-    "Condition": ("http://snomed.info/sct", "195967001"),
     "Procedure": ("http://snomed.info/sct", "80146002"),
+    "ServiceRequest": ("http://snomed.info/sct", "73761001"),
 }
 
 
@@ -67,7 +68,13 @@ def _noise(pid: str) -> list[dict[str, Any]]:
             "subject": subject,
             "code": {"coding": [{"system": system, "code": code}]},
         }
-        res.update({"Observation": {"status": "final"}, "Procedure": {"status": "completed"}}.get(rtype, {}))
+        res.update(
+            {
+                "Observation": {"status": "final"},
+                "Procedure": {"status": "completed"},
+                "ServiceRequest": {"status": "completed", "intent": "order"},
+            }.get(rtype, {})
+        )
         out.append(res)
     return out
 
