@@ -295,14 +295,15 @@ def write_population(
         for resources in patients:
             (tmpdir / f"{resources[0]['id']}.json").write_text(_line(as_bundle(resources)) + "\n", encoding="utf-8")
             n += 1
-        _replace_dir(tmpdir, out)
+        replace_dir(tmpdir, out)
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
     return n
 
 
-def _replace_dir(tmpdir: Path, out: Path) -> None:
+def replace_dir(tmpdir: Path, out: Path) -> None:
+    """Put the finished folder `tmpdir` in place of `out` (a folder or a file, replaced), by rename."""
     os.chmod(tmpdir, 0o755)  # noqa: S103 - mkdtemp makes 0700; this is ordinary test data
     if out.is_dir():
         shutil.rmtree(out)
@@ -337,7 +338,7 @@ def _write_bulk(out: Path, patients: Iterator[list[dict[str, Any]]]) -> int:
             "error": [],
         }
         (tmpdir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(tmpdir, out)
+        replace_dir(tmpdir, out)
     except BaseException:
         for f in files.values():
             f.close()

@@ -15,7 +15,6 @@ import argparse
 import datetime as dt
 import gzip
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from guideline.core.errors import BadInputError, GuidelineError, ToolchainError, UsageError
+from guideline.evaluation.pushdown import Reads
+from tools.synth import replace_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHEA_ARTIFACT = ("org.mitre.synthea", "synthea", "3.3.0")
@@ -284,52 +285,17 @@ def labs_and_orders(seed: int, pid: str, anchor: dt.date, sex: str) -> list[dict
     return out
 
 
-@dataclass(frozen=True)
-class Keep:
-    """What `--trim` keeps: resource types, and for some types only the codes a retrieve can return."""
-
-    types: frozenset[str]
-    codes: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
-
-    def wants(self, res: dict[str, Any]) -> bool:
-        """True when some retrieve of the logic could return this resource."""
-        rtype = res.get("resourceType", "")
-        if rtype not in self.types:
-            return False
-        allowed = self.codes.get(rtype)
-        if allowed is None:
-            return True
-        return any((c.get("system"), c.get("code")) in allowed for c in (res.get("code") or {}).get("coding", []))
-
-
-# Types filtered by code when trimming: they are the bulk of a Synthea record and are read only through code
-# filters. Conditions and medication records stay whole (small; pregnancy and insulin are recorded in many codes).
-_CODE_FILTERED = ("Observation", "Procedure")
-
-
-def logic_requirements() -> Keep:
-    """The types (and Observation/Procedure codes) the built package's Library dataRequirements name."""
+def logic_requirements() -> Reads:
+    """What `--trim` keeps: what the built package's retrieves can return (`pushdown.Reads`, the population
+    readers' own decision), so a trimmed sample holds exactly what the readers would parse."""
     from guideline.content.package import build_package
 
-    pkg = build_package()
-    types: set[str] = {"Patient", "Medication"}
-    unfiltered: set[str] = set()
-    codes: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for lib in pkg.resources:
-        for req in lib.get("dataRequirement", []) if lib.get("resourceType") == "Library" else []:
-            rtype = req["type"]
-            types.add(rtype)
-            filters = req.get("codeFilter") or []
-            if not filters:
-                unfiltered.add(rtype)
-            for cf in filters:
-                if "valueSet" in cf:
-                    for expansion in pkg.value_sets.get(cf["valueSet"].split("|")[0], {}).values():
-                        codes[rtype].update((c["system"], c["code"]) for c in expansion)
-                for c in cf.get("code", []):
-                    codes[rtype].add((c["system"], c["code"]))
-    filtered = {t: frozenset(codes[t]) for t in _CODE_FILTERED if t in types and t not in unfiltered}
-    return Keep(frozenset(types), filtered)
+    return Reads.of(build_package())
+
+
+def _kept_type(keep: Reads, rtype: str) -> bool:
+    """Whether any resource of `rtype` may be kept: a type a retrieve reads, or the Patient."""
+    return rtype == "Patient" or rtype in keep.types
 
 
 @dataclass
@@ -354,7 +320,7 @@ def postprocess(
     reference: dt.date,
     gl_share: float = 1.0,
     labs_share: float = 0.0,
-    keep: Keep | None = None,
+    keep: Reads | None = None,
     gzip_files: bool = False,
 ) -> PostProcessed:
     """Write `out` (atomically: a temp folder renamed) from Synthea's `fhir/` folder `raw`.
@@ -386,7 +352,7 @@ def postprocess(
     try:
         referenced = _referenced_medications(files, keep) if keep else None
         for rtype in sorted(set(files) | set(added)):
-            if keep is not None and rtype not in keep.types:
+            if keep is not None and not _kept_type(keep, rtype):
                 continue
             lines = _lines_for(rtype, files.get(rtype), added.get(rtype, []), keep, referenced)
             n = _write(tmp / f"{rtype}.ndjson{'.gz' if gzip_files else ''}", lines)
@@ -394,22 +360,17 @@ def postprocess(
                 report.resources[rtype] = n
             else:
                 (tmp / f"{rtype}.ndjson{'.gz' if gzip_files else ''}").unlink()
-        os.chmod(tmp, 0o755)  # noqa: S103 - mkdtemp makes 0700; this is ordinary test data
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
 
 
-def _referenced_medications(files: dict[str, Path], keep: Keep) -> set[str]:
+def _referenced_medications(files: dict[str, Path], keep: Reads) -> set[str]:
     ids: set[str] = set()
     for rtype in ("MedicationRequest", "MedicationStatement", "MedicationAdministration", "MedicationDispense"):
-        if rtype in files and rtype in keep.types:
+        if rtype in files and _kept_type(keep, rtype):
             for line in _iter_ndjson(files[rtype]):
                 ref = (json.loads(line).get("medicationReference") or {}).get("reference", "")
                 if ref.startswith("Medication/"):
@@ -418,7 +379,7 @@ def _referenced_medications(files: dict[str, Path], keep: Keep) -> set[str]:
 
 
 def _lines_for(
-    rtype: str, path: Path | None, added: list[dict[str, Any]], keep: Keep | None, referenced: set[str] | None
+    rtype: str, path: Path | None, added: list[dict[str, Any]], keep: Reads | None, referenced: set[str] | None
 ) -> Iterable[str]:
     compact = [json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in added]
     raw = _iter_ndjson(path) if path is not None else iter(())
@@ -432,7 +393,7 @@ def _lines_for(
         if rtype == "Medication" and referenced is not None:
             if res.get("id") in referenced:
                 kept.append((res["id"], line))
-        elif keep.wants(res):
+        elif keep.keeps(res):
             kept.append((res.get("id", ""), line))
     kept.extend((r["id"], c) for r, c in zip(added, compact, strict=True))
     yield from (line for _, line in sorted(kept))

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from guideline.evaluation.pushdown import Reads
 from tools import synth, synthea
-from tools.synthea import GL_CODE, Keep, patient_facts, postprocess
+from tools.synthea import GL_CODE, patient_facts, postprocess
 
 AT = dt.date(2026, 12, 1)
 PID = "p1"
@@ -101,9 +102,13 @@ def _raw(folder: Path) -> Path:
     return folder
 
 
-KEEP = Keep(
-    frozenset({"Patient", "Condition", "Observation", "MedicationRequest", "Medication"}),
-    {"Observation": frozenset({(synthea.LOINC, "4548-4"), (synthea.LOINC, "27873-9")})},
+KEEP = Reads(
+    {
+        "Condition": None,
+        "Observation": frozenset({f"{synthea.LOINC}|4548-4", f"{synthea.LOINC}|27873-9"}),
+        "MedicationRequest": None,
+        "Medication": None,
+    }
 )
 
 
