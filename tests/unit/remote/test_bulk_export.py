@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from guideline.core.errors import BadInputError, ExitCode, ServerRejectedError, 
 from guideline.evaluation import spark
 from guideline.remote import bulk_export as bx
 from guideline.remote.http import Client, RetryPolicy
-from tests.unit.remote.stub import Reply, Seen, Stub, outcome, stub_server
+from tests.unit.remote.stub import Reply, Seen, Stub, outcome
 
 TOKEN = "bulk-UNIT-token-0815"  # noqa: S105 - a fake token the tests look for
 FAST = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.02, total_budget_s=5)
@@ -42,17 +41,6 @@ MEDREQ = {
 
 def _ndjson(*resources: dict[str, Any]) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in resources)
-
-
-@pytest.fixture
-def waits() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    with stub_server() as s:
-        yield s
 
 
 def _client(stub: Stub, token: str | None = TOKEN) -> Client:

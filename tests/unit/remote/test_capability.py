@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,7 +10,7 @@ from guideline.cli import main as cli
 from guideline.core.errors import ExitCode, ServerRejectedError
 from guideline.remote.capability import APPLY, CDS_PREFETCH, PUBLISH, Capabilities, Needs, check_server
 from guideline.remote.http import Client
-from tests.unit.remote.stub import Reply, Seen, Stub, capability, stub_server
+from tests.unit.remote.stub import Reply, Seen, Stub, capability
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 HAPI_LIKE = capability(PlanDefinition=["apply", "data-requirements"], Library=["evaluate"], Patient=["everything"])
@@ -50,12 +49,6 @@ def subsetting(statement: dict[str, Any], *, nested: bool = True) -> Any:
         return Reply(200, body)
 
     return respond
-
-
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    with stub_server() as s:
-        yield s
 
 
 def _check(stub: Stub, needs: Needs) -> dict[str, Any]:

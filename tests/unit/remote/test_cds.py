@@ -19,7 +19,7 @@ from guideline.remote.cds import (
     resolve_prefetch,
 )
 from guideline.remote.http import Client, RetryPolicy
-from tests.unit.remote.stub import Reply, Stub, stub_server
+from tests.unit.remote.stub import Reply, Stub
 
 CARD = {"summary": "Start a low-fat diet", "indicator": "info", "source": {"label": "GL guideline"}}
 SERVICES: dict[str, Any] = {
@@ -36,12 +36,6 @@ SERVICES: dict[str, Any] = {
         {"id": "GLR2Other", "hook": "order-select"},
     ]
 }
-
-
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    with stub_server() as s:
-        yield s
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,17 +27,6 @@ TOKEN = "s3cr3t-UNIT-token-4711"  # noqa: S105 - a fake token the tests look for
 OK = Reply(200, {"resourceType": "Patient", "id": "p"})
 # Retries in these tests: no real waiting (the waits are recorded instead) and a short budget.
 FAST = RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.02, total_budget_s=5)
-
-
-@pytest.fixture
-def waits() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    with stub_server() as s:
-        yield s
 
 
 def _client(stub: Stub, waits: list[float], **kw: object) -> Client:
