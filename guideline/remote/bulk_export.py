@@ -86,6 +86,13 @@ def _pairs(codes: Iterable[str]) -> set[tuple[str, str]]:
     return {(s, c) for s, _, c in (code.partition("|") for code in codes)}
 
 
+def _export_gone(e: NotFoundError, what: str) -> NotFoundError:
+    """A 404 on an export's status URL or file: the server's text, what is gone, and the one way out."""
+    return NotFoundError(
+        f"{e.message}; {what}: remove the --out folder and export again", status=e.status, outcome=e.outcome
+    )
+
+
 def _escape(value: str) -> str:
     """A token search value part with FHIR's search escapes (`\\`, `,`, `|`, `$`), so a code holding one stays one."""
     for ch in ("\\", ",", "|", "$"):
@@ -216,11 +223,7 @@ def poll(client: Client, status_url: str, policy: PollPolicy, progress: Progress
         try:
             resp = client.request("GET", status_url, ok=(200, 202, 500), headers={"Accept": FHIR_JSON})
         except NotFoundError as e:
-            raise NotFoundError(
-                f"{e.message}; the server no longer knows this export: remove the --out folder and export again",
-                status=e.status,
-                outcome=e.outcome,
-            ) from None
+            raise _export_gone(e, "the server no longer knows this export") from None
         if resp.status_code == 200:
             return _manifest_of(resp, status_url)
         if resp.status_code == 500:
@@ -336,11 +339,7 @@ def _fetch(client: Client, url: str, part: Path, send_token: bool, progress: Pro
             resp = client.request("GET", url, ok=(200, 206, 416), headers=headers, stream=True, send_token=send_token)
         except NotFoundError as e:
             # Servers delete export files after a while (HAPI: 2 hours); a late resume cannot get them back.
-            raise NotFoundError(
-                f"{e.message}; the server no longer has this export file: remove the --out folder and export again",
-                status=e.status,
-                outcome=e.outcome,
-            ) from None
+            raise _export_gone(e, "the server no longer has this export file") from None
         with resp:
             if resp.status_code == 416:
                 # Nothing after what we have: the part is the whole file.
