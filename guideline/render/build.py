@@ -30,8 +30,10 @@ from guideline.render.model import (
     CodeUse,
     Coding,
     Condition,
+    Criterion,
     Definition,
     DynamicText,
+    Indicator,
     Quote,
     Rating,
     Recommendation,
@@ -410,6 +412,108 @@ def _population(logic: Logic, pkg: Package, pathway: dict[str, Any]) -> tuple[li
     return conditions, quotes
 
 
+def _criterion(
+    logic: Logic, lib: str, measure: dict[str, Any], node: dict[str, Any], path: str, kind: str, code: str
+) -> Criterion:
+    """A population or stratifier of a Measure with the define its criteria name; ContentError if not CQL."""
+    expr = node.get("criteria") or {}
+    if expr.get("language") not in CQL_IDENTIFIER_LANGUAGES or not isinstance(expr.get("expression"), str):
+        raise _error(measure, f"{path}.criteria", "only text/cql-identifier criteria are rendered")
+    d = logic.definition(lib, str(expr["expression"]))
+    if d is None:
+        raise _error(measure, f"{path}.criteria", f"no define {expr['expression']!r} in library {lib}")
+    return Criterion(kind, code, str(node.get("description", "")), d)
+
+
+def _code(concept: Any, fallback: str) -> str:
+    if isinstance(concept, dict):
+        if concept.get("text"):
+            return str(concept["text"])
+        for c in concept.get("coding") or []:
+            if isinstance(c, dict) and c.get("code"):
+                return str(c["code"])
+    return fallback
+
+
+def _measured(
+    pkg: Package, measure: dict[str, Any], pages: dict[str, tuple[str, str]]
+) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """The recommendations (label, page) a Measure's relatedArtifacts point to, and every other target as text."""
+    found: list[tuple[str, str]] = []
+    other: list[str] = []
+    for ra in measure.get("relatedArtifact") or []:
+        ref = ra.get("resource") if isinstance(ra, dict) else None
+        if not isinstance(ref, str):
+            continue
+        target = pkg.resolve(ref)
+        key = str(target.get("id")) if target is not None and target.get("resourceType") == "PlanDefinition" else ""
+        if key in pages:
+            if pages[key] not in found:
+                found.append(pages[key])
+        else:
+            other.append(f"{ra.get('type', 'related')}: {ra.get('display') or ref}")
+    return tuple(found), tuple(other)
+
+
+def _indicator(pkg: Package, logic: Logic, measure: dict[str, Any], pages: dict[str, tuple[str, str]]) -> Indicator:
+    """A Measure's page model: populations and stratifiers with their defines, the CQL they reach, what it measures."""
+    refs = [r for r in measure.get("library") or [] if isinstance(r, str)]
+    lib_res = pkg.resolve(refs[0]) if len(refs) == 1 else None
+    lib = lib_res.get("name") if lib_res is not None else None
+    if lib_res is None or not isinstance(lib, str) or lib not in pkg.elm:
+        raise _error(measure, "library", "needs exactly one library in the package, compiled from CQL")
+    pops: list[Criterion] = []
+    strats: list[Criterion] = []
+    for g, group in enumerate(measure.get("group") or []):
+        for i, pop in enumerate(group.get("population") or []):
+            path = f"group[{g}].population[{i}]"
+            pops.append(_criterion(logic, lib, measure, pop, path, "population", _code(pop.get("code"), path)))
+        for i, strat in enumerate(group.get("stratifier") or []):
+            path = f"group[{g}].stratifier[{i}]"
+            strats.append(_criterion(logic, lib, measure, strat, path, "stratifier", _code(strat.get("code"), path)))
+    if not pops:
+        raise _error(measure, "group[0].population", "a Measure needs at least one population")
+    roots = [(c.definition.library, c.definition.name) for c in (*pops, *strats)]
+    closure = logic.closure(roots)
+    definitions = sorted(
+        closure.definitions, key=lambda d: (d.library != lib, d.library, logic.first_line(d.library, d.name))
+    )
+    links: list[tuple[str, str]] = [(f"Measure/{measure['id']}", json_href(measure))]
+    links.append((f"Library/{lib_res['id']}", json_href(lib_res)))
+    for inc in sorted({d.library for d in definitions} - {lib}):
+        res = next((r for r in pkg.resources if r["resourceType"] == "Library" and r.get("name") == inc), None)
+        if res is not None:
+            links.append((f"Library/{res['id']}", json_href(res)))
+    measures, other = _measured(pkg, measure, pages)
+    codes = [c for c in (measure.get("scoring") or {}).get("coding") or [] if isinstance(c, dict) and c.get("code")]
+    scoring = str(codes[0]["code"]) if codes else _code(measure.get("scoring"), "")
+    return Indicator(
+        id=str(measure["id"]),
+        url=str(measure.get("url", "")),
+        name=str(measure.get("name") or measure["id"]),
+        title=str(measure.get("title") or measure.get("name") or measure["id"]),
+        description=str(measure.get("description", "")),
+        usage=str(measure.get("usage", "")),
+        scoring=scoring,
+        library=lib,
+        populations=tuple(pops),
+        stratifiers=tuple(strats),
+        measures=measures,
+        other_artifacts=other,
+        definitions=tuple(definitions),
+        safety_rules=safety_rules(measure),
+        json_links=tuple(links),
+    )
+
+
+def _indicators(pkg: Package, logic: Logic, pathway: dict[str, Any], recs: list[Recommendation]) -> list[Indicator]:
+    """Every Measure of the package as an indicator page, by id (none when the package has no Measure)."""
+    pages = {r.id: (f"{r.short_title}: {r.title}", r.page) for r in recs}
+    pages[str(pathway["id"])] = (str(pathway.get("title") or pathway["id"]), "index.html")
+    measures = sorted((r for r in pkg.resources if r.get("resourceType") == "Measure"), key=lambda r: str(r["id"]))
+    return [_indicator(pkg, logic, m, pages) for m in measures]
+
+
 def site_model(pkg: Package, cases: list[dict[str, Any]]) -> Site:
     """Everything the pages show, derived from the built package and the test cases' expectations.
 
@@ -451,4 +555,5 @@ def site_model(pkg: Package, cases: list[dict[str, Any]]) -> Site:
         resources=_resource_links(pkg),
         definitions=pop_defs.definitions,
         safety_rules=safety_rules(pathway),
+        indicators=tuple(_indicators(pkg, logic, pathway, recs)),
     )

@@ -271,6 +271,50 @@ class ResourceLink:
 
 
 @dataclass(frozen=True)
+class Criterion:
+    """A Measure population or stratifier: its code (or stratifier name), description and the CQL define it runs."""
+
+    kind: str  # population | stratifier
+    code: str
+    description: str
+    definition: Definition  # the define its criteria name
+
+    @property
+    def anchor(self) -> str:
+        return anchor(self.kind, self.code)
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """A Measure's page: what it measures, its populations and stratifiers, its CQL and what it measures."""
+
+    id: str
+    url: str
+    name: str
+    title: str
+    description: str
+    usage: str
+    scoring: str  # Measure.scoring code: proportion, cohort, ...
+    library: str  # the CQL library's name
+    populations: tuple[Criterion, ...]
+    stratifiers: tuple[Criterion, ...]
+    measures: tuple[tuple[str, str], ...]  # (label, page) of each recommendation it measures
+    other_artifacts: tuple[str, ...]  # relatedArtifact targets that are no page of the site, as text
+    definitions: tuple[Definition, ...]
+    safety_rules: tuple[SafetyRule, ...]
+    json_links: tuple[tuple[str, str], ...]  # (label, href)
+
+    @property
+    def page(self) -> str:
+        return f"ind-{self.id}.html"
+
+    @property
+    def count(self) -> bool:
+        """Scored as a count (cohort): a safety indicator expected to be 0."""
+        return self.scoring in ("cohort", "continuous-variable")
+
+
+@dataclass(frozen=True)
 class Site:
     """Everything the site shows: package metadata, the pathway, its recommendations, cases and traceability."""
 
@@ -299,6 +343,7 @@ class Site:
     resources: tuple[ResourceLink, ...]
     definitions: tuple[Definition, ...] = field(default=())  # the pathway's own CQL
     safety_rules: tuple[SafetyRule, ...] = ()  # every project safety rule, as the pathway lists them
+    indicators: tuple[Indicator, ...] = ()  # the package's Measures, by id
 
 
 def anchor(prefix: str, *parts: str) -> str:

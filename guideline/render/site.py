@@ -22,7 +22,9 @@ from guideline.render.model import (
     Activity,
     Coding,
     Condition,
+    Criterion,
     Definition,
+    Indicator,
     Plain,
     Quote,
     Recommendation,
@@ -353,7 +355,7 @@ details; <a href="#recommendations">the table below</a> has the same content.</f
 {"".join(rows)}
 </tbody>
 </table>
-<h2 id="about">About this package</h2>
+{_indicators_html(site)}<h2 id="about">About this package</h2>
 <dl class="meta">{dl}</dl>
 <h2 id="source">Source</h2>
 {citations}
@@ -470,6 +472,15 @@ _RULES_INTRO = (
 )
 
 
+def _measured_by_html(site: Site, r: Recommendation) -> str:
+    """The indicators that measure a recommendation (nothing when none does)."""
+    inds = [i for i in site.indicators if any(page == r.page for _, page in i.measures)]
+    if not inds:
+        return ""
+    items = "".join(f'<li><a href="{_e(i.page)}">{_e(i.title)}</a></li>' for i in inds)
+    return f"<h2 id=\"indicators\">Indicators that measure it (the project's, not the source's)</h2><ul>{items}</ul>"
+
+
 def _recommendation_page(site: Site, r: Recommendation) -> bytes:
     quotes = "".join(_quote_html(q) for q in r.quotes) or "<p><i>no quote recorded</i></p>"
     conds = "".join(
@@ -519,10 +530,123 @@ ratings are the project's reading of it (its <code>docs/ratings.md</code> gives 
 <h3>Does not fire in ({len(r.silent_in)})</h3>
 {_case_links(r.silent_in)}
 {usage}
+{_measured_by_html(site, r)}
 <h2 id="json">Raw JSON</h2>
 <ul>{links}</ul>
 """
     return _page(site, r.page, r.title, body)
+
+
+_INDICATORS_INTRO = (
+    "Indicators are the project's, not the source's: the source recommends and states no indicator. Each "
+    "measures, over a population and a measurement period, how often what a recommendation proposes happened "
+    "(a proportion) or, for a safety indicator, how many patients received what a project safety rule should "
+    "have stopped (a count that should be 0). guideline measure --html FILE draws their results."
+)
+
+
+def _scoring_text(ind: Indicator) -> str:
+    if ind.count:
+        return f"{ind.scoring}: a count of patients (a safety indicator: expected 0)"
+    return f"{ind.scoring}: numerator over denominator, per measurement period" if ind.scoring else "not given"
+
+
+def _indicators_html(site: Site) -> str:
+    """The index's list of indicator pages (nothing when the package has no Measure)."""
+    if not site.indicators:
+        return ""
+    rows = "".join(
+        f'<tr><td><a href="{_e(i.page)}">{_e(i.title)}</a><br><code>{_e(i.name)}</code></td>'
+        f"<td>{_e(i.description)}</td><td>{_e(i.scoring)}</td><td>"
+        + (", ".join(f'<a href="{_e(h)}">{_e(label)}</a>' for label, h in i.measures) or "<i>none</i>")
+        + "</td></tr>"
+        for i in site.indicators
+    )
+    return f"""<h2 id="indicators">Indicators (the project's, not the source's)</h2>
+<p class="note">{_e(_INDICATORS_INTRO)}</p>
+<table>
+<caption>Indicators: FHIR Measures of the package ({len(site.indicators)})</caption>
+<thead><tr><th scope="col">Indicator</th><th scope="col">Definition</th><th scope="col">Scoring</th>
+<th scope="col">Measures</th></tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+"""
+
+
+def _criteria_html(items: tuple[Criterion, ...], what: str) -> str:
+    if not items:
+        return f"<p><i>No {_e(what)}.</i></p>"
+    return "".join(
+        f'<section id="{_e(c.anchor)}" aria-label="{_e(c.code)}"><h3><code>{_e(c.code)}</code></h3>'
+        + (f"<p>{_e(c.description)}</p>" if c.description else "")
+        + f'<div class="cql"><p>CQL define <a href="#{_e(c.definition.anchor)}"><code>{_e(c.definition.qualified)}'
+        f"</code></a>:</p><pre><code>{_e(c.definition.cql)}</code></pre></div></section>"
+        for c in items
+    )
+
+
+def _criteria_table(ind: Indicator) -> str:
+    """Populations and stratifiers at a glance: what each is and the define that decides it."""
+    rows = "".join(
+        f'<tr><td>{_e(kind)}</td><td><a href="#{_e(c.anchor)}"><code>{_e(c.code)}</code></a></td>'
+        f'<td>{_e(c.description)}</td><td><a href="#{_e(c.definition.anchor)}"><code>{_e(c.definition.qualified)}'
+        "</code></a></td></tr>"
+        for kind, items in (("population", ind.populations), ("stratifier", ind.stratifiers))
+        for c in items
+    )
+    return (
+        f"<table><caption>Populations and stratifiers of Measure/{_e(ind.id)}</caption>"
+        '<thead><tr><th scope="col">Kind</th><th scope="col">Code</th><th scope="col">Description</th>'
+        f'<th scope="col">CQL define</th></tr></thead><tbody>{rows}</tbody></table>'
+    )
+
+
+def _indicator_page(site: Site, ind: Indicator) -> bytes:
+    measured = (
+        "<ul>" + "".join(f'<li><a href="{_e(h)}">{_e(label)}</a></li>' for label, h in ind.measures) + "</ul>"
+        if ind.measures
+        else "<p><i>No recommendation of the package is named in its relatedArtifact.</i></p>"
+    )
+    other = (
+        "<p>Also related:</p><ul>" + "".join(f"<li>{_e(t)}</li>" for t in ind.other_artifacts) + "</ul>"
+        if ind.other_artifacts
+        else ""
+    )
+    meta = "".join(
+        f"<dt>{_e(k)}</dt><dd>{v}</dd>"
+        for k, v in (
+            ("Canonical", f"<code>{_e(ind.url)}</code>"),
+            ("Scoring", _e(_scoring_text(ind))),
+            ("CQL library", f"<code>{_e(ind.library)}</code>"),
+        )
+    )
+    links = "".join(f'<li><a href="{_e(h)}">{_e(k)}</a></li>' for k, h in ind.json_links)
+    usage = _e(ind.usage) if ind.usage else _e(_INDICATORS_INTRO)
+    tag = '<span class="tag">SAFETY COUNT, EXPECTED 0</span>' if ind.count else '<span class="tag">PROPORTION</span>'
+    body = f"""<h1>{_e(ind.title)}</h1>
+<p>{tag} <span class="tag info">PROJECT INDICATOR, NOT FROM THE SOURCE</span> {_e(ind.description)}</p>
+<h2 id="usage">Usage: the project's indicator, not the source's</h2>
+<p class="note">{usage}</p>
+<dl class="meta">{meta}</dl>
+<h2 id="measures">What it measures</h2>
+{measured}
+{other}
+{_safety_html(ind.safety_rules, _RULES_INTRO)}
+<h2 id="populations">Population criteria</h2>
+{_criteria_table(ind)}
+{_criteria_html(ind.populations, "population")}
+<h2 id="stratifiers">Stratifiers</h2>
+{_criteria_html(ind.stratifiers, "stratifier")}
+<h2 id="cql">CQL definitions it runs</h2>
+<p>Every definition the populations and stratifiers use, from the Libraries' <code>text/cql</code>
+(FHIRHelpers omitted).</p>
+{_definitions_html(ind.definitions, 3)}
+<h2 id="json">Raw JSON</h2>
+<ul>{links}</ul>
+"""
+    return _page(site, ind.page, ind.title, body)
 
 
 def _traceability_page(site: Site) -> bytes:
@@ -663,6 +787,8 @@ def site_files(pkg: Package, cases: list[dict[str, Any]], site: Site | None = No
     }
     for r in site.recommendations:
         files[r.page] = _recommendation_page(site, r)
+    for ind in site.indicators:
+        files[ind.page] = _indicator_page(site, ind)
     for res in pkg.resources:
         files[json_href(res)] = _dumps(res)
     for c in cases:

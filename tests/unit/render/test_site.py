@@ -425,7 +425,14 @@ def test_pages_are_semantic_and_offline(files: dict[str, bytes], site: Site) -> 
     """Verify that every page has one h1, headings in order, headed tables, no scripts and no external URLs."""
     pages = [name for name in files if name.endswith(".html")]
     assert sorted(pages) == sorted(
-        ["index.html", "traceability.html", "cases.html", "resources.html", *(r.page for r in site.recommendations)]
+        [
+            "index.html",
+            "traceability.html",
+            "cases.html",
+            "resources.html",
+            *(r.page for r in site.recommendations),
+            *(i.page for i in site.indicators),
+        ]
     )
     for name in pages:
         p = _parse(files[name])
