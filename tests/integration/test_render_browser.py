@@ -16,9 +16,11 @@ from guideline.content.cql import Engine
 from guideline.content.package import build_package
 from guideline.core.config import Config
 from guideline.core.errors import ToolchainError
+from guideline.render.indicators import render_report
 from guideline.render.site import RenderResult, render
 from tests.support import ROOT
-from tools.browser import chromium_path, dump_dom, screenshot
+from tests.support.indicators import fixture_measures, fixture_reports, with_fixture_measures
+from tools.browser import chromium_path, dump_dom, run_chromium, screenshot
 
 # Kept after the run (git-ignored), so a person can look at what the browser showed.
 OUTPUT = ROOT / "test-output" / "render"
@@ -90,7 +92,8 @@ def chromium() -> Path:
 
 @pytest.fixture(scope="module")
 def site(config: Config, engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> RenderResult:
-    pkg = build_package(config, engine)
+    """The package's site, with the fixture Measures added so its indicator pages are browsed too."""
+    pkg = with_fixture_measures(build_package(config, engine), engine)
     return render(tmp_path_factory.mktemp("browser") / "site", package=pkg)
 
 
@@ -235,3 +238,120 @@ def test_screenshot_of_index(site: RenderResult, chromium: Path, output_dir: Pat
     assert out.stat().st_size > 20_000, "the screenshot is (nearly) blank"
     for r in site.site.recommendations[:1]:
         screenshot(site.out_dir.joinpath(r.page).as_uri(), output_dir / f"{r.id}.png", width=WIDTH, height=HEIGHT)
+
+
+def test_indicator_pages_render(site: RenderResult, browsed: dict[str, Any]) -> None:
+    """Verify that each indicator page is laid out with its visible title and is linked from the index."""
+    assert site.site.indicators, "the fixture Measures give indicator pages"
+    for ind in site.site.indicators:
+        page = browsed[ind.page]
+        assert page["h1"] == ind.title and page["h1Visible"], f"{ind.page}: heading {page['h1']!r}"
+        assert ind.title in browsed["index.html"]["visibleLinks"], f"{ind.title!r} is not a visible link on the index"
+        assert page["scripts"] == 0 and page["stylesheetApplied"], ind.page
+
+
+# Runs in a harness page around the offline indicator report (which itself has no scripts): for
+# every chart and bar, what the browser laid out, and every resource the report's window fetched.
+REPORT_JS = r"""
+function visible(el, win) {
+  const r = el.getBoundingClientRect();
+  const cs = win.getComputedStyle(el);
+  return r.width > 0 && r.height > 0 && cs.visibility !== 'hidden' && cs.display !== 'none';
+}
+function inspect(frame) {
+  const doc = frame.contentDocument, win = frame.contentWindow;
+  const charts = [...doc.querySelectorAll('svg[id^="chart-"]')].map(svg => {
+    const width = svg.viewBox.baseVal.width;
+    const rows = [...svg.querySelectorAll('g.row')].map(g => {
+      const texts = [...g.querySelectorAll(':scope > text')];
+      const label = texts[0], value = texts[texts.length - 1];
+      const bar = g.querySelector('rect.bar'), box = g.querySelector('rect.track, rect.none');
+      const lb = label.getBBox(), vb = value.getBBox(), bb = box.getBBox();
+      return {label: label.textContent, value: value.textContent,
+              title: g.querySelector(':scope > title')?.textContent ?? '',
+              barWidth: bar ? bar.getBBox().width : null, undefined: !!g.querySelector('rect.none'),
+              labelFits: lb.x >= 0 && lb.x + lb.width <= bb.x,
+              valueFits: vb.x >= bb.x + bb.width && vb.x + vb.width <= width,
+              top: lb.y, bottom: lb.y + lb.height,
+              visible: visible(g, win), fontPx: parseFloat(win.getComputedStyle(label).fontSize)};
+    });
+    return {id: svg.id, visible: visible(svg, win), title: svg.querySelector(':scope > title')?.textContent ?? '',
+            rows};
+  });
+  return {title: doc.title, charts, scripts: doc.scripts.length,
+          resources: win.performance.getEntriesByType('resource').map(e => e.name)};
+}
+window.addEventListener('load', () => {
+  const f = document.querySelector('iframe');
+  let out;
+  try { out = inspect(f); } catch (e) { out = {error: String(e)}; }
+  const pre = document.createElement('pre');
+  pre.id = 'result';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def report(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline indicator report of the fixture MeasureReports, as `guideline measure --html` writes it."""
+    out = tmp_path_factory.mktemp("report") / "indicators.html"
+    out.write_text(render_report(fixture_reports(config), fixture_measures(config)), encoding="utf-8")
+    return out
+
+
+def test_indicator_report_in_the_browser(
+    report: Path, config: Config, chromium: Path, tmp_path_factory: pytest.TempPathFactory, output_dir: Path
+) -> None:
+    """Verify that Chromium draws a bar for each indicator and stratum with readable labels, no console message
+    and no request: the report works offline."""
+    harness = tmp_path_factory.mktemp("report-harness") / "harness.html"
+    harness.write_text(
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>harness</title></head><body>\n'
+        f'<iframe src="{report.as_uri()}" width="{WIDTH}" height="{HEIGHT}"></iframe>\n'
+        f"<script>{REPORT_JS}</script></body></html>\n",
+        encoding="utf-8",
+    )
+    # --enable-logging=stderr prints every console message (a CSP violation, a failed load) as a CONSOLE line.
+    run = run_chromium(
+        [
+            "--allow-file-access-from-files",
+            f"--window-size={WIDTH},{HEIGHT}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            harness.as_uri(),
+        ]
+    )
+    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, "console messages:\n" + "\n".join(console)
+    parser = _ResultParser()
+    parser.feed(run.stdout)
+    assert parser.result, f"the harness reported nothing; Chromium's DOM began: {run.stdout[:300]!r}"
+    data: dict[str, Any] = json.loads(parser.result)
+    assert "error" not in data, data.get("error")
+    assert data["resources"] == [], f"the report fetched: {data['resources']}"
+    assert data["scripts"] == 0
+    reports = fixture_reports(config)
+    assert len(data["charts"]) == len(reports)
+    for chart, rep in zip(data["charts"], reports, strict=True):
+        strata = [
+            s["value"].get("text") or s["value"]["coding"][0]["code"]
+            for st in rep["group"][0].get("stratifier", [])
+            for s in st["stratum"]
+        ]
+        assert chart["visible"] and chart["title"], chart["id"]
+        assert [r["label"] for r in chart["rows"]] == ["All patients", *strata], chart["id"]
+        for row in chart["rows"]:
+            where = f"{chart['id']} {row['label']}"
+            assert row["visible"] and row["fontPx"] >= 12, f"{where}: not readable"
+            assert row["labelFits"] and row["valueFits"], f"{where}: text runs into the bar or out of the chart"
+            assert row["title"] and row["value"] in row["title"], f"{where}: the hover title lacks the counts"
+            if row["undefined"]:
+                assert row["barWidth"] is None and row["value"] == "undefined (denominator 0)", where
+        tops = sorted((r["top"], r["bottom"]) for r in chart["rows"])
+        assert all(a[1] <= b[0] for a, b in zip(tops, tops[1:], strict=False)), f"{chart['id']}: labels overlap"
+    first = {r["label"]: r for r in data["charts"][0]["rows"]}
+    assert first["female"]["barWidth"] > first["male"]["barWidth"] > 0, "50 % is drawn longer than 33 %"
+    screenshot(report.as_uri(), output_dir / "indicators.png", width=WIDTH, height=HEIGHT)
