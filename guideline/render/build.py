@@ -23,6 +23,7 @@ from guideline.core.fhir import (
 )
 from guideline.evaluation import model as evaluation
 from guideline.evaluation.walk import pathways
+from guideline.render.indicators import counted_population
 from guideline.render.logic import Logic
 from guideline.render.model import (
     Activity,
@@ -495,6 +496,7 @@ def _indicator(pkg: Package, logic: Logic, measure: dict[str, Any], pages: dict[
         description=str(measure.get("description", "")),
         usage=str(measure.get("usage", "")),
         scoring=scoring,
+        counted=counted_population(measure),
         library=lib,
         populations=tuple(pops),
         stratifiers=tuple(strats),

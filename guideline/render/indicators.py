@@ -10,6 +10,7 @@ score: it is labelled "undefined", never drawn as 0 %.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ EXCEPTION = "denominator-exception"
 NUMERATOR = "numerator"
 # Measure.scoring codes (http://terminology.hl7.org/CodeSystem/measure-scoring) drawn as a count, not a share.
 COUNT_SCORING = frozenset({"cohort", "continuous-variable"})
+# Project safety rules are marked on artifacts as relatedArtifact labelled so (docs/traceability.md section 5).
+_SAFETY_LABEL = re.compile(r"^project-safety-rule-\d+$")
 
 # Chart geometry in px. The label column is sized from the longest label at CHAR_PX per character
 # (a generous estimate for the sans-serif below at 14 px), so labels never run into the bars.
@@ -88,7 +91,12 @@ class Chart:
     title: str
     description: str
     period: str
-    count: bool  # drawn as a count (cohort scoring): expected 0 for a safety indicator
+    counted: str  # the population drawn as a count (a safety indicator, expected 0); "" for a share
+
+    @property
+    def count(self) -> bool:
+        return bool(self.counted)
+
     groups: tuple[tuple[str, tuple[Row, ...]], ...]
 
 
@@ -166,10 +174,31 @@ def _canonical(url: str) -> str:
     return url.partition("|")[0]
 
 
-def _scoring(measure: dict[str, Any] | None) -> str:
-    for c in ((measure or {}).get("scoring") or {}).get("coding") or []:
+def _code_of(concept: Any) -> str:
+    """A CodeableConcept's first code ("" without one)."""
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    for c in codings or []:
         if isinstance(c, dict) and isinstance(c.get("code"), str):
             return str(c["code"])
+    return ""
+
+
+def counted_population(measure: dict[str, Any]) -> str:
+    """The population a Measure's results are read as a count of patients (expected 0), or "" for a share.
+
+    A cohort counts its initial population. A safety indicator scored as a proportion (so that servers
+    report its at-risk denominator too) counts its numerator: one whose improvementNotation is
+    `decrease` and that names the project safety rules it checks (relatedArtifact `project-safety-rule-N`).
+    """
+    scoring = _code_of(measure.get("scoring"))
+    if scoring in COUNT_SCORING:
+        return INITIAL
+    safety = any(
+        isinstance(ra, dict) and _SAFETY_LABEL.match(str(ra.get("label", "")))
+        for ra in measure.get("relatedArtifact") or []
+    )
+    if safety and _code_of(measure.get("improvementNotation")) == "decrease":
+        return NUMERATOR
     return ""
 
 
@@ -185,9 +214,12 @@ def _chart(report: Any, index: int, measures: dict[str, dict[str, Any]]) -> Char
     url = _canonical(str(report.get("measure", "")))
     measure = measures.get(url)
     counts = _counts(group.get("population"), gwhere)
-    scoring = _scoring(measure)
     # Without the Measure, a report with no denominator can only be a count.
-    count = scoring in COUNT_SCORING or (not scoring and DENOMINATOR not in counts)
+    if measure is not None:
+        counted = counted_population(measure)
+    else:
+        counted = INITIAL if DENOMINATOR not in counts else ""
+    count = bool(counted)
     rows: list[tuple[str, tuple[Row, ...]]] = [
         ("Overall", (Row("All patients", counts, None if count else _score(group, counts, gwhere)),))
     ]
@@ -211,7 +243,7 @@ def _chart(report: Any, index: int, measures: dict[str, dict[str, Any]]) -> Char
         title=title,
         description=str(m.get("description", "")),
         period=_period(report),
-        count=count,
+        counted=counted,
         groups=tuple(rows),
     )
 
@@ -223,8 +255,11 @@ def _pct(score: float) -> str:
 def _value_text(chart: Chart, row: Row) -> str:
     """What a bar says beside it: the score with its counts, the count, or why there is no score."""
     if chart.count:
-        n = row.counts.get(INITIAL, 0)
-        return f"{n} patient{'s' if n != 1 else ''}" + (" (expected 0)" if n else "")
+        n = row.counts.get(chart.counted, 0)
+        # A safety proportion's denominator is who was at risk: "2 of 5 patients".
+        den = row.effective_denominator if chart.counted == NUMERATOR else None
+        of = f" of {den}" if den is not None else ""
+        return f"{n}{of} patient{'s' if (den if den is not None else n) != 1 else ''}" + (" (expected 0)" if n else "")
     if row.score is None:
         return "undefined (denominator 0)"
     num, den = row.counts.get(NUMERATOR), row.effective_denominator
@@ -242,7 +277,7 @@ def _svg(chart: Chart, n: int) -> str:
     label_w = int(max(len(x) for x in labels) * CHAR_PX) + GAP
     top = 0
     body: list[str] = []
-    max_count = max((row.counts.get(INITIAL, 0) for _, rows in chart.groups for row in rows), default=0) or 1
+    max_count = max((row.counts.get(chart.counted, 0) for _, rows in chart.groups for row in rows), default=0) or 1
     for group, rows in chart.groups:
         top += HEAD_H
         body.append(f'<text class="group" x="0" y="{top - 6}">{_e(group)}</text>')
@@ -253,7 +288,7 @@ def _svg(chart: Chart, n: int) -> str:
             y = top + (ROW_H - BAR_H) // 2
             text_y = top + ROW_H // 2 + 5
             if chart.count:
-                people = row.counts.get(INITIAL, 0)
+                people = row.counts.get(chart.counted, 0)
                 w = round(BAR_W * people / max_count)
                 cls = "bar count alert" if people else "bar count"
             elif row.score is not None:
@@ -267,7 +302,7 @@ def _svg(chart: Chart, n: int) -> str:
                 else f'<rect class="track" x="{label_w}" y="{y}" width="{BAR_W}" height="{BAR_H}"/>'
                 f'<rect class="{cls}" x="{label_w}" y="{y}" width="{w}" height="{BAR_H}"/>'
             )
-            alert = ' class="alert"' if chart.count and row.counts.get(INITIAL, 0) else ""
+            alert = ' class="alert"' if chart.count and row.counts.get(chart.counted, 0) else ""
             body.append(
                 f'<g class="row" data-label="{_e(row.label)}"><title>{_e(_hover(chart, row))}</title>'
                 f'<text x="0" y="{text_y}">{_e(row.label)}</text>{shape}'
@@ -308,7 +343,7 @@ def _table(chart: Chart) -> str:
 
 
 def _section(chart: Chart, n: int) -> str:
-    total = chart.groups[0][1][0].counts.get(INITIAL, 0)
+    total = chart.groups[0][1][0].counts.get(chart.counted, 0)
     if chart.count:
         status = (
             f'<p><span class="flag">{total} patient{"s" if total != 1 else ""}: expected 0</span> '
@@ -319,7 +354,7 @@ def _section(chart: Chart, n: int) -> str:
     else:
         status = ""
     desc = f"<p>{_e(chart.description)}</p>" if chart.description else ""
-    kind = "count (expected 0)" if chart.count else "proportion"
+    kind = f"count of the {chart.counted} (expected 0)" if chart.count else "proportion"
     return (
         f'<section id="indicator-{n}" aria-labelledby="indicator-{n}-h"><h2 id="indicator-{n}-h">{_e(chart.title)}'
         f"</h2>{desc}"

@@ -295,6 +295,7 @@ class Indicator:
     description: str
     usage: str
     scoring: str  # Measure.scoring code: proportion, cohort, ...
+    counted: str  # the population read as a count of patients, expected 0 (a safety indicator); "" for a share
     library: str  # the CQL library's name
     populations: tuple[Criterion, ...]
     stratifiers: tuple[Criterion, ...]
@@ -310,8 +311,8 @@ class Indicator:
 
     @property
     def count(self) -> bool:
-        """Scored as a count (cohort): a safety indicator expected to be 0."""
-        return self.scoring in ("cohort", "continuous-variable")
+        """Read as a count of patients: a safety indicator expected to be 0 (render.indicators.counted_population)."""
+        return bool(self.counted)
 
 
 @dataclass(frozen=True)

@@ -547,7 +547,10 @@ _INDICATORS_INTRO = (
 
 def _scoring_text(ind: Indicator) -> str:
     if ind.count:
-        return f"{ind.scoring}: a count of patients (a safety indicator: expected 0)"
+        return (
+            f"{ind.scoring}: the {ind.counted} is a count of patients a project safety rule should have stopped "
+            "(expected 0)"
+        )
     return f"{ind.scoring}: numerator over denominator, per measurement period" if ind.scoring else "not given"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from guideline.core.config import Config
 from guideline.core.errors import BadInputError
-from guideline.render.indicators import render_report
+from guideline.render.indicators import counted_population, render_report
 from tests.support.indicators import fixture_measures, fixture_reports
 
 
@@ -137,23 +137,63 @@ def test_score_is_computed_when_the_report_leaves_it_out(
     assert rows[0]["texts"][-1] == "50.0 % (3 of 6)"
 
 
-def test_safety_count_is_a_count_and_flagged(
+def _pops(*pairs: tuple[str, int]) -> list[dict[str, Any]]:
+    return [{"code": {"coding": [{"code": code}]}, "count": n} for code, n in pairs]
+
+
+def test_safety_proportion_is_drawn_as_its_numerator_count(
     page: str, reports: list[dict[str, Any]], measures: list[dict[str, Any]]
 ) -> None:
-    """Verify that a cohort (safety) indicator shows patient counts, flagged when not 0, plainly when 0."""
+    """Verify that a safety indicator scored as a proportion shows its numerator as a count of the patients at
+    risk, flagged when not 0, and plainly when 0."""
     p = _parse(page)
     rows = {r["label"]: r for r in p.charts["chart-2"]}
-    assert rows["All patients"]["texts"][-1] == "2 patients (expected 0)"
-    assert rows["adult"]["texts"][-1] == "1 patient (expected 0)"
+    assert rows["All patients"]["texts"][-1] == "2 of 5 patients (expected 0)"
+    assert rows["adult"]["texts"][-1] == "1 of 3 patients (expected 0)"
     assert any("alert" in str(r.get("class")) for r in rows["adult"]["rects"])
     assert "2 patients: expected 0" in "".join(p.text)
+    assert "40.0 %" not in page, "a safety count is not drawn as a share"
     zero = copy.deepcopy(reports[1])
     strata = zero["group"][0]["stratifier"][0]["stratum"]
     for pop in [*zero["group"][0]["population"], *(p for s in strata for p in s["population"])]:
-        pop["count"] = 0
+        if pop["code"]["coding"][0]["code"] == "numerator":
+            pop["count"] = 0
     quiet = render_report([zero], measures)
-    assert "0 patients" in quiet and "expected 0</span>" not in quiet
+    assert "0 of 5 patients" in quiet and "0 patients</span> as expected" in quiet
     assert not [a for t, a in _parse(quiet).tags if "alert" in str(a.get("class"))], "nothing is flagged at 0"
+
+
+def test_cohort_is_drawn_as_a_count(reports: list[dict[str, Any]], measures: list[dict[str, Any]]) -> None:
+    """Verify that a Measure scored as a cohort is drawn as the count of its initial population."""
+    measure = copy.deepcopy(next(m for m in measures if m["id"] == "GLSafeFixture"))
+    measure["scoring"]["coding"][0]["code"] = "cohort"
+    report = copy.deepcopy(reports[1])
+    report["group"][0]["population"] = _pops(("initial-population", 2))
+    report["group"][0]["stratifier"][0]["stratum"][0]["population"] = _pops(("initial-population", 1))
+    rows = {r["label"]: r for r in _parse(render_report([report], [measure])).charts["chart-1"]}
+    assert rows["All patients"]["texts"][-1] == "2 patients (expected 0)"
+    assert rows["adult"]["texts"][-1] == "1 patient (expected 0)"
+
+
+@pytest.mark.parametrize(
+    ("scoring", "notation", "safety", "counted"),
+    [
+        ("cohort", "", False, "initial-population"),
+        ("proportion", "decrease", True, "numerator"),
+        ("proportion", "decrease", False, ""),  # a decrease is not by itself a safety count
+        ("proportion", "increase", True, ""),
+        ("proportion", "", False, ""),
+    ],
+)
+def test_which_measures_are_read_as_counts(scoring: str, notation: str, safety: bool, counted: str) -> None:
+    """Verify that cohorts, and safety proportions (improvement by decrease, naming project safety rules), are
+    read as counts; every other Measure as a share."""
+    measure: dict[str, Any] = {"scoring": {"coding": [{"code": scoring}]}, "relatedArtifact": []}
+    if notation:
+        measure["improvementNotation"] = {"coding": [{"code": notation}]}
+    if safety:
+        measure["relatedArtifact"].append({"type": "documentation", "label": "project-safety-rule-3"})
+    assert counted_population(measure) == counted
 
 
 def test_text_is_escaped(page: str) -> None:
@@ -188,7 +228,11 @@ def test_without_measures_the_canonical_titles_the_chart(reports: list[dict[str,
     """Verify that a report whose Measure is not given is titled by its canonical, and a count stays a count."""
     page = render_report(reports, [])
     assert re.search(r"<h2[^>]*>http://example\.org/fhir/gl-treatment/Measure/GLIndFixture1</h2>", page)
-    assert "2 patients (expected 0)" in page  # no denominator in the report: drawn as a count
+    rows = _parse(page).charts["chart-2"]
+    assert rows[0]["texts"][-1] == "40.0 % (2 of 5)", "without its Measure, a report with a denominator is a share"
+    bare = copy.deepcopy(reports[1])
+    bare["group"][0] = {"population": _pops(("initial-population", 3))}
+    assert "3 patients (expected 0)" in render_report([bare], [])  # no denominator: it can only be a count
 
 
 @pytest.mark.parametrize(

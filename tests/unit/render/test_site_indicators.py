@@ -69,8 +69,8 @@ def test_an_indicator_per_measure_with_its_criteria(package: Package, site: Site
     ind, safe = fixtures
     measure = _measure(package, "GLIndFixture1")
     assert ind.title == measure["title"] and ind.usage == measure["usage"] and ind.url == measure["url"]
-    assert ind.scoring == "proportion" and not ind.count
-    assert safe.scoring == "cohort" and safe.count
+    assert ind.scoring == "proportion" and ind.counted == "" and not ind.count
+    assert safe.scoring == "proportion" and safe.counted == "numerator" and safe.count  # a safety proportion
     assert [(c.code, c.definition.name) for c in ind.populations] == [
         ("initial-population", "Initial Population"),
         ("denominator", "Denominator"),
