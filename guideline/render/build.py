@@ -500,6 +500,9 @@ def _indicator(pkg: Package, logic: Logic, measure: dict[str, Any], pages: dict[
         library=lib,
         populations=tuple(pops),
         stratifiers=tuple(strats),
+        group_descriptions=tuple(
+            str(g["description"]) for g in measure.get("group") or [] if isinstance(g, dict) and g.get("description")
+        ),
         measures=measures,
         other_artifacts=other,
         definitions=tuple(definitions),

@@ -299,6 +299,7 @@ class Indicator:
     library: str  # the CQL library's name
     populations: tuple[Criterion, ...]
     stratifiers: tuple[Criterion, ...]
+    group_descriptions: tuple[str, ...]  # what each Measure.group counts, in words (those that say)
     measures: tuple[tuple[str, str], ...]  # (label, page) of each recommendation it measures
     other_artifacts: tuple[str, ...]  # relatedArtifact targets that are no page of the site, as text
     definitions: tuple[Definition, ...]

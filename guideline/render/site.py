@@ -638,6 +638,7 @@ def _indicator_page(site: Site, ind: Indicator) -> bytes:
 {other}
 {_safety_html(ind.safety_rules, _RULES_INTRO)}
 <h2 id="populations">Population criteria</h2>
+{"".join(f"<p>{_e(d)}</p>" for d in ind.group_descriptions)}
 {_criteria_table(ind)}
 {_criteria_html(ind.populations, "population")}
 <h2 id="stratifiers">Stratifiers</h2>

@@ -107,6 +107,7 @@ def test_indicator_pages_show_definition_usage_cql_and_links(files: dict[str, by
     assert "Usage: the project's indicator, not the source's" in page
     assert "An indicator of the project, not of the source guideline" in page  # the Measure's usage
     assert 'href="rec-GLR1InsulinAssessment.html"' in page
+    assert "<p>Patients with confirmed GL; the numerator, those with hyperinsulinemia recorded (fixture).</p>" in page
     assert "define &quot;Age Group&quot;:" in page and "define &quot;Is Child&quot;:" in page
     for _, href in ind.json_links:
         assert f'href="{href}"' in page and href in files
