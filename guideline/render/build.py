@@ -427,6 +427,7 @@ def _criterion(
 
 
 def _code(concept: Any, fallback: str) -> str:
+    """A population's or stratifier's name: the concept's text, else its first code, else `fallback`."""
     if isinstance(concept, dict):
         if concept.get("text"):
             return str(concept["text"])

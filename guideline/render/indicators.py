@@ -92,19 +92,21 @@ class Chart:
     description: str
     period: str
     counted: str  # the population drawn as a count (a safety indicator, expected 0); "" for a share
+    groups: tuple[tuple[str, tuple[Row, ...]], ...]
 
     @property
     def count(self) -> bool:
+        """Drawn as a count of patients rather than as a share."""
         return bool(self.counted)
-
-    groups: tuple[tuple[str, tuple[Row, ...]], ...]
 
 
 def _e(text: object) -> str:
+    """Text escaped for HTML and SVG, quotes included (it goes into attributes too)."""
     return html.escape(str(text), quote=True)
 
 
 def _int(value: Any, where: str) -> int:
+    """A population count, or a BadInputError at `where` (a bool is no count, though Python says it is an int)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BadInputError(f"{where}.count: a population count must be a whole number >= 0, not {value!r}")
     return value
@@ -122,19 +124,13 @@ def _concept_text(concept: Any) -> str:
     return ""
 
 
-def _population_code(pop: dict[str, Any]) -> str:
-    for c in (pop.get("code") or {}).get("coding") or []:
-        if isinstance(c, dict) and isinstance(c.get("code"), str):
-            return str(c["code"])
-    return ""
-
-
 def _counts(pops: Any, where: str) -> dict[str, int]:
+    """A group's or stratum's population counts by population code."""
     counts: dict[str, int] = {}
     for i, pop in enumerate(pops or []):
         if not isinstance(pop, dict):
             raise BadInputError(f"{where}.population[{i}]: not an object")
-        code = _population_code(pop)
+        code = _code_of(pop.get("code"))
         if code:
             counts[code] = _int(pop.get("count", 0), f"{where}.population[{i}]")
     return counts
@@ -157,6 +153,7 @@ def _score(node: dict[str, Any], counts: dict[str, int], where: str) -> float | 
 
 
 def _stratum_label(stratum: dict[str, Any]) -> str:
+    """A stratum's value as a label (its components joined when it has several)."""
     label = _concept_text(stratum.get("value"))
     if label:
         return label
@@ -165,12 +162,14 @@ def _stratum_label(stratum: dict[str, Any]) -> str:
 
 
 def _period(report: dict[str, Any]) -> str:
+    """The measurement period as the page states it."""
     period = report.get("period") or {}
     start, end = str(period.get("start", "")), str(period.get("end", ""))
     return f"{start} to {end}" if start or end else "not given"
 
 
 def _canonical(url: str) -> str:
+    """A canonical without its |version: a report names the Measure version it used, the match ignores it."""
     return url.partition("|")[0]
 
 
@@ -203,6 +202,7 @@ def counted_population(measure: dict[str, Any]) -> str:
 
 
 def _chart(report: Any, index: int, measures: dict[str, dict[str, Any]]) -> Chart:
+    """What one report's chart shows; BadInputError located in `reports[index]` when it cannot be drawn."""
     where = f"reports[{index}]"
     if not isinstance(report, dict) or report.get("resourceType") != "MeasureReport":
         raise BadInputError(f"{where}: not a MeasureReport")
@@ -249,6 +249,7 @@ def _chart(report: Any, index: int, measures: dict[str, dict[str, Any]]) -> Char
 
 
 def _pct(score: float) -> str:
+    """A score (0 to 1) as a percentage with one decimal."""
     return f"{score * 100:.1f} %"
 
 
@@ -267,6 +268,7 @@ def _value_text(chart: Chart, row: Row) -> str:
 
 
 def _hover(chart: Chart, row: Row) -> str:
+    """A bar's hover text: what it says beside it, then every population count."""
     counts = ", ".join(f"{k} {v}" for k, v in row.counts.items()) or "no population counts"
     return f"{chart.title}, {row.label}: {_value_text(chart, row)}; {counts}"
 
@@ -324,6 +326,7 @@ def _svg(chart: Chart, n: int) -> str:
 
 
 def _table(chart: Chart) -> str:
+    """The chart's numbers as a table, for readers who cannot see the chart."""
     codes = [INITIAL, DENOMINATOR, EXCLUSION, EXCEPTION, NUMERATOR]
     seen = [c for c in codes if any(c in row.counts for _, rows in chart.groups for row in rows)]
     head = "".join(f'<th scope="col">{_e(c)}</th>' for c in seen)
@@ -343,6 +346,7 @@ def _table(chart: Chart) -> str:
 
 
 def _section(chart: Chart, n: int) -> str:
+    """One indicator's section: heading, description, period, the chart and its table."""
     total = chart.groups[0][1][0].counts.get(chart.counted, 0)
     if chart.count:
         status = (

@@ -546,6 +546,7 @@ _INDICATORS_INTRO = (
 
 
 def _scoring_text(ind: Indicator) -> str:
+    """How the indicator is scored, in words."""
     if ind.count:
         return (
             f"{ind.scoring}: the {ind.counted} is a count of patients a project safety rule should have stopped "
@@ -579,6 +580,7 @@ def _indicators_html(site: Site) -> str:
 
 
 def _criteria_html(items: tuple[Criterion, ...], what: str) -> str:
+    """Each population or stratifier with the CQL of the define it names."""
     if not items:
         return f"<p><i>No {_e(what)}.</i></p>"
     return "".join(
@@ -607,6 +609,7 @@ def _criteria_table(ind: Indicator) -> str:
 
 
 def _indicator_page(site: Site, ind: Indicator) -> bytes:
+    """A Measure's page: definition, usage, what it measures, safety rules, criteria, CQL, raw JSON."""
     measured = (
         "<ul>" + "".join(f'<li><a href="{_e(h)}">{_e(label)}</a></li>' for label, h in ind.measures) + "</ul>"
         if ind.measures
