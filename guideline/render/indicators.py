@@ -291,7 +291,10 @@ def _svg(chart: Chart, n: int) -> str:
             text_y = top + ROW_H // 2 + 5
             if chart.count:
                 people = row.counts.get(chart.counted, 0)
-                w = round(BAR_W * people / max_count)
+                # Against who was at risk when the report says (a safety proportion's denominator), so
+                # "1 of 3" is a third of the track; a cohort against the largest count in the chart.
+                den = row.effective_denominator if chart.counted == NUMERATOR else None
+                w = round(BAR_W * min(people / den, 1.0)) if den else round(BAR_W * people / max_count)
                 cls = "bar count alert" if people else "bar count"
             elif row.score is not None:
                 w = round(BAR_W * min(max(row.score, 0.0), 1.0))

@@ -153,6 +153,9 @@ def test_safety_proportion_is_drawn_as_its_numerator_count(
     assert any("alert" in str(r.get("class")) for r in rows["adult"]["rects"])
     assert "2 patients: expected 0" in "".join(p.text)
     assert "40.0 %" not in page, "a safety count is not drawn as a share"
+    bar = next(r for r in rows["adult"]["rects"] if "bar" in str(r.get("class")))
+    track = next(r for r in rows["adult"]["rects"] if r.get("class") == "track")
+    assert round(int(str(track["width"])) / 3) == int(str(bar["width"])), "1 of 3 at risk is a third of the track"
     zero = copy.deepcopy(reports[1])
     strata = zero["group"][0]["stratifier"][0]["stratum"]
     for pop in [*zero["group"][0]["population"], *(p for s in strata for p in s["population"])]:
