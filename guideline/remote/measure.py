@@ -10,15 +10,15 @@ from guideline.evaluation.measures import MeasureDef, Period, Tally, from_report
 from guideline.remote.http import Client
 
 
-def evaluate_request(period: Period) -> dict[str, Any]:
+def evaluate_request(period: Period, subject: str | None = None) -> dict[str, Any]:
     """The Parameters body: the period as dates, a population report, and GLCommon's evaluation time at its end.
 
     HAPI (CR 4.4.0 `MeasureOperationsProvider`) takes periodStart, periodEnd, reportType, subject and a
     `parameters` Parameters resource for CQL parameters; unqualified CQL parameter names reach included
     libraries, so "Evaluation Time" pins GLCommon's windows to the period's end as the local run does.
-    Without `subject` the report covers every Patient on the server.
+    Without `subject` (e.g. "Group/ID") the report covers every Patient on the server.
     """
-    return {
+    body: dict[str, Any] = {
         "resourceType": "Parameters",
         "parameter": [
             {"name": "periodStart", "valueString": period.start.isoformat()},
@@ -33,16 +33,21 @@ def evaluate_request(period: Period) -> dict[str, Any]:
             },
         ],
     }
+    if subject is not None:
+        body["parameter"].append({"name": "subject", "valueString": subject})
+    return body
 
 
-def evaluate_on_server(client: Client, defs: list[MeasureDef], period: Period) -> list[tuple[Tally, dict[str, Any]]]:
-    """Each Measure evaluated by the server over the patients loaded there: its Tally and the server's report.
+def evaluate_on_server(
+    client: Client, defs: list[MeasureDef], period: Period, subject: str | None = None
+) -> list[tuple[Tally, dict[str, Any]]]:
+    """Each Measure evaluated by the server over the patients loaded there (or `subject`'s): its Tally and report.
 
     A Measure the server does not hold fails with a NotFoundError saying to publish the package first;
     any other refusal carries the server's OperationOutcome text (Client).
     """
     out: list[tuple[Tally, dict[str, Any]]] = []
-    body = evaluate_request(period)
+    body = evaluate_request(period, subject)
     for d in defs:
         path = f"Measure/{d.id}/$evaluate-measure"
         try:
