@@ -133,18 +133,21 @@ def _local(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[st
         population_engines(args.engine or "java", workers, package, read_all=False) as (pkg, pool),
     ):
         defs = m.measure_defs(pkg)
-        evaluated: list[tuple[str, dict[str, dict[str, Any]]]] = []
+        # Counted as the results stream in: memory stays flat unless --subject-list keeps the patient ids.
+        tallies = [m.Tally(d, keep_members=args.subject_list) for d in defs]
+        evaluated = 0
         for record, values, error in m.evaluate_records(pkg, population.records(), args.period, pool):
             if values is None:
                 skipped += 1
                 sys.stderr.write(f"skipped: {record.where}: {error}\n")
                 continue
-            evaluated.append((str(record.patient), values))
-        tallies = m.tally(defs, evaluated)
+            evaluated += 1
+            for t in tallies:
+                t.add(str(record.patient), values.get(t.measure.library) or {})
     date = now_utc()
     reports = [m.summary_report(t, args.period, date=date, subject_list=args.subject_list) for t in tallies]
     sys.stderr.write(
-        f"measure: {len(evaluated):,} patients from {args.population} evaluated for {len(defs)} indicators in "
+        f"measure: {evaluated:,} patients from {args.population} evaluated for {len(defs)} indicators in "
         f"{time.monotonic() - start:.1f} s, {skipped:,} skipped\n"
     )
     if skipped and not args.keep_going:

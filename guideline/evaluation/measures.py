@@ -201,6 +201,8 @@ class Tally:
     measure: MeasureDef
     overall: Counts = field(default_factory=Counts)
     strata: dict[str, dict[str, Counts]] = field(default_factory=dict)  # stratifier id -> value -> counts
+    # Patient ids per population, for a subject list; off, memory does not grow with the population.
+    keep_members: bool = True
 
     def add(self, patient: str, values: dict[str, Any]) -> None:
         """Count one patient from its define values (a missing or non-true value is not membership)."""
@@ -217,7 +219,8 @@ class Tally:
             if yes:
                 for t in targets:
                     t.counts[code] += 1
-                    t.members[code].append(patient)
+                    if self.keep_members:
+                        t.members[code].append(patient)
 
 
 def evaluate_records(
