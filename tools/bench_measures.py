@@ -113,9 +113,11 @@ def report(ms: Sequence[Measured], runs: int, seconds: float) -> str:
         "",
         f"`guideline measure --population PATH --period {PERIOD}` (every indicator Measure, Java engine) beside "
         f"`guideline recommend --population PATH --at {AT}` on the same input, each a fresh process (start-up "
-        f"and package build included), alternating, {runs} rounds; medians. Both read the same data through the "
-        "same readers and JVM; the measures evaluate five small libraries over GLCommon, population mode walks "
-        f"the pathway. Measured on {os.cpu_count()} cores shared with other work (other sessions were building "
+        f"and package build included), alternating, {runs} rounds; medians. Both evaluate on the same JVM; a Bulk "
+        "export is read and grouped by Python for both, while grouped NDJSON is read by the JVM itself for "
+        "`recommend` and by Python (batches sent to the JVM) for `measure`. The measures evaluate five small "
+        "libraries over GLCommon; population mode walks the pathway. "
+        f"Measured on {os.cpu_count()} cores shared with other work (other sessions were building "
         f"and testing at the same time), in {seconds / 60:.0f} min; made by `scripts/bench --measures`.",
         "",
         "| Input | Patients | `measure` (s) | `recommend` (s) | measure / recommend |",
