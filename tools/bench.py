@@ -43,7 +43,7 @@ from guideline.remote.http import Client, Timeouts
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import plan_publish, publish_resources
 from guideline.validation.run import validate
-from tools import bench_spark, bench_synthea, deploybench
+from tools import bench_measures, bench_spark, bench_synthea, deploybench
 from tools.deploybench import deploy_section, splice_section
 from tools.synth import DEFAULT_AT, as_bundle, synth_patients, write_population
 
@@ -1216,13 +1216,17 @@ def main(argv: list[str] | None = None) -> int:
         return deploybench.main(given[1:])
     if given[:1] == ["--synthea"]:
         return bench_synthea.main(given[1:])
+    if given[:1] == ["--measures"]:
+        return bench_measures.main(given[1:])
     p = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Measure and write BENCHMARKS.md.",
         epilog="scripts/bench --cds [--quick]: CDS Hooks under load and the server JIT choice (tools/bench_cds.py, "
         "its own servers, its own BENCHMARKS.md section); scripts/bench --synthea [--patients N ...] [--seed S] "
         "[--work DIR] [--runs R] [--skip PARTS] [--timeout S]: Synthea records as a Bulk export sends them "
-        "(tools/bench_synthea.py, its own BENCHMARKS.md block)",
+        "(tools/bench_synthea.py, its own BENCHMARKS.md block); scripts/bench --measures [--patients N] "
+        "[--synthea DIR] [--runs R]: the indicator Measures beside recommend --population (tools/bench_measures.py, "
+        "its own BENCHMARKS.md block)",
     )
     p.add_argument("--quick", action="store_true", help="fewer, smaller runs for development (no 10,000 run)")
     p.add_argument(
@@ -1245,6 +1249,12 @@ def main(argv: list[str] | None = None) -> int:
         "--synthea",
         action="store_true",
         help="instead: Synthea populations (first argument; the rest go to tools/bench_synthea.py)",
+    )
+    p.add_argument(
+        "--measures",
+        action="store_true",
+        help="instead: the indicator Measures beside population mode (first argument; the rest go to "
+        "tools/bench_measures.py)",
     )
     p.add_argument(
         "--deploy",
@@ -1284,10 +1294,12 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     text = bench.render(shown, started, info)
     old = out.read_text(encoding="utf-8") if out.exists() else ""
-    # Three sections come from their own runs and are kept as they were: the CDS load block
-    # (`scripts/bench --cds`, between its markers), the Synthea block (`scripts/bench --synthea`) and the
+    # Four sections come from their own runs and are kept as they were: the CDS load block
+    # (`scripts/bench --cds`, between its markers), the Synthea block (`scripts/bench --synthea`), the indicators
+    # block (`scripts/bench --measures`) and the
     # deployment section (`scripts/bench --deploy`).
     old, synthea_block = bench_synthea.take_block(old)
+    old, measures_block = bench_measures.take_block(old)
     cds_block = ""
     if CDS_BEGIN in old and CDS_END in old:
         head, rest = old.split(CDS_BEGIN, 1)
@@ -1298,6 +1310,8 @@ def main(argv: list[str] | None = None) -> int:
         text = splice_section(text, kept)
     if synthea_block:
         text = text.rstrip("\n") + "\n\n" + synthea_block
+    if measures_block:
+        text = text.rstrip("\n") + "\n\n" + measures_block
     if cds_block:
         text = text.rstrip("\n") + "\n\n" + cds_block
     tmp = out.with_name(f".{out.name}.tmp")

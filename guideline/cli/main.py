@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "apply": ("guideline.cli.apply", "run PlanDefinition/$apply on a server for a patient"),
     "cds": ("guideline.cli.cds", "CDS Hooks client: discovery and calls"),
     "recommend": ("guideline.cli.recommend", "evaluate the pathway locally for one patient or a population"),
+    "measure": (
+        "guideline.cli.measure",
+        "the indicator Measures over a population (locally) or on a server ($evaluate-measure): MeasureReports",
+    ),
     "population-spark": (
         "guideline.cli.population_spark",
         "population mode as an Apache Spark job on a Bulk Data export (local[*] or a cluster)",

@@ -126,8 +126,8 @@ def main(args: argparse.Namespace) -> int:
 def population_main(args: argparse.Namespace) -> int:
     """`recommend --population`: results to --out (or stdout), reports and progress to stderr."""
     if args.out is not None:
-        _check_results_file(args.out, args.population)
-    package = _PackageOnce()
+        check_results_file(args.out, args.population)
+    package = PackageOnce()
     want = None if args.read_all else lambda: Reads.of(package.get())
     # Bad input fails before the slow start; a Bulk export's index asks `want` (the package) once it is checked.
     with open_population(args.population, want) as population:
@@ -143,7 +143,7 @@ def population_main(args: argparse.Namespace) -> int:
         return _run_population(args, population, package)
 
 
-class _PackageOnce:
+class PackageOnce:
     """The package, built the first time it is asked for (by the push-down at opening, or by the engines)."""
 
     def __init__(self) -> None:
@@ -157,8 +157,8 @@ class _PackageOnce:
 
 
 @contextlib.contextmanager
-def _engines(
-    engine: str, workers: int, package: _PackageOnce, *, read_all: bool
+def population_engines(
+    engine: str, workers: int, package: PackageOnce, *, read_all: bool
 ) -> Iterator[tuple[Package, popmod.Pool]]:
     """The built package and the pool that evaluates it: one JVM with N threads, or N Node workers."""
     config = load_config()
@@ -175,7 +175,7 @@ def _engines(
         yield package.get(pool.engines[0]), pool
 
 
-def _run_population(args: argparse.Namespace, population: Population, package: _PackageOnce) -> int:
+def _run_population(args: argparse.Namespace, population: Population, package: PackageOnce) -> int:
     """Evaluate an opened population on the chosen engine, results to --out or stdout."""
     at = args.at or now_utc()
     workers = args.workers or os.cpu_count() or 1
@@ -184,7 +184,7 @@ def _run_population(args: argparse.Namespace, population: Population, package: _
     tty = err.isatty()
     start = time.monotonic()
     last_draw = 0.0
-    with _engines(args.engine or "java", workers, package, read_all=args.read_all) as (pkg, pool):
+    with population_engines(args.engine or "java", workers, package, read_all=args.read_all) as (pkg, pool):
         ready = time.monotonic()
         with popmod.atomic_output(args.out) if args.out else contextlib.nullcontext(sys.stdout) as out:
             for result in popmod.evaluate_opened(pkg, population, at, pool):
@@ -209,7 +209,7 @@ def _run_population(args: argparse.Namespace, population: Population, package: _
     return _finish(args, summary, start, ready, workers, worker_peaks)
 
 
-def _check_results_file(out: Path, population: Path) -> None:
+def check_results_file(out: Path, population: Path) -> None:
     """--out must name a file to (re)write: not a folder or device, not the input, in an existing folder."""
     if out.is_dir():
         raise UsageError(f"{out}: a folder; --out takes the results file to write, e.g. {out / 'results.ndjson'}")

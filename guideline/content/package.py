@@ -30,6 +30,7 @@ CANONICAL_TYPES = (
     "Library",
     "PlanDefinition",
     "ActivityDefinition",
+    "Measure",
     "ValueSet",
     "CodeSystem",
     "Citation",
@@ -57,7 +58,9 @@ _RELATIVE = re.compile(r"^(" + "|".join(CANONICAL_TYPES) + r")/([A-Za-z0-9\-.]{1
 # one (or a reader) meets a library before the plan that uses it.
 _TYPE_ORDER = {
     t: i
-    for i, t in enumerate(["CodeSystem", "ValueSet", "Citation", "Library", "ActivityDefinition", "PlanDefinition"])
+    for i, t in enumerate(
+        ["CodeSystem", "ValueSet", "Citation", "Library", "ActivityDefinition", "PlanDefinition", "Measure"]
+    )
 }
 
 

@@ -25,6 +25,7 @@ from guideline.content.package import Package
 from guideline.core import toolchain
 from guideline.core.config import Config
 from guideline.core.errors import EngineError, ToolchainError
+from guideline.core.evaltime import EVALUATION_TIME_PARAMETER
 from guideline.evaluation.population import PatientResult
 from guideline.evaluation.pushdown import Reads
 from guideline.evaluation.records import PatientRecord, Population, ndjson_slice
@@ -127,7 +128,7 @@ class JavaEngine:
         bundles_json: Sequence[str],
         at: str,
         expressions: Mapping[str, Sequence[str]] | None = None,
-        parameters: Mapping[str, Any] | None = None,  # noqa: ARG002 - the JVM sets "Evaluation Time" from `at`
+        parameters: Mapping[str, Any] | None = None,
         *,
         plain: bool = False,  # noqa: ARG002 - the JVM has one way of evaluating
     ) -> list[dict[str, Any]]:
@@ -135,7 +136,12 @@ class JavaEngine:
         if key != self.key:
             raise EngineError(f"no package loaded under key '{key}'")
         wanted = {k: list(v) for k, v in (expressions or {}).items()}
-        head = json.dumps({"at": at, "libraries": list(libraries), "expressions": wanted})
+        request: dict[str, Any] = {"at": at, "libraries": list(libraries), "expressions": wanted}
+        # The JVM sets "Evaluation Time" from `at`; other CQL parameters (typed as the Node worker's) go along.
+        extra = {k: v for k, v in (parameters or {}).items() if k != EVALUATION_TIME_PARAMETER}
+        if extra:
+            request["parameters"] = extra
+        head = json.dumps(request)
         with self._lock:
             self._next += 1
             self._send(f'{{"id":{self._next},{head[1:-1]},"bundles":[{",".join(bundles_json)}]}}\n')

@@ -325,7 +325,8 @@ class EnginePool:
 FIRST_BATCH_RECORDS = 4
 
 
-def _batches(records: Iterable[PatientRecord], size: int, max_bytes: int) -> Iterator[list[PatientRecord]]:
+def record_batches(records: Iterable[PatientRecord], size: int, max_bytes: int) -> Iterator[list[PatientRecord]]:
+    """The records in input order, in batches of at most `size` records and about `max_bytes` (the first smaller)."""
     batch: list[PatientRecord] = []
     nbytes = 0
     limit = min(size, FIRST_BATCH_RECORDS)
@@ -369,7 +370,7 @@ def evaluate_population(
     inflight: deque[Future[list[PatientResult]]] = deque()
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="population")
     try:
-        for batch in _batches(records, batch_records, batch_bytes):
+        for batch in record_batches(records, batch_records, batch_bytes):
             if len(inflight) >= 2 * workers:
                 yield from inflight.popleft().result()
             inflight.append(executor.submit(run, batch))

@@ -52,7 +52,8 @@ def convention_findings(s: Subject) -> list[Finding]:
     cpg-recommendationdefinition / cpg-computableplandefinition) has at least one action, a
     named-event trigger, and on each action a strength of recommendation and quality of
     evidence rating (cqf-strengthOfRecommendation, cqf-qualityOfEvidence), a quoted source
-    (documentation) and a priority. Artifacts published elsewhere (FHIRHelpers) are not judged.
+    (documentation) and a priority. A Measure is a CPG computable metric (scoring, improvementNotation,
+    populations, one library). Artifacts published elsewhere (FHIRHelpers) are not judged.
     """
     out: list[Finding] = []
     for it in s.items:
@@ -62,6 +63,40 @@ def convention_findings(s: Subject) -> list[Finding]:
         out.extend(_capability_findings(it))
         if it.rtype == "PlanDefinition":
             out.extend(_plan_conventions(it))
+        if it.rtype == "Measure":
+            out.extend(_measure_conventions(it))
+    return out
+
+
+def _measure_conventions(it: Item) -> list[Finding]:
+    """CPG STU2 computable metric (cpg-computablemetric): scoring and improvementNotation 1..1, group 1..* each
+    with population 1..*, library at most one (HAPI's $evaluate-measure reads the first only)."""
+    r = it.resource
+    missing = [k for k in ("scoring", "improvementNotation") if not isinstance(r.get(k), dict)]
+    groups = list_of(r, "group")
+    if not groups or any(not isinstance(g, dict) or not list_of(g, "population") for g in groups):
+        missing.append("group with population")
+    out = [
+        Finding(
+            "error",
+            it.file,
+            it.at(k.split(" ")[0]),
+            f"Measure {it.rid} has no {k} (CPG computable metric, cpg-computablemetric); add it",
+            CONVENTIONS,
+        )
+        for k in missing
+    ]
+    if len(list_of(r, "library")) > 1:
+        out.append(
+            Finding(
+                "error",
+                it.file,
+                it.at("library"),
+                f"Measure {it.rid} names {len(list_of(r, 'library'))} libraries; a CPG computable metric has at most "
+                "one (keep the one whose defines the populations name)",
+                CONVENTIONS,
+            )
+        )
     return out
 
 

@@ -363,13 +363,13 @@ def test_progress_line() -> None:
 
 def test_batches_start_small_so_small_populations_spread_over_workers() -> None:
     """Verify batch sizes ramp up 4, 8, 16, ... to the limit, and the byte bound still closes a batch early."""
-    from guideline.evaluation.population import _batches
+    from guideline.evaluation.population import record_batches
     from guideline.evaluation.records import PatientRecord
 
     records = [PatientRecord(i, f"r{i}", f"p{i}", "{}") for i in range(150)]
-    sizes = [len(b) for b in _batches(records, 64, 1 << 20)]
+    sizes = [len(b) for b in record_batches(records, 64, 1 << 20)]
     assert sizes == [4, 8, 16, 32, 64, 26]
-    assert [r.index for b in _batches(records, 64, 1 << 20) for r in b] == list(range(150))
-    twenty = [len(b) for b in _batches(records[:20], 64, 1 << 20)]
+    assert [r.index for b in record_batches(records, 64, 1 << 20) for r in b] == list(range(150))
+    twenty = [len(b) for b in record_batches(records[:20], 64, 1 << 20)]
     assert twenty == [4, 8, 8]  # three batches: both workers of a pool get work
-    assert [len(b) for b in _batches(records[:10], 64, 4)] == [2] * 5  # 2 bytes each: the byte bound wins
+    assert [len(b) for b in record_batches(records[:10], 64, 4)] == [2] * 5  # 2 bytes each: the byte bound wins

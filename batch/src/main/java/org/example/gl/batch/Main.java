@@ -15,6 +15,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
@@ -24,7 +25,8 @@ import java.util.concurrent.Future;
  *
  * <p>Protocol (one JSON document per line on stdin and stdout, as the Node worker's): after start-up it prints
  * {"ready": true} (or {"ready": false, "error": ...}); each request {"id", "at", "libraries": [...],
- * "expressions": {library: [define, ...]}, "bundles": [collection Bundle, ...]} is answered by {"id", "rows": [...]}
+ * "expressions": {library: [define, ...]}, "bundles": [collection Bundle, ...], optional "parameters": {name: value}}
+ * is answered by {"id", "rows": [...]}
  * with one row per bundle, in order: {"ok": true, "libraries": {library: {define: value}}} or {"ok": false,
  * "error": message}. The bundles of one request are evaluated on N threads. Logging goes to stderr only.
  */
@@ -97,9 +99,10 @@ public final class Main {
         List<String> libraries = new ArrayList<>();
         req.get("libraries").forEach(n -> libraries.add(n.asText()));
         JsonNode expressions = req.get("expressions");
+        Map<String, Object> parameters = PatientEvaluator.parameters(req.get("parameters"));
         for (JsonNode bundle : req.get("bundles")) {
           String text = bundle.toString();
-          rows.add(pool.submit(() -> evaluators.get().evaluate(json, text, at, libraries, expressions)));
+          rows.add(pool.submit(() -> evaluators.get().evaluate(json, text, at, libraries, expressions, parameters)));
         }
       }
       ArrayNode out = res.putArray("rows");

@@ -62,7 +62,8 @@ final class PatientEvaluator implements RetrieveProvider, TerminologyProvider {
   long walkNanos;
 
   /** The request protocol's row: define values of `libraries` for the Bundle, as the Node worker answers. */
-  ObjectNode evaluate(ObjectMapper json, String bundleText, String at, List<String> libraries, JsonNode expressions) {
+  ObjectNode evaluate(ObjectMapper json, String bundleText, String at, List<String> libraries, JsonNode expressions,
+      Map<String, Object> parameters) {
     ObjectNode row = json.createObjectNode();
     try {
       String patient = loadBundle(bundleText);
@@ -73,7 +74,7 @@ final class PatientEvaluator implements RetrieveProvider, TerminologyProvider {
         wanted.put(e.getKey(), defs);
       });
       Map<String, Map<String, Object>> values = new HashMap<>();
-      String error = values(patient, at, libraries, wanted, values);
+      String error = values(patient, at, libraries, wanted, values, parameters);
       if (error != null) {
         return row.put("ok", false).put("error", error);
       }
@@ -128,7 +129,7 @@ final class PatientEvaluator implements RetrieveProvider, TerminologyProvider {
 
   /** Evaluate `libraries` (only the defines `expressions` names) into `into`; null, or the engine's error. */
   private String values(String patient, String at, List<String> libraries, Map<String, List<String>> expressions,
-      Map<String, Map<String, Object>> into) {
+      Map<String, Map<String, Object>> into, Map<String, Object> parameters) {
     long t = System.nanoTime();
     try {
       EvaluationParams.Builder params = new EvaluationParams.Builder();
@@ -141,7 +142,10 @@ final class PatientEvaluator implements RetrieveProvider, TerminologyProvider {
       }
       params.setContextParameter(new Pair<>("Patient", patient));
       FhirDates.FhirDate when = evaluationTime(at);
-      params.setParameters(Map.of("Evaluation Time", dateTime(when)));
+      // The request's CQL parameters (a Measure's "Measurement Period"), then the evaluation time, which `at` sets.
+      Map<String, Object> all = new HashMap<>(parameters);
+      all.put("Evaluation Time", dateTime(when));
+      params.setParameters(all);
       params.setEvaluationDateTime(when.toOffsetDateTime().toZonedDateTime());
       EvaluationResults results = new CqlEngine(environment, EnumSet.of(CqlEngine.Options.EnableExpressionCaching))
           .evaluate(params.build());
@@ -178,7 +182,7 @@ final class PatientEvaluator implements RetrieveProvider, TerminologyProvider {
         if (want.isEmpty()) {
           break;
         }
-        String error = values(contextPatient, at, want, walk.expressions, have);
+        String error = values(contextPatient, at, want, walk.expressions, have, Map.of());
         if (error != null) {
           throw new Failed("the CQL engine failed on this patient: " + error);
         }
@@ -208,6 +212,29 @@ final class PatientEvaluator implements RetrieveProvider, TerminologyProvider {
     } finally {
       byType = Map.of();
     }
+  }
+
+  /**
+   * A request's optional "parameters" member as CQL values, typed as the Node worker's: {"type": "DateTime",
+   * "value": dateTime} or {"type": "Interval", "low": ..., "high": ..., "lowClosed", "highClosed"} (a Measure's
+   * "Measurement Period"); any other type is refused.
+   */
+  static Map<String, Object> parameters(JsonNode node) {
+    Map<String, Object> out = new HashMap<>();
+    if (node != null && !node.isNull()) {
+      node.fields().forEachRemaining(e -> out.put(e.getKey(), parameterValue(e.getValue())));
+    }
+    return out;
+  }
+
+  private static Object parameterValue(JsonNode v) {
+    String type = v.path("type").asText();
+    return switch (type) {
+      case "DateTime" -> dateTime(evaluationTime(v.get("value").asText()));
+      case "Interval" -> new Interval(parameterValue(v.get("low")), v.path("lowClosed").asBoolean(true),
+          parameterValue(v.get("high")), v.path("highClosed").asBoolean(true));
+      default -> throw new IllegalArgumentException("unsupported parameter value type '" + type + "'");
+    };
   }
 
   /** The evaluation time: a FHIR dateTime with seconds and an offset (what Python's evaltime writes). */

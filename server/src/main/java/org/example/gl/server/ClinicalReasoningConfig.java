@@ -55,7 +55,7 @@ import org.springframework.context.annotation.Import;
  *
  * <p>Only the operation groups a guideline needs are imported (not CrR4Config, which adds Measure/CRMI
  * authoring operations and their settings): PlanDefinition/ActivityDefinition $apply, Library $evaluate,
- * $cql, $data-requirements.
+ * $cql, $data-requirements; and Measure/$evaluate-measure for the indicators (MeasureOperationConfig).
  *
  * <p>CDS Hooks: HAPI's CdsHooksConfig holds the service registry; CR's CrCdsHooksConfig watches PlanDefinitions
  * (resource-change listener) and registers one CDS service per PlanDefinition that has a named-event trigger,
@@ -68,6 +68,7 @@ import org.springframework.context.annotation.Import;
 	EvaluateOperationConfig.class,
 	CqlOperationConfig.class,
 	DataRequirementsOperationConfig.class,
+	MeasureOperationConfig.class,
 	CdsHooksConfig.class,
 	CrCdsHooksConfig.class
 })
