@@ -2,6 +2,8 @@
 
 The test EHR is a second server (scripts/server start --ehr) that answers 401 without its bearer token. Its copy
 of each scenario's patient has ids prefixed "ehr-", so nothing of it is stored on the CDS server (as with a real EHR).
+The channels read it through the strict proxy (tests/support/strictehr.py): only CDS Hooks 2.0's prefetch subset
+(400 otherwise, e.g. for _include), small pages, OperationOutcome entries in every searchset.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ import requests
 
 from guideline.content.cql import Engine
 from guideline.evaluation.patient import recommend
-from guideline.remote.cds import CHANNELS, DEFAULT_USER, call, cds_base_for, resolve_prefetch
+from guideline.remote.cds import CHANNELS, DEFAULT_USER, call, cds_base_for, referenced_medications, resolve_prefetch
 from guideline.remote.http import Client
 from guideline.remote.patients import load_patient
-from tests.integration.conftest import Ehr
+from tests.integration.conftest import Ehr, StrictEhr
 from tests.support import CASES_DIR, TESTS
 from tests.support.casedata import on_rolled_case, read_case
 from tests.support.cdscards import INFORMATIONAL_CARDS, Knowledge, check_card
 from tests.support.netutil import free_port
+from tests.support.strictehr import subset_violations
 from tests.support.tiers import tier_cases
 
 SUPPORT = TESTS / "support"
@@ -117,24 +120,32 @@ def _pathway_on_every_channel(
 
 @pytest.mark.parametrize("case", tier_cases(), ids=lambda c: c.name)
 def test_every_channel_agrees_with_local(
-    case: Path, published: dict[str, Any], server_url: str, ehr: Ehr, engine: Engine
+    case: Path, published: dict[str, Any], server_url: str, ehr: Ehr, strict: StrictEhr, engine: Engine
 ) -> None:
-    """Verify that the pathway service on channels (a)-(e) (test EHR) and (f) (our server) gives the local answer.
+    """Verify that the pathway service on channels (a)-(e) (strict test EHR) and (f) (this server) agrees with local.
 
     Reference: the per-recommendation services on channel (f) fire exactly for local recommend's recommendations,
-    and their cards, in recommendation order, are what the pathway service answers on every channel. The default
-    tier runs the covering subset (tests/support/tiers.py); --full every scenario.
+    and their cards, in recommendation order, are what the pathway service answers on every channel. The EHR
+    channels read the test EHR through the strict proxy: CDS Hooks 2.0's prefetch subset only, paged searchsets
+    with OperationOutcome entries; it must have refused nothing. The default tier runs the covering subset
+    (tests/support/tiers.py); --full every scenario.
     """
     expected, bundle, pid = read_case(case)
+    refused_before = len(strict.log.refused)
 
     def on_servers(rolled: dict[str, Any], _at: str) -> tuple[set[str], list[str], dict[str, Any]]:
-        with Client(server_url) as client, Client(ehr.url, token=ehr.token) as data:
+        with (
+            Client(server_url) as client,
+            Client(ehr.url, token=ehr.token) as loader,
+            Client(strict.url, token=strict.token) as data,
+        ):
             load_patient(client, rolled)
-            load_patient(data, with_prefix(rolled))
+            load_patient(loader, with_prefix(rolled))
             fired, cards = _per_service(client, published, pid)
-            return fired, cards, _pathway_on_every_channel(client, data, ehr.token, published, pid)
+            return fired, cards, _pathway_on_every_channel(client, data, strict.token, published, pid)
 
     (fired, cards, results), rolled, at = on_rolled_case(expected["at"], bundle, on_servers)
+    assert strict.log.refused[refused_before:] == [], "the strict EHR refused reads outside the prefetch subset"
     knowledge = Knowledge(published["pkg"].resources)
     local = set(
         knowledge.card_plans(r["id"] for r in recommend(published["pkg"], rolled, at, engine)["recommendations"])
@@ -190,6 +201,36 @@ def test_no_prefetch_and_no_fhir_server_is_412(
     assert status == 412, body
 
 
+def test_prefetch_lacking_a_referenced_medication_is_412_naming_it(
+    published: dict[str, Any], server_url: str, ehr: Ehr, strict: StrictEhr
+) -> None:
+    """Verify that prefetch only, without a Medication a MedicationRequest references, is a 412 naming both.
+
+    The EHR resolves the templates (no _include) and sends no referenced Medication; the service must not guess.
+    With the EHR's fhirServer added (channel both) it reads the Medication by id and answers 200.
+    """
+    bundle = json.loads((CASES_DIR / "r2-on-bromocriptine-by-reference" / "patient.json").read_text(encoding="utf-8"))
+    bundle = with_prefix(bundle, "m412-")
+    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    templates = published["templates"][PATHWAY_SERVICE]
+    with Client(ehr.url, token=ehr.token) as loader, Client(strict.url, token=strict.token) as data:
+        load_patient(loader, bundle)
+        prefetch = resolve_prefetch(
+            data, templates, {"userId": DEFAULT_USER, "patientId": pid}, referenced_medications=False
+        )
+    missing = referenced_medications(prefetch)
+    assert len(missing) == 1, missing
+    (medication, referrer), *_ = missing.items()
+    status, body, _ = _post(server_url, PATHWAY_SERVICE, _request(pid, prefetch=prefetch))
+    assert status == 412, body
+    assert f"{medication} referenced by {referrer}" in body["error"], body
+    auth = {"access_token": strict.token, "token_type": "Bearer", "expires_in": 300, "scope": "x"}
+    both = _request(pid, prefetch=prefetch, fhirServer=strict.url, fhirAuthorization=auth)
+    status, body, _ = _post(server_url, PATHWAY_SERVICE, both)
+    assert status == 200, body
+    assert any(q == medication for q in strict.log.reads), "the Medication was not read by id from fhirServer"
+
+
 @pytest.mark.parametrize("token", [None, "wrong-token"], ids=["no-token", "wrong-token"])
 def test_ehr_refusing_the_token_is_an_error_naming_it(
     published: dict[str, Any], server_url: str, ehr: Ehr, failing_patient: str, token: str | None
@@ -239,12 +280,12 @@ def test_test_ehr_requires_its_token(ehr: Ehr) -> None:
 
 
 # A prefetch template this service may publish: a read of the context patient, or a search on one resource type
-# restricted to that patient (patient= or subject=), optionally with a code filter, medication searches with the
-# Medication they reference. Nothing else (no unbounded search, no _revinclude).
+# restricted to that patient (patient= or subject=), optionally with a code filter. Nothing else (no unbounded
+# search, no _include or _revinclude: CDS Hooks 2.0's prefetch subset; guideline.cds.prefetch-include-medication,
+# off by default, would add _include for EHRs known to support it).
 _TEMPLATE = re.compile(
     r"^(Patient/\{\{context\.patientId\}\}"
-    r"|[A-Z][A-Za-z]+\?(patient|subject)=Patient/\{\{context\.patientId\}\}(&code=[^&{}\s]+)?"
-    r"(&_include=Medication(Request|Statement|Administration|Dispense):medication)?)$"
+    r"|[A-Z][A-Za-z]+\?(patient|subject)=Patient/\{\{context\.patientId\}\}(&code=[^&{}\s]+)?)$"
 )
 
 
@@ -267,6 +308,8 @@ def test_discovery_is_cds_hooks_2_with_minimal_templates(server_url: str, publis
         assert len(templates) == len(set(templates)), f"{service['id']}: a template listed twice"
         bad = [t for t in templates if not _TEMPLATE.match(t)]
         assert not bad, f"{service['id']}: templates not minimal/patient-bound: {bad}"
+        outside = {t: subset_violations(t) for t in templates if subset_violations(t)}
+        assert not outside, f"{service['id']}: templates outside CDS Hooks 2.0's prefetch subset: {outside}"
     pathway = doc["services"][0]["prefetch"]
     union = {t for s in doc["services"][1:] for t in s.get("prefetch", {}).values()}
     assert set(pathway.values()) == union
