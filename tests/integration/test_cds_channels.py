@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +25,20 @@ import requests
 
 from guideline.content.cql import Engine
 from guideline.evaluation.patient import recommend
-from guideline.remote.cds import CHANNELS, DEFAULT_USER, call, cds_base_for, referenced_medications, resolve_prefetch
+from guideline.remote.cds import (
+    CHANNELS,
+    DEFAULT_USER,
+    MEDICATION_USES,
+    call,
+    cds_base_for,
+    referenced_medications,
+    resolve_prefetch,
+)
 from guideline.remote.http import Client
 from guideline.remote.patients import load_patient
+from guideline.remote.publish import publish_resources
 from tests.integration.conftest import Ehr, StrictEhr
-from tests.support import CASES_DIR, TESTS
+from tests.support import CASES_DIR, ROOT, TESTS
 from tests.support.casedata import on_rolled_case, read_case
 from tests.support.cdscards import INFORMATIONAL_CARDS, Knowledge, check_card
 from tests.support.netutil import free_port
@@ -349,3 +361,69 @@ def test_cors_lets_a_browser_client_call(server_url: str) -> None:
     # FHIR endpoints are not opened to browsers by this.
     fhir = requests.get(f"{server_url}/metadata", headers=origin, timeout=30)
     assert "Access-Control-Allow-Origin" not in fhir.headers
+
+
+@pytest.fixture(scope="module")
+def include_server(published: dict[str, Any]) -> Iterator[str]:
+    """A second CDS server started with guideline.cds.prefetch-include-medication=true, the package published."""
+    env = {
+        **os.environ,
+        "GUIDELINE_SERVER_PORT": str(free_port()),
+        "GUIDELINE_SERVER_JAVA_OPTS": "-Xmx1g -XX:+UseSerialGC -Dguideline.cds.prefetch-include-medication=true",
+    }
+    script = str(ROOT / "scripts" / "server")
+    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, check=False)
+    try:
+        assert started.returncode == 0, f"the server with _include did not start: {started.stderr[-2000:]}"
+        url = started.stdout.strip().rstrip("/")
+        with Client(url) as client:
+            publish_resources(client, published["pkg"].resources)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            services = requests.get(cds_base_for(url), timeout=30).json().get("services") or []
+            if services and services[0]["id"] == PATHWAY_SERVICE:
+                break
+            time.sleep(1)
+        yield url
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, check=False)
+
+
+@pytest.mark.full  # a third JVM; the setting's effect on the templates is also a Java unit test (PrefetchTemplatesTest)
+def test_prefetch_include_medication_setting_puts_include_back(
+    include_server: str, published: dict[str, Any], server_url: str, ehr: Ehr, strict: StrictEhr
+) -> None:
+    """Verify that guideline.cds.prefetch-include-medication=true publishes _include on every medication template.
+
+    An EHR that supports _include (the plain test EHR) then delivers the referenced Medication in the prefetch
+    itself and the cards are those of the default server; the strict EHR refuses those templates (502 naming 400).
+    """
+    doc = requests.get(cds_base_for(include_server), timeout=30).json()
+    medication = [
+        t
+        for service in doc["services"]
+        for t in (service.get("prefetch") or {}).values()
+        if t.split("?")[0] in MEDICATION_USES
+    ]
+    assert medication
+    assert all(t.endswith("&_include=" + t.split("?")[0] + ":medication") for t in medication), medication
+    bundle = json.loads((CASES_DIR / "r2-on-bromocriptine-by-reference" / "patient.json").read_text(encoding="utf-8"))
+    bundle = with_prefix(bundle, "inc-")
+    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    context = {"userId": DEFAULT_USER, "patientId": pid}
+    templates = doc["services"][0]["prefetch"]
+    with Client(ehr.url, token=ehr.token) as data, Client(strict.url, token=strict.token) as strict_data:
+        load_patient(data, bundle)
+        included = resolve_prefetch(data, templates, context, referenced_medications=False)
+        reference = resolve_prefetch(strict_data, published["templates"][PATHWAY_SERVICE], context)
+    assert referenced_medications(included) == {}, "the EHR's _include did not deliver the Medication"
+    status, body, _ = _post(include_server, PATHWAY_SERVICE, _request(pid, prefetch=included))
+    assert status == 200, body
+    status, expected, _ = _post(server_url, PATHWAY_SERVICE, _request(pid, prefetch=reference))
+    assert status == 200, expected
+    assert [c["summary"] for c in body["cards"]] == [c["summary"] for c in expected["cards"]]
+    assert body["cards"], "r2-on-bromocriptine-by-reference gives cards"
+    auth = {"access_token": strict.token, "token_type": "Bearer", "expires_in": 300, "scope": "x"}
+    strict_request = _request(pid, fhirServer=strict.url, fhirAuthorization=auth)
+    status, body, _ = _post(include_server, PATHWAY_SERVICE, strict_request)
+    assert status == 502 and "400" in body["error"], body
