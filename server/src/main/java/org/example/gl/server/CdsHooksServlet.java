@@ -35,7 +35,8 @@ import org.slf4j.LoggerFactory;
  * instead: the pathway service reads it once through its templates, in-process; a per-recommendation service lets
  * the engine search the database. Cards: {@link CdsCards}; feedback: {@link CdsFeedback}.
  * Discovery publishes the Patient template as a read ({@code Patient/{{context.patientId}}}), not CR's
- * {@code Patient?_id=...} search. A servlet Filter on /cds-services/* runs before all of this.
+ * {@code Patient?_id=...} search, and no template outside CDS Hooks 2.0's prefetch subset (no {@code _include}
+ * unless {@code guideline.cds.prefetch-include-medication}); referenced Medications are read by id instead. A servlet Filter on /cds-services/* runs before all of this.
  *
  * <p>Informational recommendations (R6) are offered only when {@code guideline.cds.informational-cards} is on
  * ({@link InformationalCards}, project safety rule 17). Off (the default), their services are left out of
@@ -59,8 +60,8 @@ public class CdsHooksServlet extends HttpServlet {
 	 * The servlet over HAPI's service {@code registry}, writing JSON with {@code mapper}; {@code fhirServerBudget}
 	 * bounds the reads of missing prefetch; {@code prefetchIncludeMedication} (setting
 	 * {@code guideline.cds.prefetch-include-medication}) adds {@code _include} of the referenced Medication to the
-	 * medication templates, which CDS Hooks 2.0's prefetch subset leaves out ({@link PrefetchResolver}); {@code pathwayId} is the id of the service that runs every
-	 * recommendation; cards from {@code evaluator} and {@code cardMaker}, feedback through {@code feedback};
+	 * medication templates, which CDS Hooks 2.0's prefetch subset leaves out ({@link PrefetchResolver});
+	 * {@code pathwayId} is the id of the service that runs every recommendation; cards from {@code evaluator} and {@code cardMaker}, feedback through {@code feedback};
 	 * {@code informational} decides whether an informational recommendation's service is offered.
 	 */
 	public CdsHooksServlet(
