@@ -114,6 +114,8 @@ def _all_pages(client: Client, first: Any, query: str) -> Any:
         if not client.same_origin(url):
             raise ServerRejectedError(f"{query}: the next link points to another server ({url}); not read")
         page = client.get_json(url)
+        if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
+            raise ServerRejectedError(f"{query}: the next page ({url}) is not a Bundle")
         merged["entry"] += page.get("entry") or []
     if _next_link(page):
         raise ServerRejectedError(f"{query} has more than {MAX_PAGES} pages; not sent as prefetch")
@@ -152,8 +154,12 @@ def _add_referenced_medications(client: Client, prefetch: dict[str, Any]) -> Non
     found: dict[str, Any] = {}
     for ref in missing:
         resp = client.request("GET", ref, ok=(200, 404, 410))
-        if resp.status_code == 200:  # one the EHR does not have is left out: the service then says so (412)
+        if resp.status_code != 200:  # one the EHR does not have is left out: the service then says so (412)
+            continue
+        try:
             found[ref] = resp.json()
+        except ValueError:
+            raise ServerRejectedError(f"{client.url(ref)} answered a Medication read with non-JSON content") from None
     for value in prefetch.values():
         if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
             continue
