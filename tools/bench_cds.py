@@ -2,8 +2,9 @@
 
 Load: N concurrent EHR clients (threads, one HTTP session each) call the pathway service `gl-treatment` for the
 scenarios of tests/cases, round-robin, for a bounded time per channel: (a) prefetch (the EHR resolved the
-templates once per patient, as an EHR holding the chart would) and (b) fhirServer + fhirAuthorization (the
-service reads the test EHR itself). The trivial call is discovery (GET /cds-services) under the same load.
+templates once per patient, as an EHR holding the chart would, with the Medications they reference: the templates
+carry no _include) and (b) fhirServer + fhirAuthorization (the service reads the test EHR itself, referenced
+Medications by id). The trivial call is discovery (GET /cds-services) under the same load.
 JIT: one client alternates calls between two servers that differ only in -XX:TieredStopAtLevel=1, after a
 warm-up on each. The result replaces the block between CDS_BEGIN and CDS_END in BENCHMARKS.md.
 """

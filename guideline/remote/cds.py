@@ -54,10 +54,25 @@ def discover(client: Client) -> list[dict[str, Any]]:
     return services
 
 
-def resolve_prefetch(client: Client, templates: dict[str, str], context: dict[str, str]) -> dict[str, Any]:
+# Resource types whose medicationReference the guideline's logic follows to a Medication (bromocriptine, insulin).
+MEDICATION_USES = ("MedicationRequest", "MedicationStatement", "MedicationAdministration", "MedicationDispense")
+_MEDICATION_REF = re.compile(r"^Medication/([A-Za-z0-9\-.]{1,64})(/_history/[^/]+)?$")
+# A search whose next links never end is cut here, as the CDS server cuts it (PrefetchResolver.MAX_PAGES).
+MAX_PAGES = 50
+
+
+def resolve_prefetch(
+    client: Client, templates: dict[str, str], context: dict[str, str], *, referenced_medications: bool = True
+) -> dict[str, Any]:
     """Fill {{context.X}} tokens and read each query from the FHIR server, as an EHR would.
 
-    A template naming another server is refused: the session's bearer token would go with it.
+    A search's pages are followed and sent as one searchset: CDS Hooks 2.0 prefetch carries the whole result,
+    never a next link for the service to follow. With `referenced_medications` (default), the Medications
+    that the prefetched medication resources reference (`medicationReference`) and no search returned are
+    read by id and sent in the same searchset as `include` entries, as an EHR honouring `_include` would send
+    them: the templates stay inside CDS Hooks 2.0's prefetch subset (no `_include`), and a prefetch-only call
+    missing a referenced Medication is answered 412. A template naming another server is refused: the
+    session's bearer token would go with it.
     """
     out: dict[str, Any] = {}
     for key, template in sorted(templates.items()):
@@ -75,8 +90,93 @@ def resolve_prefetch(client: Client, templates: dict[str, str], context: dict[st
                 "Prefetch templates are FHIR queries relative to the FHIR server"
             )
         # A "Patient/123" read returns the resource; a search returns a Bundle: both are valid prefetch.
-        out[key] = client.get_json(query)
+        out[key] = _all_pages(client, client.get_json(query), query)
+    if referenced_medications:
+        _add_referenced_medications(client, out)
     return out
+
+
+def _next_link(bundle: dict[str, Any]) -> str | None:
+    return next((lk.get("url") for lk in bundle.get("link") or [] if lk.get("relation") == "next"), None)
+
+
+def _all_pages(client: Client, first: Any, query: str) -> Any:
+    """A search's result as one searchset: `first` unchanged when it is all, else every page's entries in it."""
+    if not isinstance(first, dict) or first.get("resourceType") != "Bundle" or not _next_link(first):
+        return first
+    merged = {k: v for k, v in first.items() if k != "link"}
+    merged["entry"] = list(first.get("entry") or [])
+    page: dict[str, Any] = first
+    for _ in range(MAX_PAGES - 1):
+        url = _next_link(page)
+        if not url:
+            return merged
+        if not client.same_origin(url):
+            raise ServerRejectedError(f"{query}: the next link points to another server ({url}); not read")
+        page = client.get_json(url)
+        if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
+            raise ServerRejectedError(f"{query}: the next page ({url}) is not a Bundle")
+        merged["entry"] += page.get("entry") or []
+    if _next_link(page):
+        raise ServerRejectedError(f"{query} has more than {MAX_PAGES} pages; not sent as prefetch")
+    return merged
+
+
+def _resources(value: Any) -> list[dict[str, Any]]:
+    """The resources of a prefetch value: a Bundle's entries, or the resource itself."""
+    if not isinstance(value, dict):
+        return []
+    if value.get("resourceType") != "Bundle":
+        return [value]
+    return [e["resource"] for e in value.get("entry") or [] if isinstance(e.get("resource"), dict)]
+
+
+def referenced_medications(prefetch: dict[str, Any]) -> dict[str, str]:
+    """`Medication/id` -> its first referrer (`Type/id`) for every relative medicationReference the prefetch lacks.
+
+    Contained (`#id`) Medications travel with their resource and are not listed.
+    """
+    resources = [r for v in prefetch.values() for r in _resources(v)]
+    present = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources}
+    missing: dict[str, str] = {}
+    for r in resources:
+        key = _medication_key(r)
+        if key and key not in present:
+            missing.setdefault(key, f"{r['resourceType']}/{r.get('id')}")
+    return missing
+
+
+def _add_referenced_medications(client: Client, prefetch: dict[str, Any]) -> None:
+    """Read each referenced Medication the prefetch lacks (once) and add it to its referrer's searchset."""
+    missing = referenced_medications(prefetch)
+    if not missing:
+        return
+    found: dict[str, Any] = {}
+    for ref in missing:
+        resp = client.request("GET", ref, ok=(200, 404, 410))
+        if resp.status_code != 200:  # one the EHR does not have is left out: the service then says so (412)
+            continue
+        try:
+            found[ref] = resp.json()
+        except ValueError:
+            raise ServerRejectedError(f"{client.url(ref)} answered a Medication read with non-JSON content") from None
+    for value in prefetch.values():
+        if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
+            continue
+        for r in _resources(value):
+            key = _medication_key(r)
+            if key in found:
+                entry = {"resource": found.pop(key), "search": {"mode": "include"}}
+                value["entry"] = [*(value.get("entry") or []), entry]
+
+
+def _medication_key(resource: dict[str, Any]) -> str | None:
+    """`Medication/id` of a medication resource's relative medicationReference, else None."""
+    if resource.get("resourceType") not in MEDICATION_USES:
+        return None
+    ref = (resource.get("medicationReference") or {}).get("reference")
+    m = _MEDICATION_REF.match(ref) if isinstance(ref, str) else None
+    return f"Medication/{m.group(1)}" if m else None
 
 
 def _patient_key(templates: dict[str, str]) -> str | None:

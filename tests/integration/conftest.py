@@ -23,6 +23,7 @@ from tests.support import ROOT
 from tests.support.cdscards import Knowledge
 from tests.support.deploy import db_args
 from tests.support.netutil import free_port
+from tests.support.strictehr import StrictLog, strict_ehr
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,13 @@ class Ehr:
 
     url: str
     token: str
+
+
+@dataclass(frozen=True)
+class StrictEhr(Ehr):
+    """The test EHR behind the strict proxy (tests/support/strictehr.py): CDS Hooks 2.0's prefetch subset only."""
+
+    log: StrictLog
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +113,12 @@ def fresh_server() -> Iterator[str]:
         yield started.stdout.strip().rstrip("/")
     finally:
         subprocess.run([script, "stop"], env=env, capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def strict(ehr: Ehr) -> Iterator[StrictEhr]:
+    """The session's test EHR as an EHR whose FHIR API serves only CDS Hooks 2.0's prefetch subset (400 otherwise),
+    pages every searchset and adds OperationOutcome entries (same data, same token)."""
+    log = StrictLog()
+    with strict_ehr(ehr.url, log) as url:
+        yield StrictEhr(url, ehr.token, log)

@@ -2,15 +2,20 @@
 
 The test EHR is a second server (scripts/server start --ehr) that answers 401 without its bearer token. Its copy
 of each scenario's patient has ids prefixed "ehr-", so nothing of it is stored on the CDS server (as with a real EHR).
+The channels read it through the strict proxy (tests/support/strictehr.py): only CDS Hooks 2.0's prefetch subset
+(400 otherwise, e.g. for _include), small pages, OperationOutcome entries in every searchset.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +25,24 @@ import requests
 
 from guideline.content.cql import Engine
 from guideline.evaluation.patient import recommend
-from guideline.remote.cds import CHANNELS, DEFAULT_USER, call, cds_base_for, resolve_prefetch
+from guideline.remote.cds import (
+    CHANNELS,
+    DEFAULT_USER,
+    MEDICATION_USES,
+    call,
+    cds_base_for,
+    referenced_medications,
+    resolve_prefetch,
+)
 from guideline.remote.http import Client
 from guideline.remote.patients import load_patient
-from tests.integration.conftest import Ehr
-from tests.support import CASES_DIR, TESTS
+from guideline.remote.publish import publish_resources
+from tests.integration.conftest import Ehr, StrictEhr
+from tests.support import CASES_DIR, ROOT, TESTS
 from tests.support.casedata import on_rolled_case, read_case
 from tests.support.cdscards import INFORMATIONAL_CARDS, Knowledge, check_card
 from tests.support.netutil import free_port
+from tests.support.strictehr import subset_violations
 from tests.support.tiers import tier_cases
 
 SUPPORT = TESTS / "support"
@@ -117,24 +132,32 @@ def _pathway_on_every_channel(
 
 @pytest.mark.parametrize("case", tier_cases(), ids=lambda c: c.name)
 def test_every_channel_agrees_with_local(
-    case: Path, published: dict[str, Any], server_url: str, ehr: Ehr, engine: Engine
+    case: Path, published: dict[str, Any], server_url: str, ehr: Ehr, strict: StrictEhr, engine: Engine
 ) -> None:
-    """Verify that the pathway service on channels (a)-(e) (test EHR) and (f) (our server) gives the local answer.
+    """Verify that the pathway service on channels (a)-(e) (strict test EHR) and (f) (this server) agrees with local.
 
     Reference: the per-recommendation services on channel (f) fire exactly for local recommend's recommendations,
-    and their cards, in recommendation order, are what the pathway service answers on every channel. The default
-    tier runs the covering subset (tests/support/tiers.py); --full every scenario.
+    and their cards, in recommendation order, are what the pathway service answers on every channel. The EHR
+    channels read the test EHR through the strict proxy: CDS Hooks 2.0's prefetch subset only, paged searchsets
+    with OperationOutcome entries; it must have refused nothing. The default tier runs the covering subset
+    (tests/support/tiers.py); --full every scenario.
     """
     expected, bundle, pid = read_case(case)
+    refused_before = len(strict.log.refused)
 
     def on_servers(rolled: dict[str, Any], _at: str) -> tuple[set[str], list[str], dict[str, Any]]:
-        with Client(server_url) as client, Client(ehr.url, token=ehr.token) as data:
+        with (
+            Client(server_url) as client,
+            Client(ehr.url, token=ehr.token) as loader,
+            Client(strict.url, token=strict.token) as data,
+        ):
             load_patient(client, rolled)
-            load_patient(data, with_prefix(rolled))
+            load_patient(loader, with_prefix(rolled))
             fired, cards = _per_service(client, published, pid)
-            return fired, cards, _pathway_on_every_channel(client, data, ehr.token, published, pid)
+            return fired, cards, _pathway_on_every_channel(client, data, strict.token, published, pid)
 
     (fired, cards, results), rolled, at = on_rolled_case(expected["at"], bundle, on_servers)
+    assert strict.log.refused[refused_before:] == [], "the strict EHR refused reads outside the prefetch subset"
     knowledge = Knowledge(published["pkg"].resources)
     local = set(
         knowledge.card_plans(r["id"] for r in recommend(published["pkg"], rolled, at, engine)["recommendations"])
@@ -190,6 +213,36 @@ def test_no_prefetch_and_no_fhir_server_is_412(
     assert status == 412, body
 
 
+def test_prefetch_lacking_a_referenced_medication_is_412_naming_it(
+    published: dict[str, Any], server_url: str, ehr: Ehr, strict: StrictEhr
+) -> None:
+    """Verify that prefetch only, without a Medication a MedicationRequest references, is a 412 naming both.
+
+    The EHR resolves the templates (no _include) and sends no referenced Medication; the service must not guess.
+    With the EHR's fhirServer added (channel both) it reads the Medication by id and answers 200.
+    """
+    bundle = json.loads((CASES_DIR / "r2-on-bromocriptine-by-reference" / "patient.json").read_text(encoding="utf-8"))
+    bundle = with_prefix(bundle, "m412-")
+    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    templates = published["templates"][PATHWAY_SERVICE]
+    with Client(ehr.url, token=ehr.token) as loader, Client(strict.url, token=strict.token) as data:
+        load_patient(loader, bundle)
+        prefetch = resolve_prefetch(
+            data, templates, {"userId": DEFAULT_USER, "patientId": pid}, referenced_medications=False
+        )
+    missing = referenced_medications(prefetch)
+    assert len(missing) == 1, missing
+    (medication, referrer), *_ = missing.items()
+    status, body, _ = _post(server_url, PATHWAY_SERVICE, _request(pid, prefetch=prefetch))
+    assert status == 412, body
+    assert f"{medication} referenced by {referrer}" in body["error"], body
+    auth = {"access_token": strict.token, "token_type": "Bearer", "expires_in": 300, "scope": "x"}
+    both = _request(pid, prefetch=prefetch, fhirServer=strict.url, fhirAuthorization=auth)
+    status, body, _ = _post(server_url, PATHWAY_SERVICE, both)
+    assert status == 200, body
+    assert any(q == medication for q in strict.log.reads), "the Medication was not read by id from fhirServer"
+
+
 @pytest.mark.parametrize("token", [None, "wrong-token"], ids=["no-token", "wrong-token"])
 def test_ehr_refusing_the_token_is_an_error_naming_it(
     published: dict[str, Any], server_url: str, ehr: Ehr, failing_patient: str, token: str | None
@@ -239,12 +292,12 @@ def test_test_ehr_requires_its_token(ehr: Ehr) -> None:
 
 
 # A prefetch template this service may publish: a read of the context patient, or a search on one resource type
-# restricted to that patient (patient= or subject=), optionally with a code filter, medication searches with the
-# Medication they reference. Nothing else (no unbounded search, no _revinclude).
+# restricted to that patient (patient= or subject=), optionally with a code filter. Nothing else (no unbounded
+# search, no _include or _revinclude: CDS Hooks 2.0's prefetch subset; guideline.cds.prefetch-include-medication,
+# off by default, would add _include for EHRs known to support it).
 _TEMPLATE = re.compile(
     r"^(Patient/\{\{context\.patientId\}\}"
-    r"|[A-Z][A-Za-z]+\?(patient|subject)=Patient/\{\{context\.patientId\}\}(&code=[^&{}\s]+)?"
-    r"(&_include=Medication(Request|Statement|Administration|Dispense):medication)?)$"
+    r"|[A-Z][A-Za-z]+\?(patient|subject)=Patient/\{\{context\.patientId\}\}(&code=[^&{}\s]+)?)$"
 )
 
 
@@ -267,6 +320,8 @@ def test_discovery_is_cds_hooks_2_with_minimal_templates(server_url: str, publis
         assert len(templates) == len(set(templates)), f"{service['id']}: a template listed twice"
         bad = [t for t in templates if not _TEMPLATE.match(t)]
         assert not bad, f"{service['id']}: templates not minimal/patient-bound: {bad}"
+        outside = {t: subset_violations(t) for t in templates if subset_violations(t)}
+        assert not outside, f"{service['id']}: templates outside CDS Hooks 2.0's prefetch subset: {outside}"
     pathway = doc["services"][0]["prefetch"]
     union = {t for s in doc["services"][1:] for t in s.get("prefetch", {}).values()}
     assert set(pathway.values()) == union
@@ -306,3 +361,69 @@ def test_cors_lets_a_browser_client_call(server_url: str) -> None:
     # FHIR endpoints are not opened to browsers by this.
     fhir = requests.get(f"{server_url}/metadata", headers=origin, timeout=30)
     assert "Access-Control-Allow-Origin" not in fhir.headers
+
+
+@pytest.fixture(scope="module")
+def include_server(published: dict[str, Any]) -> Iterator[str]:
+    """A second CDS server started with guideline.cds.prefetch-include-medication=true, the package published."""
+    env = {
+        **os.environ,
+        "GUIDELINE_SERVER_PORT": str(free_port()),
+        "GUIDELINE_SERVER_JAVA_OPTS": "-Xmx1g -XX:+UseSerialGC -Dguideline.cds.prefetch-include-medication=true",
+    }
+    script = str(ROOT / "scripts" / "server")
+    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, check=False)
+    try:
+        assert started.returncode == 0, f"the server with _include did not start: {started.stderr[-2000:]}"
+        url = started.stdout.strip().rstrip("/")
+        with Client(url) as client:
+            publish_resources(client, published["pkg"].resources)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            services = requests.get(cds_base_for(url), timeout=30).json().get("services") or []
+            if services and services[0]["id"] == PATHWAY_SERVICE:
+                break
+            time.sleep(1)
+        yield url
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, check=False)
+
+
+@pytest.mark.full  # a third JVM; the setting's effect on the templates is also a Java unit test (PrefetchTemplatesTest)
+def test_prefetch_include_medication_setting_puts_include_back(
+    include_server: str, published: dict[str, Any], server_url: str, ehr: Ehr, strict: StrictEhr
+) -> None:
+    """Verify that guideline.cds.prefetch-include-medication=true publishes _include on every medication template.
+
+    An EHR that supports _include (the plain test EHR) then delivers the referenced Medication in the prefetch
+    itself and the cards are those of the default server; the strict EHR refuses those templates (502 naming 400).
+    """
+    doc = requests.get(cds_base_for(include_server), timeout=30).json()
+    medication = [
+        t
+        for service in doc["services"]
+        for t in (service.get("prefetch") or {}).values()
+        if t.split("?")[0] in MEDICATION_USES
+    ]
+    assert medication
+    assert all(t.endswith("&_include=" + t.split("?")[0] + ":medication") for t in medication), medication
+    bundle = json.loads((CASES_DIR / "r2-on-bromocriptine-by-reference" / "patient.json").read_text(encoding="utf-8"))
+    bundle = with_prefix(bundle, "inc-")
+    pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    context = {"userId": DEFAULT_USER, "patientId": pid}
+    templates = doc["services"][0]["prefetch"]
+    with Client(ehr.url, token=ehr.token) as data, Client(strict.url, token=strict.token) as strict_data:
+        load_patient(data, bundle)
+        included = resolve_prefetch(data, templates, context, referenced_medications=False)
+        reference = resolve_prefetch(strict_data, published["templates"][PATHWAY_SERVICE], context)
+    assert referenced_medications(included) == {}, "the EHR's _include did not deliver the Medication"
+    status, body, _ = _post(include_server, PATHWAY_SERVICE, _request(pid, prefetch=included))
+    assert status == 200, body
+    status, expected, _ = _post(server_url, PATHWAY_SERVICE, _request(pid, prefetch=reference))
+    assert status == 200, expected
+    assert [c["summary"] for c in body["cards"]] == [c["summary"] for c in expected["cards"]]
+    assert body["cards"], "r2-on-bromocriptine-by-reference gives cards"
+    auth = {"access_token": strict.token, "token_type": "Bearer", "expires_in": 300, "scope": "x"}
+    strict_request = _request(pid, fhirServer=strict.url, fhirAuthorization=auth)
+    status, body, _ = _post(include_server, PATHWAY_SERVICE, strict_request)
+    assert status == 502 and "400" in body["error"], body

@@ -382,6 +382,29 @@ def test_configuration_documents_every_key() -> None:
     assert not missing, f"cql-options.json fields missing from docs/configuration.md: {missing}"
 
 
+def _yaml_settings(path: Path, root: str) -> list[str]:
+    """The dotted keys under `root` that application.yaml gives a value (a two-space-indented YAML map)."""
+    stack: list[str] = []
+    keys = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^( *)([A-Za-z0-9_-]+):(.*)$", line)
+        if not m:
+            continue
+        stack = [*stack[: len(m.group(1)) // 2], m.group(2)]
+        if m.group(3).split("#")[0].strip() and stack[0] == root:
+            keys.append(".".join(stack))
+    return keys
+
+
+def test_every_cds_setting_is_documented() -> None:
+    """Verify that every guideline.cds.* setting of the server's application.yaml is named in the CDS docs."""
+    keys = [k for k in _yaml_settings(ROOT / "server/src/main/resources/application.yaml", "guideline") if ".cds." in k]
+    assert "guideline.cds.prefetch-include-medication" in keys
+    docs = "".join((DOCS / name).read_text(encoding="utf-8") for name in ("cds-hooks.md", "security.md"))
+    missing = [k for k in keys if k not in docs]
+    assert not missing, f"guideline.cds settings missing from docs/cds-hooks.md and docs/security.md: {missing}"
+
+
 # ---------------------------------------------------------------- layout
 
 

@@ -16,6 +16,7 @@ from guideline.remote.cds import (
     channel_body,
     discover,
     fhir_base_for,
+    referenced_medications,
     resolve_prefetch,
 )
 from guideline.remote.http import Client, RetryPolicy
@@ -213,3 +214,84 @@ def test_unknown_channel_is_a_usage_error(client: Client) -> None:
     with pytest.raises(UsageError, match="unknown data channel 'smoke'"):
         channel_body("smoke", {}, {}, client, None)
     assert client.requests_sent == 0
+
+
+def _medication_request(rid: str, ref: str) -> dict[str, Any]:
+    return {"resourceType": "MedicationRequest", "id": rid, "medicationReference": {"reference": ref}}
+
+
+def test_resolve_prefetch_sends_every_page_as_one_searchset(stub: Stub, client: Client) -> None:
+    """Verify that a paged search is followed to its end and sent as one searchset without a next link."""
+    page2 = f"{stub.url}/fhir?_getpages=abc&_getpagesoffset=1"
+    stub.routes["GET /fhir/Condition"] = Reply(
+        200,
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "link": [{"relation": "next", "url": page2}],
+            "entry": [{"resource": {"resourceType": "Condition", "id": "c1"}}],
+        },
+    )
+    stub.routes["GET /fhir"] = Reply(
+        200,
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [
+                {"resource": {"resourceType": "Condition", "id": "c2"}},
+                {"resource": {"resourceType": "OperationOutcome"}, "search": {"mode": "outcome"}},
+            ],
+        },
+    )
+    out = resolve_prefetch(client, {"c": "Condition?patient={{context.patientId}}"}, {"patientId": "p1"})
+    assert "link" not in out["c"]
+    assert [e["resource"].get("id") for e in out["c"]["entry"]] == ["c1", "c2", None]
+    assert [s.path for s in stub.seen] == ["/fhir/Condition", "/fhir"]
+
+
+def test_resolve_prefetch_refuses_a_next_link_to_another_server(stub: Stub, client: Client) -> None:
+    """Verify that a next link to another host is not followed (the bearer token would go there)."""
+    stub.routes["GET /fhir/Condition"] = Reply(
+        200,
+        {"resourceType": "Bundle", "link": [{"relation": "next", "url": "https://elsewhere.example/fhir?p=2"}]},
+    )
+    with pytest.raises(ServerRejectedError, match="next link points to another server"):
+        resolve_prefetch(client, {"c": "Condition?patient={{context.patientId}}"}, {"patientId": "p1"})
+
+
+def test_resolve_prefetch_adds_referenced_medications_once(stub: Stub, client: Client) -> None:
+    """Verify that each referenced Medication a search lacks is read once and sent as an include entry.
+
+    Contained ones and ones the search returned are not read; one the FHIR server lacks is left out.
+    """
+    stub.routes["GET /fhir/MedicationRequest"] = Reply(
+        200,
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [
+                {"resource": _medication_request("mr1", "Medication/m1")},
+                {"resource": _medication_request("mr2", "Medication/m1")},
+                {"resource": _medication_request("mr3", "#contained")},
+                {"resource": _medication_request("mr4", "Medication/there")},
+                {"resource": _medication_request("mr5", "Medication/gone")},
+                {"resource": {"resourceType": "Medication", "id": "there"}, "search": {"mode": "include"}},
+            ],
+        },
+    )
+    stub.routes["GET /fhir/Medication/m1"] = Reply(200, {"resourceType": "Medication", "id": "m1"})
+    templates = {"mr": "MedicationRequest?patient={{context.patientId}}"}
+    out = resolve_prefetch(client, templates, {"patientId": "p1"})
+    assert out["mr"]["entry"][-1] == {
+        "resource": {"resourceType": "Medication", "id": "m1"},
+        "search": {"mode": "include"},
+    }
+    assert len(out["mr"]["entry"]) == 7
+    assert [s.path for s in stub.seen] == ["/fhir/MedicationRequest", "/fhir/Medication/m1", "/fhir/Medication/gone"]
+    stub.seen.clear()
+    bare = resolve_prefetch(client, templates, {"patientId": "p1"}, referenced_medications=False)
+    assert len(bare["mr"]["entry"]) == 6 and [s.path for s in stub.seen] == ["/fhir/MedicationRequest"]
+    assert referenced_medications(bare) == {
+        "Medication/m1": "MedicationRequest/mr1",
+        "Medication/gone": "MedicationRequest/mr5",
+    }

@@ -29,8 +29,14 @@ import org.hl7.fhir.instance.model.api.IBaseResource;
 import org.hl7.fhir.r4.model.Bundle;
 import org.hl7.fhir.r4.model.CarePlan;
 import org.hl7.fhir.r4.model.IdType;
+import org.hl7.fhir.r4.model.Medication;
+import org.hl7.fhir.r4.model.MedicationAdministration;
+import org.hl7.fhir.r4.model.MedicationDispense;
+import org.hl7.fhir.r4.model.MedicationRequest;
+import org.hl7.fhir.r4.model.MedicationStatement;
 import org.hl7.fhir.r4.model.OperationOutcome;
 import org.hl7.fhir.r4.model.PlanDefinition;
+import org.hl7.fhir.r4.model.Reference;
 import org.opencds.cqf.fhir.cr.CrSettings;
 import org.opencds.cqf.fhir.cr.plandefinition.PlanDefinitionProcessor;
 import org.opencds.cqf.fhir.utility.monad.Eithers;
@@ -174,6 +180,9 @@ public class CdsEvaluator {
 	 * once, with no HTTP and no JSON in between. For a call that evaluates several recommendations, this reads the
 	 * patient once (a few searches by code) instead of each recommendation's engine searching the database for each
 	 * of its retrieves. Searches run synchronously (no search cache rows written); {@code _include} is honoured.
+	 * The Medications the medication resources reference are read too (the templates carry no {@code _include} in
+	 * CDS Hooks 2.0's prefetch subset: {@link PrefetchResolver}); a dangling reference reads nothing, as an
+	 * {@code _include} of it would.
 	 */
 	public Bundle storedData(Collection<String> queries) {
 		Map<String, IBaseResource> byKey = new LinkedHashMap<>();
@@ -203,7 +212,39 @@ public class CdsEvaluator {
 				}
 			}
 		}
+		IFhirResourceDao<Medication> medications = daos.getResourceDao(Medication.class);
+		for (String ref : referencedMedications(byKey.values())) {
+			if (!byKey.containsKey(ref)) {
+				try {
+					byKey.put(ref, medications.read(new IdType(ref), new SystemRequestDetails()));
+				} catch (ResourceNotFoundException | ResourceGoneException e) {
+					// dangling: nothing to read, as with _include; the logic still reads the reference's display
+				}
+			}
+		}
 		return CollectionBundle.of(byKey.values());
+	}
+
+	/** {@code Medication/id} of every relative medicationReference of the medication resources, each once. */
+	private static Set<String> referencedMedications(Collection<IBaseResource> resources) {
+		Set<String> out = new LinkedHashSet<>();
+		for (IBaseResource r : resources) {
+			Reference ref = null;
+			if (r instanceof MedicationRequest m && m.hasMedicationReference()) {
+				ref = m.getMedicationReference();
+			} else if (r instanceof MedicationStatement m && m.hasMedicationReference()) {
+				ref = m.getMedicationReference();
+			} else if (r instanceof MedicationAdministration m && m.hasMedicationReference()) {
+				ref = m.getMedicationReference();
+			} else if (r instanceof MedicationDispense m && m.hasMedicationReference()) {
+				ref = m.getMedicationReference();
+			}
+			String id = ref == null || !ref.hasReference() ? null : ref.getReferenceElement().toUnqualifiedVersionless().getValue();
+			if (id != null && id.matches("Medication/[A-Za-z0-9\\-.]{1,64}")) {
+				out.add(id);
+			}
+		}
+		return out;
 	}
 
 	/**

@@ -35,7 +35,8 @@ import org.slf4j.LoggerFactory;
  * instead: the pathway service reads it once through its templates, in-process; a per-recommendation service lets
  * the engine search the database. Cards: {@link CdsCards}; feedback: {@link CdsFeedback}.
  * Discovery publishes the Patient template as a read ({@code Patient/{{context.patientId}}}), not CR's
- * {@code Patient?_id=...} search. A servlet Filter on /cds-services/* runs before all of this.
+ * {@code Patient?_id=...} search, and no template outside CDS Hooks 2.0's prefetch subset (no {@code _include}
+ * unless {@code guideline.cds.prefetch-include-medication}); referenced Medications are read by id instead. A servlet Filter on /cds-services/* runs before all of this.
  *
  * <p>Informational recommendations (R6) are offered only when {@code guideline.cds.informational-cards} is on
  * ({@link InformationalCards}, project safety rule 17). Off (the default), their services are left out of
@@ -57,14 +58,17 @@ public class CdsHooksServlet extends HttpServlet {
 
 	/**
 	 * The servlet over HAPI's service {@code registry}, writing JSON with {@code mapper}; {@code fhirServerBudget}
-	 * bounds the reads of missing prefetch; {@code pathwayId} is the id of the service that runs every
-	 * recommendation; cards from {@code evaluator} and {@code cardMaker}, feedback through {@code feedback};
+	 * bounds the reads of missing prefetch; {@code prefetchIncludeMedication} (setting
+	 * {@code guideline.cds.prefetch-include-medication}) adds {@code _include} of the referenced Medication to the
+	 * medication templates, which CDS Hooks 2.0's prefetch subset leaves out ({@link PrefetchResolver});
+	 * {@code pathwayId} is the id of the service that runs every recommendation; cards from {@code evaluator} and {@code cardMaker}, feedback through {@code feedback};
 	 * {@code informational} decides whether an informational recommendation's service is offered.
 	 */
 	public CdsHooksServlet(
 			ICdsServiceRegistry registry,
 			ObjectMapper mapper,
 			Duration fhirServerBudget,
+			boolean prefetchIncludeMedication,
 			String pathwayId,
 			CdsEvaluator evaluator,
 			CdsCards cardMaker,
@@ -72,7 +76,7 @@ public class CdsHooksServlet extends HttpServlet {
 			InformationalCards informational) {
 		this.registry = registry;
 		this.mapper = mapper;
-		this.prefetch = new PrefetchResolver(mapper, fhirServerBudget);
+		this.prefetch = new PrefetchResolver(mapper, fhirServerBudget, prefetchIncludeMedication);
 		this.pathwayId = pathwayId;
 		this.evaluator = evaluator;
 		this.cardMaker = cardMaker;
@@ -97,10 +101,10 @@ public class CdsHooksServlet extends HttpServlet {
 	}
 
 	/** One prefetch key per distinct template of the recommendation services (item1, item2, ... in first-seen order). */
-	private static Map<String, String> unionTemplates(List<CdsServiceJson> services) {
+	private Map<String, String> unionTemplates(List<CdsServiceJson> services) {
 		Map<String, String> byTemplate = new LinkedHashMap<>();
 		for (CdsServiceJson s : services) {
-			PrefetchResolver.templates(s.getPrefetch()).values()
+			prefetch.templates(s.getPrefetch()).values()
 					.forEach(t -> byTemplate.computeIfAbsent(t, x -> "item" + (byTemplate.size() + 1)));
 		}
 		Map<String, String> out = new LinkedHashMap<>();
@@ -178,7 +182,7 @@ public class CdsHooksServlet extends HttpServlet {
 		for (JsonNode service : body.get("services")) {
 			if (service.get("prefetch") instanceof ObjectNode templates) {
 				templates.properties().forEach(e -> e.setValue(
-						mapper.getNodeFactory().textNode(PrefetchResolver.normalizeTemplate(e.getValue().asText()))));
+						mapper.getNodeFactory().textNode(prefetch.normalizeTemplate(e.getValue().asText()))));
 			}
 		}
 		List<CdsServiceJson> recommendations = recommendationServices();
@@ -220,7 +224,7 @@ public class CdsHooksServlet extends HttpServlet {
 					: pathway ? Source.STORED_PREFETCH : Source.ENGINE_SEARCH;
 			List<String> plans = pathway ? recommendations.stream().map(CdsServiceJson::getId).toList() : List.of(id);
 			Map<String, String> templates =
-					pathway ? unionTemplates(recommendations) : PrefetchResolver.templates(service.getPrefetch());
+					pathway ? unionTemplates(recommendations) : prefetch.templates(service.getPrefetch());
 			write(resp, 200, evaluate(id, object, plans, templates, source));
 		} catch (CdsRequestError e) {
 			ourLog.warn("CDS service {} not evaluated: HTTP {} {}", id, e.status(), e.getMessage());

@@ -193,6 +193,7 @@ public class ClinicalReasoningConfig {
 				registry,
 				mapper,
 				Duration.ofSeconds(cds.fhirServerTimeoutSeconds()),
+				cds.prefetchIncludeMedication(),
 				cds.pathwayServiceId(),
 				evaluator,
 				new CdsCards(fhirContext, mapper, cds.siteBaseUrl(), id -> readActivity(daos, id), reasons),

@@ -82,6 +82,9 @@ public record GuidelineProperties(
 	 * @param publicBaseUrl the base URL EHRs call (behind a proxy); "" = each request's own URL
 	 * @param informationalCards offer informational recommendations (R6, proposing nothing) as CDS cards; default
 	 *     false (project safety rule 17: a card at every chart opening that proposes nothing is alert fatigue)
+	 * @param prefetchIncludeMedication publish the medication prefetch templates with {@code _include} of the
+	 *     Medication they reference, for EHRs known to support it; default false (CDS Hooks 2.0's recommended
+	 *     prefetch subset has no {@code _include}; referenced Medications are then read from fhirServer)
 	 * @param jwt the JWT time checks
 	 */
 	public record Cds(
@@ -92,6 +95,7 @@ public record GuidelineProperties(
 			String issuersFile,
 			String publicBaseUrl,
 			boolean informationalCards,
+			boolean prefetchIncludeMedication,
 			Jwt jwt) {
 		/** Absent texts become ""; the JWT checks must be configured (application.yaml holds their defaults). */
 		public Cds {

@@ -129,7 +129,7 @@ class CdsJwtFilterTest {
 	}
 
 	private static GuidelineProperties.Cds cds(String issuersFile) {
-		return new GuidelineProperties.Cds(10, "gl-treatment", "GLPathway", "", issuersFile, "", false,
+		return new GuidelineProperties.Cds(10, "gl-treatment", "GLPathway", "", issuersFile, "", false, false,
 				new GuidelineProperties.Jwt(60, 300));
 	}
 

@@ -44,6 +44,7 @@ class GuidelinePropertiesTest {
 		assertEquals("", p.cds().issuersFile());
 		assertEquals("", p.cds().publicBaseUrl());
 		assertFalse(p.cds().informationalCards());
+		assertFalse(p.cds().prefetchIncludeMedication());
 		assertEquals(60, p.cds().jwt().skewSeconds());
 		assertEquals(300, p.cds().jwt().maxLifetimeSeconds());
 		assertTrue(p.bulkExport().enabled());
@@ -74,6 +75,12 @@ class GuidelinePropertiesTest {
 		assertTrue(p.cds().informationalCards());
 		assertEquals(5, p.cds().jwt().skewSeconds());
 		assertEquals(120, p.cds().jwt().maxLifetimeSeconds());
+	}
+
+	/** Verify that guideline.cds.prefetch-include-medication (documented in docs/cds-hooks.md) turns _include on. */
+	@Test
+	void prefetchIncludeMedication() throws Exception {
+		assertTrue(bind(Map.of("guideline.cds.prefetch-include-medication", "true"), Map.of()).cds().prefetchIncludeMedication());
 	}
 
 	/** Verify that guideline.bulk-export.* turn $export off and set the batch step interval. */
