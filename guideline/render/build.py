@@ -472,7 +472,15 @@ def _indicator(pkg: Package, logic: Logic, measure: dict[str, Any], pages: dict[
             pops.append(_criterion(logic, lib, measure, pop, path, "population", _code(pop.get("code"), path)))
         for i, strat in enumerate(group.get("stratifier") or []):
             path = f"group[{g}].stratifier[{i}]"
-            strats.append(_criterion(logic, lib, measure, strat, path, "stratifier", _code(strat.get("code"), path)))
+            name = _code(strat.get("code"), path)
+            # A stratifier is its own criteria or (as CR 4.4 needs for value strata) components with theirs.
+            parts = (
+                [(strat, path)]
+                if strat.get("criteria") or not strat.get("component")
+                else [(comp, f"{path}.component[{j}]") for j, comp in enumerate(strat["component"])]
+            )
+            for node, where in parts:
+                strats.append(_criterion(logic, lib, measure, node, where, "stratifier", _code(node.get("code"), name)))
     if not pops:
         raise _error(measure, "group[0].population", "a Measure needs at least one population")
     roots = [(c.definition.library, c.definition.name) for c in (*pops, *strats)]

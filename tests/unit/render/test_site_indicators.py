@@ -1,7 +1,7 @@
 """Verify the site's indicator pages: one per Measure of the package, read generically from the Measures.
 
-The package has no Measures yet, so the pages are tested on fixture Measures and a fixture CQL
-library (tests/data/indicators) added to the built package; the same code renders the real ones.
+The pages are tested on fixture Measures and a fixture CQL library (tests/data/indicators) added to the
+built package, and on the package's own indicator Measures (whose stratifiers are components, as CR needs).
 """
 
 from __future__ import annotations
@@ -60,6 +60,16 @@ def test_the_packages_own_measures_are_the_indicators(plain_package: Package, ca
     assert [i.id for i in site.indicators] == measures
     assert sorted(f for f in files if f.startswith("ind-")) == [f"ind-{m}.html" for m in measures]
     assert (b'<h2 id="indicators">' in files["index.html"]) == bool(measures)
+
+
+def test_component_stratifiers_show_each_components_define(plain_package: Package, cases: list[dict[str, Any]]) -> None:
+    """Verify that a stratifier given as components (the package's own Measures) shows each component's define."""
+    site = site_model(plain_package, cases)
+    ind = next(i for i in site.indicators if i.id == "GLInd1InsulinAssessed")
+    assert [(c.code, c.definition.name) for c in ind.stratifiers] == [
+        ("Age group (child / adult)", "Age Group"),
+        ("Administrative sex", "Administrative Sex"),
+    ]
 
 
 def test_an_indicator_per_measure_with_its_criteria(package: Package, site: Site) -> None:
