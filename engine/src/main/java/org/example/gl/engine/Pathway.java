@@ -1,0 +1,162 @@
+package org.example.gl.engine;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import org.hl7.fhir.r4.model.ActivityDefinition;
+import org.hl7.fhir.r4.model.Expression;
+import org.hl7.fhir.r4.model.PlanDefinition;
+import org.hl7.fhir.r4.model.PlanDefinition.PlanDefinitionActionComponent;
+import org.hl7.fhir.r4.model.Resource;
+
+/**
+ * The walk of recommendation PlanDefinitions for one patient, with the semantics of clinical reasoning's
+ * PlanDefinition {@code $apply}: an action applies when each of its applicability conditions is true (null or
+ * false: it does not); a top-level action's {@code action.title} / {@code action.description} dynamic values
+ * replace its texts; a sub-action that applies and names an ActivityDefinition yields that activity's draft
+ * resource ({@link Activities}). Every condition and dynamic value of every plan is evaluated in one engine call
+ * (the libraries' shared includes once), which is where the cost of {@code $apply} (an engine per expression) goes.
+ */
+public final class Pathway {
+	private Pathway() {}
+
+	/** A recommendation that applies: its PlanDefinition and the top-level actions that apply, in order. */
+	public record Recommendation(PlanDefinition plan, List<Action> actions) {}
+
+	/**
+	 * An action that applies: its id, texts (dynamic values applied), priority code (or null), the
+	 * ActivityDefinition it names (or null), that activity's draft resource (or null), and its sub-actions that apply.
+	 */
+	public record Action(
+			String id,
+			String title,
+			String description,
+			String priority,
+			ActivityDefinition definition,
+			Resource resource,
+			List<Action> actions) {}
+
+	/**
+	 * The recommendations of {@code planIds} that apply to the data {@code evaluator} holds, in that order (a plan
+	 * none of whose top-level actions applies is left out). An unknown plan id is an error naming it.
+	 */
+	public static List<Recommendation> recommend(Evaluator evaluator, List<String> planIds, Evaluator.Request request)
+			throws Evaluator.Failed {
+		Knowledge knowledge = evaluator.knowledge();
+		List<PlanDefinition> plans = new ArrayList<>();
+		Map<String, Set<String>> expressions = new LinkedHashMap<>();
+		for (String id : planIds) {
+			PlanDefinition plan = knowledge.plan(id);
+			if (plan == null) {
+				throw new IllegalArgumentException("PlanDefinition/" + id + " is not in the loaded knowledge");
+			}
+			plans.add(plan);
+			collect(plan.getAction(), expressions.computeIfAbsent(library(plan), k -> new LinkedHashSet<>()));
+		}
+		String patient = evaluator.patientId();
+		if (patient == null) {
+			throw new IllegalArgumentException("the data holds no Patient");
+		}
+		Map<String, Map<String, Object>> values = expressions.isEmpty()
+				? Map.of()
+				: evaluator.evaluate(patient, expressions.keySet(), expressions, request);
+		List<Recommendation> out = new ArrayList<>();
+		for (PlanDefinition plan : plans) {
+			Map<String, Object> lib = values.getOrDefault(library(plan), Map.of());
+			List<Action> actions = new ArrayList<>();
+			for (PlanDefinitionActionComponent a : plan.getAction()) {
+				Action fired = action(a, lib, knowledge, patient);
+				if (fired != null) {
+					actions.add(fired);
+				}
+			}
+			if (!actions.isEmpty()) {
+				out.add(new Recommendation(plan, actions));
+			}
+		}
+		return out;
+	}
+
+	/** The CQL library a plan's expressions are in: its first {@code library}, by name (the canonical's last part). */
+	static String library(PlanDefinition plan) {
+		if (!plan.hasLibrary()) {
+			return null;
+		}
+		String ref = plan.getLibrary().get(0).getValue().split("\\|")[0];
+		return ref.substring(ref.lastIndexOf('/') + 1);
+	}
+
+	private static void collect(List<PlanDefinitionActionComponent> actions, Set<String> into) {
+		for (PlanDefinitionActionComponent a : actions) {
+			for (PlanDefinition.PlanDefinitionActionConditionComponent c : a.getCondition()) {
+				if (c.hasExpression()) {
+					into.add(define(c.getExpression()));
+				}
+			}
+			for (PlanDefinition.PlanDefinitionActionDynamicValueComponent d : a.getDynamicValue()) {
+				if (d.hasExpression()) {
+					into.add(define(d.getExpression()));
+				}
+			}
+			collect(a.getAction(), into);
+		}
+	}
+
+	/** The define an expression names: only {@code text/cql-identifier} (what the package writes) is supported. */
+	private static String define(Expression e) {
+		String language = e.getLanguage();
+		if (!"text/cql-identifier".equals(language) && !"text/cql.identifier".equals(language)) {
+			throw new IllegalStateException("expression '" + e.getExpression() + "' is in " + language
+					+ "; the evaluation core evaluates text/cql-identifier only");
+		}
+		return e.getExpression();
+	}
+
+	private static Action action(
+			PlanDefinitionActionComponent a, Map<String, Object> values, Knowledge knowledge, String patient) {
+		for (PlanDefinition.PlanDefinitionActionConditionComponent c : a.getCondition()) {
+			if (c.getKind() == PlanDefinition.ActionConditionKind.APPLICABILITY && c.hasExpression()
+					&& !Boolean.TRUE.equals(values.get(define(c.getExpression())))) {
+				return null;
+			}
+		}
+		String title = a.hasTitle() ? a.getTitle() : null;
+		String description = a.hasDescription() ? a.getDescription() : null;
+		for (PlanDefinition.PlanDefinitionActionDynamicValueComponent d : a.getDynamicValue()) {
+			Object v = d.hasExpression() ? values.get(define(d.getExpression())) : null;
+			if (!(v instanceof String s)) {
+				continue;
+			}
+			switch (d.getPath()) {
+				case "action.title", "title" -> title = s;
+				case "action.description", "description" -> description = s;
+				default -> throw new IllegalStateException("action " + a.getId() + ": dynamic value path " + d.getPath()
+						+ " is not one the evaluation core applies (action.title, action.description)");
+			}
+		}
+		ActivityDefinition definition = null;
+		Resource resource = null;
+		if (a.hasDefinitionCanonicalType()) {
+			String ref = a.getDefinitionCanonicalType().getValue();
+			if (ref != null && ref.contains("ActivityDefinition/")) {
+				definition = knowledge.activity(ref);
+				if (definition == null) {
+					throw new IllegalStateException("action " + a.getId() + ": " + ref + " is not in the loaded knowledge");
+				}
+				resource = Activities.draft(definition, patient);
+			}
+		}
+		List<Action> sub = new ArrayList<>();
+		for (PlanDefinitionActionComponent s : a.getAction()) {
+			Action fired = action(s, values, knowledge, patient);
+			if (fired != null) {
+				sub.add(fired);
+			}
+		}
+		return new Action(a.getId(), title, description, a.hasPriority() ? a.getPriority().toCode() : null,
+				definition, resource, sub);
+	}
+}
