@@ -197,6 +197,24 @@ public final class Knowledge {
 		return plans.get(id);
 	}
 
+	/**
+	 * The PlanDefinition a {@code definitionCanonical} names: its canonical url, or a reference ending in
+	 * {@code PlanDefinition/<id>} (a {@code |version} is ignored), or null.
+	 */
+	public PlanDefinition planFor(String canonical) {
+		if (canonical == null) {
+			return null;
+		}
+		String ref = canonical.split("\\|")[0];
+		for (PlanDefinition p : plans.values()) {
+			if (ref.equals(p.getUrl())) {
+				return p;
+			}
+		}
+		int at = ref.lastIndexOf("PlanDefinition/");
+		return at < 0 ? null : plans.get(ref.substring(at + "PlanDefinition/".length()));
+	}
+
 	/** Every PlanDefinition, by logical id, in load order. */
 	public Map<String, PlanDefinition> plans() {
 		return java.util.Collections.unmodifiableMap(plans);

@@ -6,6 +6,7 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import org.example.gl.common.Pathways;
 import org.hl7.fhir.r4.model.ActivityDefinition;
 import org.hl7.fhir.r4.model.Expression;
 import org.hl7.fhir.r4.model.PlanDefinition;
@@ -80,6 +81,93 @@ public final class Pathway {
 		return out;
 	}
 
+	/**
+	 * The walk of the package's pathways (PlanDefinitions of type clinical-protocol, by id), as Python's
+	 * {@code guideline/evaluation/walk.py}: first the pathways' own conditions (one engine call; most patients of a
+	 * registry stop here), then every recommendation an applicable pathway action reaches (nested pathways
+	 * followed), each once, in pathway order, through {@link #recommend}.
+	 */
+	public static List<Recommendation> walk(Evaluator evaluator, Evaluator.Request request) throws Evaluator.Failed {
+		Knowledge knowledge = evaluator.knowledge();
+		List<PlanDefinition> pathways = knowledge.plans().values().stream()
+				.filter(Pathways::isPathway)
+				.sorted(java.util.Comparator.comparing(p -> p.getIdElement().getIdPart()))
+				.toList();
+		Map<String, Set<String>> gate = new LinkedHashMap<>();
+		for (PlanDefinition p : pathways) {
+			gateExpressions(p.getAction(), p, gate);
+		}
+		String patient = evaluator.patientId();
+		if (patient == null) {
+			throw new IllegalArgumentException("the data holds no Patient");
+		}
+		Map<String, Map<String, Object>> values = gate.isEmpty()
+				? Map.of()
+				: evaluator.evaluate(patient, gate.keySet(), gate, request);
+		Set<String> reached = new LinkedHashSet<>();
+		for (PlanDefinition p : pathways) {
+			reach(p, p.getAction(), values, knowledge, reached, new LinkedHashSet<>(List.of(p.getIdElement().getIdPart())));
+		}
+		return reached.isEmpty() ? List.of() : recommend(evaluator, new ArrayList<>(reached), request);
+	}
+
+	/** The conditions of a pathway's own actions, and of the pathways nested in it, by library. */
+	private static void gateExpressions(
+			List<PlanDefinitionActionComponent> actions, PlanDefinition pathway, Map<String, Set<String>> into) {
+		for (PlanDefinitionActionComponent a : actions) {
+			for (PlanDefinition.PlanDefinitionActionConditionComponent c : a.getCondition()) {
+				if (c.getKind() == PlanDefinition.ActionConditionKind.APPLICABILITY && c.hasExpression()) {
+					into.computeIfAbsent(library(pathway), k -> new LinkedHashSet<>()).add(define(c.getExpression()));
+				}
+			}
+			gateExpressions(a.getAction(), pathway, into);
+		}
+	}
+
+	private static void reach(
+			PlanDefinition pathway,
+			List<PlanDefinitionActionComponent> actions,
+			Map<String, Map<String, Object>> values,
+			Knowledge knowledge,
+			Set<String> reached,
+			Set<String> seen) {
+		Map<String, Object> lib = values.getOrDefault(library(pathway), Map.of());
+		for (PlanDefinitionActionComponent a : actions) {
+			if (!applies(a, lib)) {
+				continue;
+			}
+			String ref = a.hasDefinitionCanonicalType() ? a.getDefinitionCanonicalType().getValue() : null;
+			if (ref != null && ref.contains("PlanDefinition/")) {
+				PlanDefinition target = knowledge.planFor(ref);
+				if (target == null) {
+					throw new IllegalStateException("PlanDefinition/" + pathway.getIdElement().getIdPart() + " action "
+							+ a.getId() + ": " + ref + " is not in the loaded knowledge");
+				}
+				String id = target.getIdElement().getIdPart();
+				if (Pathways.isPathway(target)) {
+					if (!seen.add(id)) {
+						throw new IllegalStateException("PlanDefinition/" + pathway.getIdElement().getIdPart() + " action "
+								+ a.getId() + ": " + ref + " leads back into a pathway already walked");
+					}
+					reach(target, target.getAction(), values, knowledge, reached, seen);
+				} else {
+					reached.add(id);
+				}
+			}
+			reach(pathway, a.getAction(), values, knowledge, reached, seen);
+		}
+	}
+
+	private static boolean applies(PlanDefinitionActionComponent a, Map<String, Object> values) {
+		for (PlanDefinition.PlanDefinitionActionConditionComponent c : a.getCondition()) {
+			if (c.getKind() == PlanDefinition.ActionConditionKind.APPLICABILITY && c.hasExpression()
+					&& !Boolean.TRUE.equals(values.get(define(c.getExpression())))) {
+				return false;
+			}
+		}
+		return true;
+	}
+
 	/** The CQL library a plan's expressions are in: its first {@code library}, by name (the canonical's last part). */
 	static String library(PlanDefinition plan) {
 		if (!plan.hasLibrary()) {
@@ -117,11 +205,8 @@ public final class Pathway {
 
 	private static Action action(
 			PlanDefinitionActionComponent a, Map<String, Object> values, Knowledge knowledge, String patient) {
-		for (PlanDefinition.PlanDefinitionActionConditionComponent c : a.getCondition()) {
-			if (c.getKind() == PlanDefinition.ActionConditionKind.APPLICABILITY && c.hasExpression()
-					&& !Boolean.TRUE.equals(values.get(define(c.getExpression())))) {
-				return null;
-			}
+		if (!applies(a, values)) {
+			return null;
 		}
 		String title = a.hasTitle() ? a.getTitle() : null;
 		String description = a.hasDescription() ? a.getDescription() : null;
