@@ -39,6 +39,8 @@ public final class Knowledge {
 	private final Map<String, List<Code>> expansions;
 	private final Map<String, PlanDefinition> plans;
 	private final Map<String, ActivityDefinition> activities;
+	/** One warm evaluator per thread over this knowledge (a new knowledge: new evaluators). */
+	private final ThreadLocal<Evaluator> evaluators = ThreadLocal.withInitial(() -> new Evaluator(this));
 
 	private Knowledge(
 			LibraryManager libraries,
@@ -156,6 +158,14 @@ public final class Knowledge {
 			});
 		});
 		return out;
+	}
+
+	/**
+	 * This thread's evaluator over this knowledge, created on the thread's first call and kept warm after it. Load
+	 * the call's data into it and {@link Evaluator#clear} it when done.
+	 */
+	public Evaluator evaluator() {
+		return evaluators.get();
 	}
 
 	/** The shared library manager: its cache holds every compiled library, so threads only read it. */

@@ -46,6 +46,20 @@ public final class Pathway {
 	 */
 	public static List<Recommendation> recommend(Evaluator evaluator, List<String> planIds, Evaluator.Request request)
 			throws Evaluator.Failed {
+		String patient = evaluator.patientId();
+		if (patient == null) {
+			throw new IllegalArgumentException("the data holds no Patient");
+		}
+		return recommend(evaluator, patient, planIds, request);
+	}
+
+	/**
+	 * As {@link #recommend(Evaluator, List, Evaluator.Request)} for the Patient {@code patient} (the CQL context
+	 * and the drafts' subject), whether or not the data holds that Patient resource (as {@code $apply}'s subject).
+	 */
+	public static List<Recommendation> recommend(
+			Evaluator evaluator, String patient, List<String> planIds, Evaluator.Request request)
+			throws Evaluator.Failed {
 		Knowledge knowledge = evaluator.knowledge();
 		List<PlanDefinition> plans = new ArrayList<>();
 		Map<String, Set<String>> expressions = new LinkedHashMap<>();
@@ -56,10 +70,6 @@ public final class Pathway {
 			}
 			plans.add(plan);
 			collect(plan.getAction(), expressions.computeIfAbsent(library(plan), k -> new LinkedHashSet<>()));
-		}
-		String patient = evaluator.patientId();
-		if (patient == null) {
-			throw new IllegalArgumentException("the data holds no Patient");
 		}
 		Map<String, Map<String, Object>> values = expressions.isEmpty()
 				? Map.of()

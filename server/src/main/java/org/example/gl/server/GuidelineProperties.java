@@ -83,6 +83,9 @@ public record GuidelineProperties(
 	 * @param informationalCards offer informational recommendations (R6, proposing nothing) as CDS cards; default
 	 *     false (project safety rule 17: a card at every chart opening that proposes nothing is alert fatigue)
 	 * @param jwt the JWT time checks
+	 * @param evaluator how the services evaluate: {@code core} (default: the evaluation core shared with the batch
+	 *     evaluator) or {@code apply} (clinical reasoning's PlanDefinition {@code $apply}, the old path, kept for
+	 *     the side-by-side benchmark and the equality test)
 	 */
 	public record Cds(
 			long fhirServerTimeoutSeconds,
@@ -92,7 +95,8 @@ public record GuidelineProperties(
 			String issuersFile,
 			String publicBaseUrl,
 			boolean informationalCards,
-			Jwt jwt) {
+			Jwt jwt,
+			Evaluation evaluator) {
 		/** Absent texts become ""; the JWT checks must be configured (application.yaml holds their defaults). */
 		public Cds {
 			pathwayServiceId = text(pathwayServiceId);
@@ -103,7 +107,18 @@ public record GuidelineProperties(
 			if (jwt == null) {
 				throw new IllegalStateException("guideline.cds.jwt is missing: application.yaml holds its defaults");
 			}
+			if (evaluator == null) {
+				throw new IllegalStateException("guideline.cds.evaluator is missing: application.yaml holds its default");
+			}
 		}
+	}
+
+	/** How the CDS services evaluate (guideline.cds.evaluator). */
+	public enum Evaluation {
+		/** the evaluation core (engine/), shared with the batch evaluator */
+		CORE,
+		/** clinical reasoning's PlanDefinition $apply, one call per recommendation (the old path) */
+		APPLY
 	}
 
 	/**
