@@ -245,7 +245,7 @@ PROFILE_BUCKETS = (
     ("com.fasterxml.jackson", "JSON (Jackson)"),
     ("org.h2", "database (H2)"),
     ("org.hibernate", "database (Hibernate)"),
-    ("ca.uhn.fhir.jpa", "HAPI JPA (search, read)"),
+    ("ca.uhn.fhir.jpa", "HAPI JPA (read, search, create)"),
     ("org.example.gl.server", "server code (prefetch, cards, filters)"),
     ("org.apache.catalina", "HTTP (Tomcat)"),
     ("org.apache.coyote", "HTTP (Tomcat)"),
@@ -315,13 +315,18 @@ def report(r: dict[str, Any], clients: int, info: dict[str, str], cmd: str) -> s
     core_cpu = seq_cpu["core"] * 1000 / max(1, len(seq_lat["core"]))
     apply_cpu = seq_cpu["apply"] * 1000 / max(1, len(seq_lat["apply"]))
     batch_ms, batch_n = r["batch"]
+    core_load, apply_load = loads["core-a"].per_call("server"), loads["apply-a"].per_call("server")
     lines += [
         "",
+        "The one-client CPU per call also carries the JVM's background work (JIT, GC, HAPI's schedulers) spread over "
+        "few calls; under the 8-client load below the same JVMs spend "
+        f"{core_load:.1f} ms (`core`) and {apply_load:.1f} ms (`apply`) per call (section 8's method).",
+        "",
         f"Batch evaluator on the same patients (`JavaEngine`, 2 threads, {batch_n:,} patient walks after a warm-up): "
-        f"**{batch_ms:.2f} ms JVM CPU per patient**. The core's pathway call costs {core_cpu / batch_ms:.1f}× that "
-        f"(the `$apply` path {apply_cpu / batch_ms:.0f}×); old / new JVM CPU per call: "
-        f"**{apply_cpu / core_cpu:.1f}×**; one-client p50 old / new: "
-        f"{_p(seq_lat['apply'], 50) / _p(seq_lat['core'], 50):.1f}×.",
+        f"**{batch_ms:.2f} ms JVM CPU per patient**. The core's pathway call under load costs "
+        f"{core_load / batch_ms:.1f}× that (the `$apply` path {apply_load / batch_ms:.0f}×); old / new JVM CPU per "
+        f"call: **{apply_load / core_load:.1f}×** under load, {apply_cpu / core_cpu:.1f}× one client; one-client "
+        f"p50 old / new: {_p(seq_lat['apply'], 50) / _p(seq_lat['core'], 50):.1f}×.",
         "",
         f"### {clients} concurrent EHR clients",
         "",
@@ -384,15 +389,17 @@ def report(r: dict[str, Any], clients: int, info: dict[str, str], cmd: str) -> s
 
 
 def targets(r: dict[str, Any]) -> str:
-    """The issue's targets against the figures, met or missed, in one paragraph."""
-    seq_lat, seq_cpu = r["seq"]
-    core_cpu = seq_cpu["core"] * 1000 / max(1, len(seq_lat["core"]))
+    """The issue's targets against the figures, met or missed, in one paragraph. JVM CPU per call is the server
+    JVM's CPU over the 8-client channel-(a) phase per call (section 8's method): the one-client figure also carries
+    the JVM's background work (JIT, GC, HAPI's schedulers) spread over few calls."""
+    seq_lat = r["seq"][0]
     batch_ms = r["batch"][0]
     a, b = r["loads"]["core-a"], r["loads"]["core-b"]
+    cpu = a.per_call("server")
     rate = len(a.lat) / a.seconds if a.seconds else 0.0
     checks = [
-        (f"JVM CPU per pathway call (prefetch) {core_cpu:.1f} ms", core_cpu <= 5, "≤ 5 ms"),
-        (f"{core_cpu / batch_ms:.1f}× the batch CPU per patient", core_cpu <= 3 * batch_ms, "≤ 3×"),
+        (f"JVM CPU per pathway call (prefetch, 8 clients) {cpu:.1f} ms", cpu <= 5, "≤ 5 ms"),
+        (f"{cpu / batch_ms:.1f}× the batch CPU per patient ({batch_ms:.2f} ms)", cpu <= 3 * batch_ms, "≤ 3×"),
         (f"8 clients (a) {rate:.0f} calls/s", rate >= 150, "≥ 150"),
         (f"(a) p95 {_p([x * 1000 for x in a.lat], 95):.0f} ms", _p(a.lat, 95) <= 0.150, "≤ 150 ms"),
         (f"(b) p95 {_p([x * 1000 for x in b.lat], 95):.0f} ms", _p(b.lat, 95) <= 0.500, "≤ 500 ms"),
@@ -402,11 +409,8 @@ def targets(r: dict[str, Any]) -> str:
             "≤ 15 ms",
         ),
     ]
-    return (
-        "Targets (issue 25): "
-        + "; ".join(f"{what} ({want}: {'met' if ok else '**missed**'})" for what, ok, want in checks)
-        + "."
-    )
+    met = "; ".join(f"{what} ({want}: {'met' if ok else '**missed**'})" for what, ok, want in checks)
+    return f"Targets (issue 25): {met}."
 
 
 def _p(values: list[float], p: float) -> float:

@@ -83,11 +83,21 @@ class PathwayTest {
 		never.setId("R-never");
 		never.addCondition().setKind(PlanDefinition.ActionConditionKind.APPLICABILITY)
 				.setExpression(identifier("Never"));
+		// the pathway: its own gate ("Applies" of the same library), then the recommendation it reaches
+		PlanDefinition pathway = new PlanDefinition();
+		pathway.setId("Path");
+		pathway.addLibrary("Library/Test");
+		pathway.getType().addCoding().setSystem("http://terminology.hl7.org/CodeSystem/plan-definition-type")
+				.setCode("clinical-protocol");
+		PlanDefinitionActionComponent gate = pathway.addAction();
+		gate.addCondition().setKind(PlanDefinition.ActionConditionKind.APPLICABILITY)
+				.setExpression(identifier("Needs Drug"));
+		gate.addAction().setDefinition(new CanonicalType("PlanDefinition/Rec"));
 		knowledge = Knowledge.compile(
 				List.of(CQL),
 				new org.cqframework.cql.cql2elm.CqlCompilerOptions(),
 				Map.of(VS, List.of(new Code().withSystem("http://snomed.info/sct").withCode("1"))),
-				List.of(plan),
+				List.of(plan, pathway),
 				List.of(order, drug, message));
 	}
 
@@ -154,6 +164,31 @@ class PathwayTest {
 		List<Pathway.Recommendation> one = Pathway.recommend(ev, List.of("Rec"), at("2026-06-01T12:00:00Z", Map.of()));
 		assertEquals(List.of("R-order", "R-msg"),
 				one.get(0).actions().get(0).actions().stream().map(Pathway.Action::id).toList());
+	}
+
+	@Test
+	void theWalkStopsAtThePathwaysGate() throws Exception {
+		Evaluator ev = knowledge.evaluator();
+		ev.load(patient(1)); // "Applies" (the recommendation) but not "Needs Drug" (the pathway's gate)
+		assertTrue(Pathway.walk(ev, at("2026-06-01T12:00:00Z", Map.of())).isEmpty());
+		ev.load(patient(2));
+		List<Pathway.Recommendation> walked = Pathway.walk(ev, at("2026-06-01T12:00:00Z", Map.of()));
+		assertEquals(List.of("Rec"), walked.stream().map(r -> r.plan().getIdElement().getIdPart()).toList());
+		assertTrue(ev == knowledge.evaluator(), "one warm evaluator per thread");
+	}
+
+	@Test
+	void valueSetsAndOptionsAsTheToolingWritesThem() throws Exception {
+		com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
+		Map<String, List<Code>> vs = Knowledge.valueSets(json.readTree(
+				"{\"u\": {\"1\": [{\"system\": \"s\", \"code\": \"a\"}], \"2\": [{\"system\": \"s\", \"code\": \"a\"},"
+						+ " {\"system\": \"s\", \"code\": \"b\"}]}}"));
+		assertEquals(List.of("a", "b"), vs.get("u").stream().map(Code::getCode).toList());
+		var options = Knowledge.compilerOptions(json.readTree(
+				"{\"options\": [\"EnableLocators\"], \"signatureLevel\": \"All\", \"compatibilityLevel\": \"1.5\"}"));
+		assertTrue(options.getOptions().contains(org.cqframework.cql.cql2elm.CqlCompilerOptions.Options.EnableLocators));
+		assertEquals("1.5", options.getCompatibilityLevel());
+		assertEquals("Quoted Name", Knowledge.libraryName("// x\nlibrary \"Quoted Name\" version '1'"));
 	}
 
 	@Test
