@@ -3,12 +3,15 @@ package org.example.gl.engine;
 import com.fasterxml.jackson.databind.JsonNode;
 import java.util.ArrayList;
 import java.util.Collection;
+import java.util.Collections;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.cqframework.cql.cql2elm.CqlCompilerException;
 import org.cqframework.cql.cql2elm.CqlCompilerOptions;
 import org.cqframework.cql.cql2elm.LibraryBuilder;
@@ -104,11 +107,11 @@ public final class Knowledge {
 		return new Knowledge(manager, names, new HashMap<>(valueSets), plans, activities);
 	}
 
+	private static final Pattern LIBRARY = Pattern.compile("(?m)^\\s*library\\s+(\"[^\"]+\"|[A-Za-z_][A-Za-z0-9_]*)");
+
 	/** The library identifier a CQL source declares ({@code library Name version '...'}), or a located error. */
 	static String libraryName(String source) {
-		java.util.regex.Matcher m = java.util.regex.Pattern
-				.compile("(?m)^\\s*library\\s+(\"[^\"]+\"|[A-Za-z_][A-Za-z0-9_]*)")
-				.matcher(source);
+		Matcher m = LIBRARY.matcher(source);
 		if (!m.find()) {
 			String head = source.strip();
 			throw new IllegalArgumentException("a CQL source without a library declaration: "
@@ -227,7 +230,7 @@ public final class Knowledge {
 
 	/** Every PlanDefinition, by logical id, in load order. */
 	public Map<String, PlanDefinition> plans() {
-		return java.util.Collections.unmodifiableMap(plans);
+		return Collections.unmodifiableMap(plans);
 	}
 
 	/**

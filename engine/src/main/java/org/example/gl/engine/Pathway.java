@@ -1,6 +1,7 @@
 package org.example.gl.engine;
 
 import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
@@ -101,7 +102,7 @@ public final class Pathway {
 		Knowledge knowledge = evaluator.knowledge();
 		List<PlanDefinition> pathways = knowledge.plans().values().stream()
 				.filter(Pathways::isPathway)
-				.sorted(java.util.Comparator.comparing(p -> p.getIdElement().getIdPart()))
+				.sorted(Comparator.comparing(p -> p.getIdElement().getIdPart()))
 				.toList();
 		Map<String, Set<String>> gate = new LinkedHashMap<>();
 		for (PlanDefinition p : pathways) {
