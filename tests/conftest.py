@@ -54,7 +54,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     tr.write_line(f"test tier: {tier()} (./scripts/test --full runs every scenario on every channel and database)")
     if CHANNEL_AGREEMENT:
         channels = list(CHANNEL_AGREEMENT[0][1])
-        tr.section("CDS data-channel agreement (services firing and card summaries = local recommend = channel server)")
+        tr.section(
+            "CDS data-channel agreement (services firing and card summaries = local recommend = channel server;"
+            " $apply: every response equals the $apply path's)"
+        )
         tr.write_line(f"{'case':<40} " + " ".join(f"{c:<8}" for c in channels))
         for name, row in sorted(CHANNEL_AGREEMENT):
             tr.write_line(f"{name:<40} " + " ".join(f"{row.get(c, '-'):<8}" for c in channels))

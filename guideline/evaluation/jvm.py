@@ -3,8 +3,9 @@
 One Java process per run, started when the package is loaded: it compiles `cql/` with the Java translator of
 the engine's own release (cqframework 4.4.0, the project's translator options) and answers batch requests,
 one JSON line each way (see `batch/src/main/java/.../Main.java`): define values as the Node worker's (for the
-equality tests), or whole `recommend --json` lines, walked in Java over the tree `walkplan.compile_walk`
-builds from the package (so Python never touches a patient). For an NDJSON population the JVM also reads
+equality tests), or whole `recommend --json` lines, walked in Java over the package's PlanDefinitions by the
+evaluation core the server shares (`engine/`), with the text `walkplan.compile_walk` renders (so Python never
+touches a patient). For an NDJSON population the JVM also reads
 the file itself; the records it would reject come back as byte ranges that Python's reader reports.
 """
 
@@ -65,15 +66,18 @@ class JavaEngine:
         self.reads = reads or Reads.of(pkg)
         program = compile_walk(pkg, self.reads)
         self.walks = program is not None
-        empty: dict[str, Any] = {"gate": [], "reachable": [], "expressions": {}, "pathways": [], "recs": []}
+        empty: dict[str, Any] = {"cards": {}, "activities": {}}
         (tmp / "program.json").write_text(json.dumps(program or empty), encoding="utf-8")
+        # The JVM walks the PlanDefinitions itself (the evaluation core the server's CDS services use too)
+        knowledge = [r for r in pkg.resources if r.get("resourceType") in ("PlanDefinition", "ActivityDefinition")]
+        (tmp / "knowledge.json").write_text(json.dumps(knowledge if program else []), encoding="utf-8")
         self.last_stats: dict[str, Any] = {}
         self._log_path = tmp / "jvm.log"
         self._log = self._log_path.open("wb")
         opts = os.environ.get("GUIDELINE_BATCH_JAVA_OPTS", DEFAULT_JAVA_OPTS).split()
         args = ["--cql", str(config.cql_dir), "--fhirhelpers", str(toolchain.fhirhelpers_path())]
         args += ["--options", str(tmp / "options.json"), "--valuesets", str(tmp / "valuesets.json")]
-        args += ["--program", str(tmp / "program.json")]
+        args += ["--program", str(tmp / "program.json"), "--knowledge", str(tmp / "knowledge.json")]
         self._proc = subprocess.Popen(  # noqa: S603 - our own evaluator, arguments built here
             [java, *opts, "-cp", classpath, MAIN_CLASS, *args, "--threads", str(threads)],
             stdin=subprocess.PIPE,

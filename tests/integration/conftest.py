@@ -41,9 +41,8 @@ class StrictEhr(Ehr):
     log: StrictLog
 
 
-@pytest.fixture(scope="session")
-def published(server_url: str, config: Config, engine: Engine) -> dict[str, Any]:
-    """The package published on the test server, its recommendation PlanDefinitions registered as CDS services."""
+def _publish(server_url: str, config: Config, engine: Engine) -> dict[str, Any]:
+    """Publish the package on `server_url` and wait until its recommendations are registered as CDS services."""
     pkg = build_package(config, engine)
     with Client(server_url) as client:
         publish_resources(client, pkg.resources)
@@ -61,7 +60,29 @@ def published(server_url: str, config: Config, engine: Engine) -> dict[str, Any]
             time.sleep(1)
         assert want <= have, f"CDS services not registered within 120 s: missing {sorted(want - have)}"
     templates = {s["id"]: dict(s.get("prefetch") or {}) for s in services}
-    return {"pkg": pkg, "plans": plans, "templates": templates}
+    return {"pkg": pkg, "plans": plans, "templates": templates, "url": server_url}
+
+
+@pytest.fixture(scope="session")
+def published(server_url: str, config: Config, engine: Engine) -> dict[str, Any]:
+    """The package published on the test server, its recommendation PlanDefinitions registered as CDS services."""
+    return _publish(server_url, config, engine)
+
+
+@pytest.fixture(scope="session")
+def apply_published(config: Config, engine: Engine) -> Iterator[dict[str, Any]]:
+    """A second knowledge server whose CDS services evaluate with clinical reasoning's $apply (the old path,
+    `guideline.cds.evaluator: apply`), the package published on it: the reference the cards of the evaluation
+    core (the test server's default) must equal. Started on a free port, stopped at the end of the session."""
+    env = {**os.environ, "GUIDELINE_SERVER_PORT": str(free_port()), "GUIDELINE_CDS_EVALUATOR": "apply"}
+    script = str(ROOT / "scripts" / "server")
+    # H2 whatever the database under test: the reference evaluates the request's data, not the database's.
+    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, check=False)
+    try:
+        assert started.returncode == 0, f"the $apply server did not start: {started.stderr[-2000:]}"
+        yield _publish(started.stdout.strip().rstrip("/"), config, engine)
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")

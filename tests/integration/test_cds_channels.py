@@ -93,30 +93,26 @@ def _cards(resp: dict[str, Any], pid: str, knowledge: Knowledge) -> list[str]:
     return [c["summary"] for c in resp["cards"]]
 
 
-def _per_service(client: Client, published: dict[str, Any], pid: str) -> tuple[set[str], list[str]]:
-    """Channel (f) on each recommendation service: which fired, and all their cards in recommendation order."""
-    fired, cards = set(), []
+def _per_service(client: Client, published: dict[str, Any], pid: str) -> dict[str, dict[str, Any]]:
+    """Channel (f) on each recommendation service the server offers, in pathway order: the responses by service."""
     knowledge = Knowledge(published["pkg"].resources)
     # pathway order (R1 ... R6), the services the server offers (rule 17: not R6 by default)
-    for plan_id in knowledge.card_plans(p["id"] for p in published["plans"]):
-        resp = call(client, plan_id, patient=pid)
-        if resp["cards"]:
-            fired.add(plan_id)
-        cards += _cards(resp, pid, knowledge)
-    return fired, cards
+    return {
+        plan_id: call(client, plan_id, patient=pid)
+        for plan_id in knowledge.card_plans(p["id"] for p in published["plans"])
+    }
 
 
 def _pathway_on_every_channel(
     client: Client, data: Client, token: str, published: dict[str, Any], pid: str
-) -> dict[str, Any]:
-    """The pathway service's card summaries per channel; the EHR's prefetch is read once for (a), (c)-(e)."""
+) -> dict[str, dict[str, Any]]:
+    """The pathway service's responses per channel; the EHR's prefetch is read once for (a), (c)-(e)."""
     templates = published["templates"][PATHWAY_SERVICE]
     context = {"userId": DEFAULT_USER, "patientId": prefixed_id(pid)}
     resolved = resolve_prefetch(data, templates, context)
-    knowledge = Knowledge(published["pkg"].resources)
-    out = {"server": _cards(call(client, PATHWAY_SERVICE, patient=pid), pid, knowledge)}
+    out = {"server": call(client, PATHWAY_SERVICE, patient=pid)}
     for channel in CHANNELS[1:]:
-        resp = call(
+        out[channel] = call(
             client,
             PATHWAY_SERVICE,
             patient=prefixed_id(pid),
@@ -126,46 +122,96 @@ def _pathway_on_every_channel(
             templates=templates,
             resolved=resolved,
         )
-        out[channel] = _cards(resp, prefixed_id(pid), knowledge)
     return out
+
+
+def comparable(resp: dict[str, Any]) -> Any:
+    """A CDS response with what legitimately differs between two calls replaced: every `uuid` (CDS Hooks wants a
+    fresh one per card and suggestion). Nothing else is normalised: texts, order, suggestions and every draft
+    resource must be equal as sent."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        if isinstance(node, dict):
+            return {k: ("<uuid>" if k == "uuid" else strip(v)) for k, v in node.items()}
+        return node
+
+    return strip(resp)
 
 
 @pytest.mark.parametrize("case", tier_cases(), ids=lambda c: c.name)
 def test_every_channel_agrees_with_local(
-    case: Path, published: dict[str, Any], server_url: str, ehr: Ehr, strict: StrictEhr, engine: Engine
+    case: Path,
+    published: dict[str, Any],
+    apply_published: dict[str, Any],
+    server_url: str,
+    ehr: Ehr,
+    strict: StrictEhr,
+    engine: Engine,
 ) -> None:
-    """Verify that the pathway service on channels (a)-(e) (strict test EHR) and (f) (this server) agrees with local.
+    """Verify that the pathway service on channels (a)-(e) (strict test EHR) and (f) (our server) gives the local
+    answer, and that every card equals the one the old $apply path gives.
 
     Reference: the per-recommendation services on channel (f) fire exactly for local recommend's recommendations,
-    and their cards, in recommendation order, are what the pathway service answers on every channel. The EHR
-    channels read the test EHR through the strict proxy: CDS Hooks 2.0's prefetch subset only, paged searchsets
-    with OperationOutcome entries; it must have refused nothing. The default tier runs the covering subset
-    (tests/support/tiers.py); --full every scenario.
+    and their cards, in recommendation order, are what the pathway service answers on every channel. Every
+    response of the evaluation core (the test server) equals, card for card and suggestion for suggestion, the
+    response of a server evaluating with clinical reasoning's $apply (`guideline.cds.evaluator: apply`) on the same
+    data and channel, uuids aside ({@link comparable}). The EHR channels read the test EHR through the strict
+    proxy: CDS Hooks 2.0's prefetch subset only, paged searchsets with OperationOutcome entries; it must have
+    refused nothing. The default tier runs the covering subset (tests/support/tiers.py); --full every scenario.
     """
     expected, bundle, pid = read_case(case)
+    apply_url = apply_published["url"]
     refused_before = len(strict.log.refused)
 
-    def on_servers(rolled: dict[str, Any], _at: str) -> tuple[set[str], list[str], dict[str, Any]]:
+    def on_servers(
+        rolled: dict[str, Any], _at: str
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
         with (
             Client(server_url) as client,
+            Client(apply_url) as old,
             Client(ehr.url, token=ehr.token) as loader,
             Client(strict.url, token=strict.token) as data,
         ):
             load_patient(client, rolled)
+            load_patient(old, rolled)
             load_patient(loader, with_prefix(rolled))
-            fired, cards = _per_service(client, published, pid)
-            return fired, cards, _pathway_on_every_channel(client, data, strict.token, published, pid)
+            return (
+                _per_service(client, published, pid),
+                _pathway_on_every_channel(client, data, strict.token, published, pid),
+                _per_service(old, apply_published, pid),
+                _pathway_on_every_channel(old, data, strict.token, apply_published, pid),
+            )
 
-    (fired, cards, results), rolled, at = on_rolled_case(expected["at"], bundle, on_servers)
+    (services, channels, old_services, old_channels), rolled, at = on_rolled_case(expected["at"], bundle, on_servers)
     assert strict.log.refused[refused_before:] == [], "the strict EHR refused reads outside the prefetch subset"
     knowledge = Knowledge(published["pkg"].resources)
+    fired = {plan_id for plan_id, resp in services.items() if resp["cards"]}
+    cards = [s for plan_id, resp in services.items() for s in _cards(resp, pid, knowledge)]
+    results = {
+        ch: _cards(resp, pid if ch == "server" else prefixed_id(pid), knowledge) for ch, resp in channels.items()
+    }
     local = set(
         knowledge.card_plans(r["id"] for r in recommend(published["pkg"], rolled, at, engine)["recommendations"])
     )
     row = {ch: ("ok" if fired == local and got == cards else "DIFF") for ch, got in results.items()}
+    # the evaluation core's cards against $apply's, per channel and per recommendation service
+    differs = {ch for ch in channels if comparable(channels[ch]) != comparable(old_channels[ch])}
+    differs |= {f"service {s}" for s in services if comparable(services[s]) != comparable(old_services.get(s, {}))}
+    row["$apply"] = "ok" if not differs else "DIFF"
     CHANNEL_AGREEMENT.append((case.name, row))
     assert set(row.values()) == {"ok"}, json.dumps(
-        {"local": sorted(local), "per-service (f)": sorted(fired), "cards (f)": cards, **results}, indent=1
+        {
+            "local": sorted(local),
+            "per-service (f)": sorted(fired),
+            "cards (f)": cards,
+            **results,
+            "differs from $apply": sorted(differs),
+            **{f"core {ch}": channels[ch] for ch in sorted(differs) if ch in channels},
+            **{f"$apply {ch}": old_channels[ch] for ch in sorted(differs) if ch in channels},
+        },
+        indent=1,
     )
 
 

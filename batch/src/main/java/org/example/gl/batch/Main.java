@@ -19,6 +19,7 @@ import java.util.Map;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import org.example.gl.engine.Knowledge;
 
 /**
  * The batch evaluator's process: compiles the package's CQL with the Java translator, then answers requests.
@@ -33,23 +34,27 @@ import java.util.concurrent.Future;
 public final class Main {
   private Main() {}
 
-  /** Entry point: {@code --cql DIR --fhirhelpers FILE --options FILE --valuesets FILE --threads N}. */
+  /**
+   * Entry point: {@code --cql DIR --fhirhelpers FILE --options FILE --valuesets FILE --program FILE --knowledge FILE
+   * --threads N}.
+   */
   public static void main(String[] args) throws Exception {
     PrintStream protocol = new PrintStream(new FileOutputStream(FileDescriptor.out), false, StandardCharsets.UTF_8);
     System.setOut(System.err); // anything a library prints must not end up in the protocol
     ObjectMapper json = new ObjectMapper();
-    Package pkg;
-    Walk walk;
+    Knowledge knowledge;
+    Document document;
     int threads;
     try {
-      pkg = Package.load(
+      threads = Integer.parseInt(arg(args, "--threads"));
+      document = new Document(json.readTree(Files.readString(Path.of(arg(args, "--program")))));
+      knowledge = Package.load(
           Path.of(arg(args, "--cql")),
           Path.of(arg(args, "--fhirhelpers")),
           json.readTree(Files.readString(Path.of(arg(args, "--options")))),
-          json.readTree(Files.readString(Path.of(arg(args, "--valuesets")))));
-      threads = Integer.parseInt(arg(args, "--threads"));
-      walk = new Walk(json.readTree(Files.readString(Path.of(arg(args, "--program")))));
-      pkg.compile();
+          json.readTree(Files.readString(Path.of(arg(args, "--valuesets")))),
+          json.readTree(Files.readString(Path.of(arg(args, "--knowledge")))),
+          FhirContext.forR4Cached().newJsonParser());
     } catch (Exception e) {
       ObjectNode fail = json.createObjectNode().put("ready", false).put("error", String.valueOf(e.getMessage()));
       protocol.println(json.writeValueAsString(fail));
@@ -60,7 +65,7 @@ public final class Main {
     ExecutorService pool = Executors.newFixedThreadPool(threads);
     ThreadLocal<PatientEvaluator> evaluators =
         ThreadLocal.withInitial(() -> {
-          PatientEvaluator ev = new PatientEvaluator(pkg, FhirContext.forR4Cached().newJsonParser());
+          PatientEvaluator ev = new PatientEvaluator(knowledge, FhirContext.forR4Cached().newJsonParser());
           ALL.add(ev);
           return ev;
         });
@@ -77,7 +82,7 @@ public final class Main {
       ObjectNode res = json.createObjectNode();
       res.set("id", req.get("id"));
       if (req.has("stream")) {
-        Stream stream = new Stream(walk, pool, evaluators::get, at);
+        Stream stream = new Stream(document, pool, evaluators::get, at);
         stream.parseOnly = req.path("parseOnly").asBoolean(false);
         stream.run(req.get("stream").asText(), protocol, 8 * threads + 16);
         res.put("end", true).set("stats", json.valueToTree(stats(stream, evaluators, pool, threads)));
@@ -93,7 +98,7 @@ public final class Main {
         for (int i = 0; i < count; i++) {
           String text = in.readLine();
           String pid = patients.get(i).asText();
-          rows.add(pool.submit(() -> walked(json, evaluators.get(), walk, text, pid, at)));
+          rows.add(pool.submit(() -> walked(json, evaluators.get(), document, text, pid, at)));
         }
       } else {
         List<String> libraries = new ArrayList<>();
@@ -116,12 +121,12 @@ public final class Main {
   }
 
   /** One patient of a walk request: its document line and fired recommendations, or the error for its record. */
-  private static ObjectNode walked(ObjectMapper json, PatientEvaluator ev, Walk walk, String bundle, String pid, String at) {
+  private static ObjectNode walked(ObjectMapper json, PatientEvaluator ev, Document document, String bundle, String pid, String at) {
     ObjectNode row = json.createObjectNode();
     try {
-      String context = ev.loadBundle(bundle);
+      ev.loadBundle(bundle);
       List<String> fired = new ArrayList<>();
-      String doc = ev.document(walk, context, pid, at, fired);
+      String doc = ev.document(document, pid, at, fired);
       ArrayNode f = row.put("ok", true).put("line", doc).putArray("fired");
       fired.forEach(f::add);
     } catch (PatientEvaluator.Failed e) {
@@ -145,11 +150,9 @@ public final class Main {
     synchronized (ALL) {
       for (PatientEvaluator ev : ALL) {
         parse += ev.parseNanos;
-        eval += ev.evalNanos;
+        eval += ev.evalNanos();
         walk += ev.walkNanos;
-        ev.parseNanos = 0;
-        ev.evalNanos = 0;
-        ev.walkNanos = 0;
+        ev.resetTimes();
       }
     }
     out.put("parseMs", parse / 1_000_000);

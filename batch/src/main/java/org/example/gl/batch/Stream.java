@@ -65,7 +65,7 @@ class Stream { // not final: the grouping tests override submit() to see the gro
     final List<String> kept = new ArrayList<>();
   }
 
-  private final Walk walk;
+  private final Document document;
   private final ExecutorService pool;
   private final Supplier<PatientEvaluator> evaluators;
   private final String at;
@@ -80,8 +80,8 @@ class Stream { // not final: the grouping tests override submit() to see the gro
   long skipped;
   long records;
 
-  Stream(Walk walk, ExecutorService pool, Supplier<PatientEvaluator> evaluators, String at) {
-    this.walk = walk;
+  Stream(Document document, ExecutorService pool, Supplier<PatientEvaluator> evaluators, String at) {
+    this.document = document;
     this.pool = pool;
     this.evaluators = evaluators;
     this.at = at;
@@ -136,7 +136,7 @@ class Stream { // not final: the grouping tests override submit() to see the gro
       return group; // blank lines separate nothing and carry nothing
     }
     lines++;
-    if (!parseOnly && walk.reads.skips(raw, from, len)) {
+    if (!parseOnly && document.reads.skips(raw, from, len)) {
       // Never scanned: whose line it is stays unknown; in a file grouped by patient it is the open group's.
       skipped++;
       if (group != null) {
@@ -205,7 +205,7 @@ class Stream { // not final: the grouping tests override submit() to see the gro
   }
 
   private boolean keep(Line l) {
-    return walk.reads.keeps(l.type, l.codes);
+    return document.reads.keeps(l.type, l.codes);
   }
 
   private static Group newGroup(String key, long lineno, long start) {
@@ -239,17 +239,16 @@ class Stream { // not final: the grouping tests override submit() to see the gro
     }
     String head = consumed + "\t" + g.first + "\t" + g.last + "\t";
     try {
-      String context;
       try {
         // One Bundle of the kept lines: HAPI's set-up per parse costs more than the join (measured: per-line
         // parsing took 38 s of JVM CPU for 10,000 patients, one Bundle each 23 s).
-        context = ev.loadBundle(bundle(g.kept));
+        ev.loadBundle(bundle(g.kept));
       } catch (RuntimeException e) {
         // As the whole Bundle: a resource HAPI cannot read fails the patient with the message it always had.
-        context = ev.loadBundle(bundle(g.all));
+        ev.loadBundle(bundle(g.all));
       }
       List<String> fired = new ArrayList<>();
-      String doc = ev.document(walk, context, g.key, at, fired);
+      String doc = ev.document(document, g.key, at, fired);
       return "R\t" + head + String.join(",", fired) + "\t" + doc;
     } catch (PatientEvaluator.Failed e) {
       return "E\t" + head + Json.quote(g.key) + "\t" + Json.quote(e.getMessage());

@@ -29,8 +29,7 @@ class StreamGroupingTest {
 			+ " \"types\": {\"Condition\": null, \"Observation\": [\"http://loinc.org|1\"]}}";
 
 	private static String program(String reads) {
-		return "{\"gate\": [], \"reachable\": [], \"expressions\": {}, \"pathways\": [], \"recs\": [], \"reads\": "
-				+ reads + "}";
+		return "{\"cards\": {}, \"activities\": {}, \"reads\": " + reads + "}";
 	}
 
 	private Stream stream;
@@ -41,8 +40,8 @@ class StreamGroupingTest {
 	}
 
 	private void use(String reads) throws Exception {
-		Walk walk = new Walk(new ObjectMapper().readTree(program(reads)));
-		stream = new Stream(walk, null, () -> null, "2026-06-01T12:00:00Z") {
+		Document document = new Document(new ObjectMapper().readTree(program(reads)));
+		stream = new Stream(document, null, () -> null, "2026-06-01T12:00:00Z") {
 			@Override
 			Future<String> submit(Group g, long consumed) {
 				return CompletableFuture.completedFuture("G " + g.key + " " + g.first + "-" + g.last + " kept="

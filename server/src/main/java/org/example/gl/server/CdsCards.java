@@ -10,17 +10,16 @@ import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.UUID;
-import java.util.function.Function;
+import org.example.gl.engine.Pathway;
 import org.hl7.fhir.r4.model.ActivityDefinition;
-import org.hl7.fhir.r4.model.CarePlan;
 import org.hl7.fhir.r4.model.Coding;
 import org.hl7.fhir.r4.model.PlanDefinition;
-import org.hl7.fhir.r4.model.RequestGroup;
 import org.hl7.fhir.r4.model.Resource;
 
 /**
- * CDS Hooks 2.0 cards from the RequestGroup of a recommendation's $apply result (not CR's encoder, which drops
- * suggestions): one card per top-level action, a {@code uuid} on every card and suggestion, a summary under 140
+ * CDS Hooks 2.0 cards from a recommendation that applies, as the evaluation core returns it (or as
+ * {@link CdsEvaluator#recommendations} reads an {@code $apply} result into the same shape; not CR's encoder, which
+ * drops suggestions): one card per top-level action, a {@code uuid} on every card and suggestion, a summary under 140
  * characters, {@code indicator} from the action's priority, {@code source} with label, the recommendation's page and
  * a coded topic, one suggestion per proposed activity ({@code create} of the draft resource), {@code
  * overrideReasons} from the package's code system, and a link to the page. Informational actions (no generated
@@ -33,19 +32,15 @@ public class CdsCards {
 	private final FhirContext fhir;
 	private final ObjectMapper mapper;
 	private final String siteBase;
-	private final Function<String, ActivityDefinition> activities;
 	private final OverrideReasons overrideReasons;
 
 	/**
 	 * {@code siteBase}: where the rendered site's pages are ("" = the package canonical, where it is published);
-	 * {@code activities}: the stored ActivityDefinition with an id, or null; {@code overrideReasons}: what a card
-	 * with suggestions offers as overrideReasons (the package's CodeSystem).
+	 * {@code overrideReasons}: what a card with suggestions offers as overrideReasons (the package's CodeSystem).
 	 */
-	public CdsCards(FhirContext fhir, ObjectMapper mapper, String siteBase, Function<String, ActivityDefinition> activities,
-			OverrideReasons overrideReasons) {
+	public CdsCards(FhirContext fhir, ObjectMapper mapper, String siteBase, OverrideReasons overrideReasons) {
 		this.fhir = fhir;
 		this.mapper = mapper;
-		this.activities = activities;
 		this.overrideReasons = overrideReasons;
 		this.siteBase = siteBase == null ? "" : siteBase.strip().replaceAll("/+$", "");
 	}
@@ -65,45 +60,31 @@ public class CdsCards {
 		return base + "/rec-" + plan.getIdElement().getIdPart() + ".html";
 	}
 
-	/** Cards for one $apply result, in the order of the RequestGroup's actions. */
-	public List<ObjectNode> cards(CdsEvaluator.Applied applied, String patientId) {
-		CarePlan cp = applied.carePlan();
-		RequestGroup group = null;
-		for (Resource r : cp.getContained()) {
-			if (r instanceof RequestGroup g) {
-				group = g;
-			}
-		}
+	/** Cards for one recommendation that applies: one per top-level action that applies, in order. */
+	public List<ObjectNode> cards(Pathway.Recommendation recommendation, String patientId) {
 		List<ObjectNode> out = new ArrayList<>();
-		if (group == null) {
-			return out;
-		}
-		for (RequestGroup.RequestGroupActionComponent action : group.getAction()) {
-			if (action == null) {
-				continue; // CR 4.4.0 leaves a null where an action's applicability condition was false
-			}
-			out.add(card(applied.plan(), cp, action, patientId));
+		for (Pathway.Action action : recommendation.actions()) {
+			out.add(card(recommendation.plan(), action, patientId));
 		}
 		return out;
 	}
 
 	// Long: one card's fields in CDS Hooks order, each a line or two
-	private ObjectNode card(
-			PlanDefinition plan, CarePlan cp, RequestGroup.RequestGroupActionComponent action, String patientId) {
+	private ObjectNode card(PlanDefinition plan, Pathway.Action action, String patientId) {
 		ObjectNode c = mapper.createObjectNode();
 		c.put("uuid", UUID.randomUUID().toString());
-		c.put("summary", summary(action.hasTitle() ? action.getTitle() : plan.getTitle()));
-		if (action.hasDescription()) {
-			c.put("detail", action.getDescription());
+		c.put("summary", summary(action.title() != null ? action.title() : plan.getTitle()));
+		if (action.description() != null) {
+			c.put("detail", action.description());
 		}
-		c.put("indicator", indicator(action.hasPriority() ? action.getPriority().toCode() : "routine"));
+		c.put("indicator", indicator(action.priority() != null ? action.priority() : "routine"));
 		ObjectNode source = c.putObject("source");
 		source.put("label", plan.hasTitle() ? plan.getTitle() : plan.getName());
 		String page = pageUrl(plan);
 		source.put("url", page);
 		source.set("topic", topic(plan));
 		List<ObjectNode> suggestions = new ArrayList<>();
-		suggestions(plan, cp, List.of(action), patientId, suggestions); // a single-activity action carries its own resource
+		suggestions(List.of(action), patientId, suggestions); // a single-activity action carries its own resource
 		if (!suggestions.isEmpty()) {
 			c.putArray("suggestions").addAll(suggestions);
 			c.put("selectionBehavior", "any");
@@ -121,31 +102,23 @@ public class CdsCards {
 		return c;
 	}
 
-	/** One suggestion per sub-action (depth first) whose resource is a request $apply generated. */
-	private void suggestions(
-			PlanDefinition plan,
-			CarePlan cp,
-			List<RequestGroup.RequestGroupActionComponent> actions,
-			String patientId,
-			List<ObjectNode> out) {
-		for (RequestGroup.RequestGroupActionComponent a : actions) {
-			if (a == null) {
-				continue;
-			}
-			Resource generated = a.hasResource() ? contained(cp, a.getResource().getReference()) : null;
-			if (generated != null && !(generated instanceof RequestGroup)) {
+	/** One suggestion per action (depth first) that has a draft resource. */
+	private void suggestions(List<Pathway.Action> actions, String patientId, List<ObjectNode> out) {
+		for (Pathway.Action a : actions) {
+			Resource generated = a.resource();
+			if (generated != null) {
 				ObjectNode s = mapper.createObjectNode();
-				s.put("label", a.hasTitle() ? a.getTitle() : generated.fhirType());
+				s.put("label", a.title() != null ? a.title() : generated.fhirType());
 				s.put("uuid", UUID.randomUUID().toString());
 				s.put("isRecommended", true);
 				ObjectNode act = s.putArray("actions").addObject();
 				act.put("type", "create");
-				act.put("description", "Draft " + generated.fhirType() + (a.hasTitle() ? ": " + a.getTitle() : ""));
+				act.put("description", "Draft " + generated.fhirType() + (a.title() != null ? ": " + a.title() : ""));
 				ObjectNode draft = draft(generated, patientId);
 				if ("CommunicationRequest".equals(generated.fhirType()) && !draft.has("category")) {
 					// R4 CommunicationRequest has no code: the ActivityDefinition's code goes to category, so the draft
 					// is still coded exactly as its definition (CR leaves it uncoded).
-					ActivityDefinition def = definition(plan, a.getId());
+					ActivityDefinition def = a.definition();
 					if (def != null && def.hasCode()) {
 						draft.putArray("category").add(codeable(def));
 					}
@@ -153,30 +126,8 @@ public class CdsCards {
 				act.set("resource", draft);
 				out.add(s);
 			}
-			suggestions(plan, cp, a.getAction(), patientId, out);
+			suggestions(a.actions(), patientId, out);
 		}
-	}
-
-	/** The ActivityDefinition behind a RequestGroup action (CR keeps the PlanDefinition action's id). */
-	private ActivityDefinition definition(PlanDefinition plan, String actionId) {
-		String ref = findCanonical(plan.getAction(), actionId);
-		if (ref == null || !ref.contains("ActivityDefinition/")) {
-			return null;
-		}
-		return activities.apply(ref.substring(ref.lastIndexOf("ActivityDefinition/") + "ActivityDefinition/".length()).split("\\|")[0]);
-	}
-
-	private static String findCanonical(List<PlanDefinition.PlanDefinitionActionComponent> actions, String id) {
-		for (PlanDefinition.PlanDefinitionActionComponent a : actions) {
-			if (id != null && id.equals(a.getId()) && a.hasDefinitionCanonicalType()) {
-				return a.getDefinitionCanonicalType().getValue();
-			}
-			String nested = findCanonical(a.getAction(), id);
-			if (nested != null) {
-				return nested;
-			}
-		}
-		return null;
 	}
 
 	private JsonNode codeable(ActivityDefinition def) {
@@ -186,18 +137,6 @@ public class CdsCards {
 		} catch (IOException e) {
 			throw new UncheckedIOException(e);
 		}
-	}
-
-	private static Resource contained(CarePlan cp, String ref) {
-		if (ref == null || !ref.startsWith("#")) {
-			return null;
-		}
-		for (Resource r : cp.getContained()) {
-			if (ref.substring(1).equals(r.getIdPart())) {
-				return r;
-			}
-		}
-		return null;
 	}
 
 	/** The generated request as a draft order to create on the EHR: status draft, intent proposal, the patient. */

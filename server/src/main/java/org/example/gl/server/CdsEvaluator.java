@@ -15,20 +15,31 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.time.ZonedDateTime;
 import java.util.ArrayList;
 import java.util.Collection;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.function.Function;
+import org.cqframework.cql.cql2elm.CqlCompilerOptions;
 import org.example.gl.common.CollectionBundle;
 import org.example.gl.common.EngineMessages;
 import org.example.gl.common.Pathways;
+import org.example.gl.engine.Evaluator;
+import org.example.gl.engine.Knowledge;
+import org.example.gl.engine.Pathway;
 import org.hl7.fhir.instance.model.api.IBaseResource;
+import org.hl7.fhir.r4.model.ActivityDefinition;
+import org.hl7.fhir.r4.model.Attachment;
 import org.hl7.fhir.r4.model.Bundle;
 import org.hl7.fhir.r4.model.CarePlan;
 import org.hl7.fhir.r4.model.IdType;
+import org.hl7.fhir.r4.model.Library;
 import org.hl7.fhir.r4.model.Medication;
 import org.hl7.fhir.r4.model.MedicationAdministration;
 import org.hl7.fhir.r4.model.MedicationDispense;
@@ -37,13 +48,21 @@ import org.hl7.fhir.r4.model.MedicationStatement;
 import org.hl7.fhir.r4.model.OperationOutcome;
 import org.hl7.fhir.r4.model.PlanDefinition;
 import org.hl7.fhir.r4.model.Reference;
+import org.hl7.fhir.r4.model.RequestGroup;
+import org.hl7.fhir.r4.model.Resource;
+import org.hl7.fhir.r4.model.ValueSet;
+import org.opencds.cqf.cql.engine.runtime.Code;
 import org.opencds.cqf.fhir.cr.CrSettings;
 import org.opencds.cqf.fhir.cr.plandefinition.PlanDefinitionProcessor;
 import org.opencds.cqf.fhir.utility.monad.Eithers;
 
 /**
- * Our own CDS evaluation path: clinical-reasoning's PlanDefinition {@code $apply} processor, in-process, on each
- * recommendation PlanDefinition, with the request's data passed as {@code data} and {@code useServerData=false}.
+ * The CDS services' evaluation. By default ({@code guideline.cds.evaluator: core}) through the evaluation core
+ * shared with the batch evaluator ({@link #evaluate}: the request's data in memory, one warm engine per thread, the
+ * stored knowledge compiled once per knowledge change). The old path, kept for the side-by-side benchmark
+ * ({@code apply}): clinical-reasoning's PlanDefinition {@code $apply} processor, in-process, on each
+ * recommendation PlanDefinition, with the request's data passed as {@code data} and {@code useServerData=false}
+ * ({@link #apply}, read back by {@link #recommendations}). Both give cards the same input.
  *
  * <p>Why not CR's CDS service (CdsCrService): it evaluates with the prefetch as extra data <em>and</em> this server's
  * stored data, so a patient stored here under the same id as the EHR's is seen twice and cards silently vanish
@@ -62,11 +81,14 @@ public class CdsEvaluator {
 	private final String pathwayPlanId;
 	private final MatchUrlService matchUrls;
 	private final KnowledgeCache knowledge;
+	private final CqlCompilerOptions compilerOptions;
 
 	/**
 	 * The evaluator on this server's {@code repositories} with CR's {@code crSettings}; {@code daos} and
 	 * {@code matchUrls} read stored data in-process, {@code knowledge} caches PlanDefinitions; {@code fhir} and
-	 * {@code mapper} parse prefetch; {@code pathwayPlanId} is the pathway PlanDefinition ordering the cards.
+	 * {@code mapper} parse prefetch; {@code pathwayPlanId} is the pathway PlanDefinition ordering the cards;
+	 * {@code compilerOptions}: how the evaluation core compiles the stored Libraries' CQL (clinical reasoning's own,
+	 * so both paths run the same ELM).
 	 */
 	public CdsEvaluator(
 			IRepositoryFactory repositories,
@@ -76,7 +98,8 @@ public class CdsEvaluator {
 			KnowledgeCache knowledge,
 			FhirContext fhir,
 			ObjectMapper mapper,
-			String pathwayPlanId) {
+			String pathwayPlanId,
+			CqlCompilerOptions compilerOptions) {
 		this.repositories = repositories;
 		this.crSettings = crSettings;
 		this.daos = daos;
@@ -85,6 +108,7 @@ public class CdsEvaluator {
 		this.fhir = fhir;
 		this.mapper = mapper;
 		this.pathwayPlanId = pathwayPlanId;
+		this.compilerOptions = compilerOptions;
 	}
 
 	/** One recommendation's $apply result: its PlanDefinition and the CarePlan (with the contained RequestGroup). */
@@ -132,6 +156,188 @@ public class CdsEvaluator {
 			}
 			collect(a.getAction(), out, seen);
 		}
+	}
+
+	/**
+	 * The recommendations of {@code planIds} that apply to {@code data} (from {@link #mergedData} or
+	 * {@link #storedData}) for the patient, through the evaluation core: this thread's warm evaluator over the
+	 * stored knowledge (compiled once per knowledge change), every condition and dynamic value in one engine call.
+	 * Evaluated at the current time, with the libraries' parameter defaults (as {@code $apply} without parameters).
+	 */
+	public List<Pathway.Recommendation> evaluate(List<String> planIds, String patientId, Bundle data) {
+		Knowledge core = knowledge.core(this::loadKnowledge);
+		for (String id : planIds) {
+			if (core.plan(id) == null) {
+				throw new CdsRequestError(404, "PlanDefinition/" + id + " is not stored on this server; publish the package");
+			}
+		}
+		Evaluator evaluator = core.evaluator();
+		try {
+			List<IBaseResource> resources = new ArrayList<>();
+			for (Bundle.BundleEntryComponent e : data.getEntry()) {
+				if (e.getResource() != null) {
+					resources.add(e.getResource());
+				}
+			}
+			evaluator.load(resources);
+			return Pathway.recommend(evaluator, patientId, planIds,
+					new Evaluator.Request(ZonedDateTime.now(), Map.of()));
+		} catch (Evaluator.Failed e) {
+			throw new CdsRequestError(500, "the engine reported errors evaluating " + String.join(", ", planIds) + ": "
+					+ e.getMessage());
+		} catch (IllegalStateException e) {
+			throw new CdsRequestError(500, "the knowledge cannot be evaluated by the evaluation core: " + e.getMessage());
+		} finally {
+			evaluator.clear();
+		}
+	}
+
+	/**
+	 * The evaluation core's knowledge from this server's database: every Library's {@code text/cql} (FHIRHelpers,
+	 * if not stored, is the translator's own), every ValueSet's codes (its expansion, else the codes its compose
+	 * lists), every PlanDefinition and ActivityDefinition. A Library whose CQL does not compile is a 500 naming it.
+	 */
+	private Knowledge loadKnowledge() {
+		Map<String, String> sources = new LinkedHashMap<>();
+		for (IBaseResource r : all(Library.class)) {
+			Library library = (Library) r;
+			for (Attachment a : library.getContent()) {
+				if ("text/cql".equals(a.getContentType()) && a.hasData()) {
+					sources.putIfAbsent(library.hasName() ? library.getName() : library.getIdPart(),
+							new String(a.getData(), StandardCharsets.UTF_8));
+				}
+			}
+		}
+		Map<String, List<Code>> valueSets = new HashMap<>();
+		for (IBaseResource r : all(ValueSet.class)) {
+			ValueSet vs = (ValueSet) r;
+			if (vs.hasUrl()) {
+				valueSets.putIfAbsent(vs.getUrl(), codes(vs));
+			}
+		}
+		List<PlanDefinition> plans = new ArrayList<>();
+		all(PlanDefinition.class).forEach(p -> plans.add((PlanDefinition) p));
+		List<ActivityDefinition> activities = new ArrayList<>();
+		all(ActivityDefinition.class).forEach(a -> activities.add((ActivityDefinition) a));
+		try {
+			return Knowledge.compile(sources.values(), compilerOptions, valueSets, plans, activities);
+		} catch (IllegalStateException | IllegalArgumentException e) {
+			throw new CdsRequestError(500, "the stored knowledge does not load: " + e.getMessage());
+		}
+	}
+
+	private List<IBaseResource> all(Class<? extends IBaseResource> type) {
+		return daos.getResourceDao(type).search(SearchParameterMap.newSynchronous(), new SystemRequestDetails())
+				.getAllResources();
+	}
+
+	/** A ValueSet's codes: its expansion (nested contains included), else the concepts its compose includes. */
+	private static List<Code> codes(ValueSet vs) {
+		List<Code> out = new ArrayList<>();
+		if (vs.hasExpansion()) {
+			expansion(vs.getExpansion().getContains(), out);
+		} else {
+			for (ValueSet.ConceptSetComponent include : vs.getCompose().getInclude()) {
+				for (ValueSet.ConceptReferenceComponent c : include.getConcept()) {
+					out.add(new Code().withSystem(include.getSystem()).withCode(c.getCode()));
+				}
+			}
+		}
+		return out;
+	}
+
+	private static void expansion(List<ValueSet.ValueSetExpansionContainsComponent> contains, List<Code> out) {
+		for (ValueSet.ValueSetExpansionContainsComponent c : contains) {
+			if (c.hasCode()) {
+				out.add(new Code().withSystem(c.getSystem()).withCode(c.getCode()));
+			}
+			expansion(c.getContains(), out);
+		}
+	}
+
+	/**
+	 * An {@code $apply} result as the evaluation core's result (the old path, {@code guideline.cds.evaluator: apply}):
+	 * the RequestGroup's top-level actions (CR leaves a null where a condition was false), their texts and priority,
+	 * the contained request each action generated and the ActivityDefinition behind it (read with {@code
+	 * activities}, by id); empty when none applies.
+	 */
+	public static List<Pathway.Recommendation> recommendations(
+			Applied applied, Function<String, ActivityDefinition> activities) {
+		RequestGroup group = null;
+		for (Resource r : applied.carePlan().getContained()) {
+			if (r instanceof RequestGroup g) {
+				group = g;
+			}
+		}
+		List<Pathway.Action> actions = group == null ? List.of() : actions(applied, group.getAction(), activities);
+		return actions.isEmpty() ? List.of() : List.of(new Pathway.Recommendation(applied.plan(), actions));
+	}
+
+	/** {@link #recommendations(Applied, Function)} with this server's stored ActivityDefinitions. */
+	public List<Pathway.Recommendation> recommendations(Applied applied) {
+		return recommendations(applied, this::readActivity);
+	}
+
+	private ActivityDefinition readActivity(String id) {
+		try {
+			return daos.getResourceDao(ActivityDefinition.class)
+					.read(new IdType("ActivityDefinition", id), new SystemRequestDetails());
+		} catch (ResourceNotFoundException | ResourceGoneException e) {
+			return null;
+		}
+	}
+
+	private static List<Pathway.Action> actions(
+			Applied applied, List<RequestGroup.RequestGroupActionComponent> group,
+			Function<String, ActivityDefinition> activities) {
+		List<Pathway.Action> out = new ArrayList<>();
+		for (RequestGroup.RequestGroupActionComponent a : group) {
+			if (a == null) {
+				continue;
+			}
+			Resource generated = a.hasResource() ? contained(applied.carePlan(), a.getResource().getReference()) : null;
+			if (generated instanceof RequestGroup) {
+				generated = null;
+			}
+			String ref = generated == null ? null : canonical(applied.plan().getAction(), a.getId());
+			ActivityDefinition definition = ref == null || !ref.contains("ActivityDefinition/") ? null : activities.apply(
+					ref.substring(ref.lastIndexOf("ActivityDefinition/") + "ActivityDefinition/".length()).split("\\|")[0]);
+			out.add(new Pathway.Action(
+					a.getId(),
+					a.hasTitle() ? a.getTitle() : null,
+					a.hasDescription() ? a.getDescription() : null,
+					a.hasPriority() ? a.getPriority().toCode() : null,
+					definition,
+					generated,
+					actions(applied, a.getAction(), activities)));
+		}
+		return out;
+	}
+
+	/** The definitionCanonical of the PlanDefinition action {@code id} (CR keeps it on the RequestGroup action). */
+	private static String canonical(List<PlanDefinition.PlanDefinitionActionComponent> actions, String id) {
+		for (PlanDefinition.PlanDefinitionActionComponent a : actions) {
+			if (id != null && id.equals(a.getId()) && a.hasDefinitionCanonicalType()) {
+				return a.getDefinitionCanonicalType().getValue();
+			}
+			String nested = canonical(a.getAction(), id);
+			if (nested != null) {
+				return nested;
+			}
+		}
+		return null;
+	}
+
+	private static Resource contained(CarePlan cp, String ref) {
+		if (ref == null || !ref.startsWith("#")) {
+			return null;
+		}
+		for (Resource r : cp.getContained()) {
+			if (ref.substring(1).equals(r.getIdPart())) {
+				return r;
+			}
+		}
+		return null;
 	}
 
 	/**

@@ -13,11 +13,13 @@ import jakarta.servlet.http.HttpServletResponse;
 import java.io.IOException;
 import java.net.URI;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.stream.Collectors;
+import org.example.gl.engine.Pathway;
 import org.hl7.fhir.r4.model.Bundle;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -31,12 +33,14 @@ import org.slf4j.LoggerFactory;
  * <p>Prefetch ({@link PrefetchResolver}): keys the client left out, sent as null or as an OperationOutcome are read
  * from the request's {@code fhirServer} with its {@code fhirAuthorization}; without a {@code fhirServer} the call
  * answers 412; a failing EHR server answers 502/504. Evaluation ({@link CdsEvaluator}) is our own $apply path with
- * that data only ({@code useServerData=false}). A call whose {@code fhirServer} is this server uses the stored data
- * instead: the pathway service reads it once through its templates, in-process; a per-recommendation service lets
- * the engine search the database. Cards: {@link CdsCards}; feedback: {@link CdsFeedback}.
+ * that data only: the evaluation core by default, or CR's {@code $apply} ({@code useServerData=false}) with
+ * {@code guideline.cds.evaluator: apply}. A call whose {@code fhirServer} is this server uses the stored data
+ * instead, read once through the service's templates, in-process (with {@code apply}, a per-recommendation service
+ * lets the engine search the database). Cards: {@link CdsCards}; feedback: {@link CdsFeedback}.
  * Discovery publishes the Patient template as a read ({@code Patient/{{context.patientId}}}), not CR's
  * {@code Patient?_id=...} search, and no template outside CDS Hooks 2.0's prefetch subset (no {@code _include}
- * unless {@code guideline.cds.prefetch-include-medication}); referenced Medications are read by id instead. A servlet Filter on /cds-services/* runs before all of this.
+ * unless {@code guideline.cds.prefetch-include-medication}); referenced Medications are read by id instead. A
+ * servlet Filter on /cds-services/* runs before all of this.
  *
  * <p>Informational recommendations (R6) are offered only when {@code guideline.cds.informational-cards} is on
  * ({@link InformationalCards}, project safety rule 17). Off (the default), their services are left out of
@@ -55,14 +59,17 @@ public class CdsHooksServlet extends HttpServlet {
 	private final transient CdsCards cardMaker;
 	private final transient CdsFeedback feedback;
 	private final transient InformationalCards informational;
+	private final GuidelineProperties.Evaluation evaluation;
 
 	/**
 	 * The servlet over HAPI's service {@code registry}, writing JSON with {@code mapper}; {@code fhirServerBudget}
 	 * bounds the reads of missing prefetch; {@code prefetchIncludeMedication} (setting
 	 * {@code guideline.cds.prefetch-include-medication}) adds {@code _include} of the referenced Medication to the
 	 * medication templates, which CDS Hooks 2.0's prefetch subset leaves out ({@link PrefetchResolver});
-	 * {@code pathwayId} is the id of the service that runs every recommendation; cards from {@code evaluator} and {@code cardMaker}, feedback through {@code feedback};
-	 * {@code informational} decides whether an informational recommendation's service is offered.
+	 * {@code pathwayId} is the id of the service that runs every recommendation; cards from {@code evaluator} and
+	 * {@code cardMaker}, feedback through {@code feedback}; {@code informational} decides whether an informational
+	 * recommendation's service is offered; {@code evaluation}: through the evaluation core, or through
+	 * {@code $apply} (the old path).
 	 */
 	public CdsHooksServlet(
 			ICdsServiceRegistry registry,
@@ -73,7 +80,8 @@ public class CdsHooksServlet extends HttpServlet {
 			CdsEvaluator evaluator,
 			CdsCards cardMaker,
 			CdsFeedback feedback,
-			InformationalCards informational) {
+			InformationalCards informational,
+			GuidelineProperties.Evaluation evaluation) {
 		this.registry = registry;
 		this.mapper = mapper;
 		this.prefetch = new PrefetchResolver(mapper, fhirServerBudget, prefetchIncludeMedication);
@@ -82,6 +90,7 @@ public class CdsHooksServlet extends HttpServlet {
 		this.cardMaker = cardMaker;
 		this.feedback = feedback;
 		this.informational = informational;
+		this.evaluation = evaluation;
 	}
 
 	/**
@@ -139,8 +148,9 @@ public class CdsHooksServlet extends HttpServlet {
 	}
 
 	/**
-	 * Gets the call's data once, then applies every PlanDefinition of the call in one pass (one data Bundle, one
-	 * processor, CR's library cache), cards in that order; remembers the cards for feedback.
+	 * Gets the call's data once, then evaluates every PlanDefinition of the call in one pass: through the evaluation
+	 * core (one engine call for all of them), or with {@code guideline.cds.evaluator: apply} through {@code $apply}
+	 * (one processor, CR's library cache); cards in that order; remembers the cards for feedback.
 	 */
 	private ObjectNode evaluate(String id, ObjectNode request, List<String> plans, Map<String, String> templates, Source source) {
 		prefetch.resolve(request, templates, source != Source.PREFETCH);
@@ -148,15 +158,27 @@ public class CdsHooksServlet extends HttpServlet {
 		if (patient.isBlank()) {
 			throw new CdsRequestError(400, "context.patientId is missing (patient-view needs it)");
 		}
-		Bundle data = switch (source) {
+		// The core reads this server's data once through the templates, in memory: it has no database search.
+		Source from = source == Source.ENGINE_SEARCH && evaluation == GuidelineProperties.Evaluation.CORE
+				? Source.STORED_PREFETCH
+				: source;
+		Bundle data = switch (from) {
 			case PREFETCH -> evaluator.mergedData((ObjectNode) request.get("prefetch"));
 			case STORED_PREFETCH -> evaluator.storedData(PrefetchResolver.queries(request, templates).values());
 			case ENGINE_SEARCH -> null;
 		};
+		List<Pathway.Recommendation> recommendations = new ArrayList<>();
+		if (evaluation == GuidelineProperties.Evaluation.CORE) {
+			recommendations.addAll(evaluator.evaluate(plans, patient, data));
+		} else {
+			for (CdsEvaluator.Applied applied : evaluator.apply(plans, patient, data)) {
+				recommendations.addAll(evaluator.recommendations(applied));
+			}
+		}
 		ObjectNode out = mapper.createObjectNode();
 		ArrayNode cards = out.putArray("cards");
-		for (CdsEvaluator.Applied applied : evaluator.apply(plans, patient, data)) {
-			cardMaker.cards(applied, patient).forEach(cards::add);
+		for (Pathway.Recommendation r : recommendations) {
+			cardMaker.cards(r, patient).forEach(cards::add);
 		}
 		feedback.store().recordCards(id, cards);
 		return out;

@@ -26,13 +26,10 @@ import java.util.Objects;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.stream.Stream;
 import ca.uhn.fhir.rest.api.server.SystemRequestDetails;
-import ca.uhn.fhir.rest.server.exceptions.ResourceNotFoundException;
 import org.hl7.fhir.instance.model.api.IIdType;
 import ca.uhn.fhir.rest.param.UriParam;
 import org.hl7.fhir.instance.model.api.IBaseResource;
-import org.hl7.fhir.r4.model.ActivityDefinition;
 import org.hl7.fhir.r4.model.CodeSystem;
-import org.hl7.fhir.r4.model.IdType;
 import org.opencds.cqf.fhir.cql.EvaluationSettings;
 import org.opencds.cqf.fhir.cql.engine.retrieve.RetrieveSettings;
 import org.opencds.cqf.fhir.cql.engine.terminology.TerminologySettings;
@@ -168,7 +165,8 @@ public class ClinicalReasoningConfig {
 	}
 
 	/**
-	 * CDS Hooks at /cds-services: cards from our own $apply path (CdsEvaluator, CdsCards), feedback stored in this
+	 * CDS Hooks at /cds-services: cards from the evaluation core or the $apply path (CdsEvaluator, CdsCards, setting
+	 * guideline.cds.evaluator), feedback stored in this
 	 * server's database (CdsFeedbackStore). A servlet Filter registered for /cds-services/* runs before it, so it can
 	 * refuse a call before any evaluation.
 	 */
@@ -182,13 +180,14 @@ public class ClinicalReasoningConfig {
 			MatchUrlService matchUrls,
 			KnowledgeCache knowledge,
 			FhirContext fhirContext,
+			EvaluationSettings settings,
 			GuidelineProperties props) {
 		GuidelineProperties.Cds cds = props.cds();
 		// the package's override-reason CodeSystem, read like the other knowledge: cached until knowledge changes
 		OverrideReasons reasons = new OverrideReasons(
 				url -> (CodeSystem) knowledge.resource("CodeSystem?url=" + url, () -> storedCodeSystem(daos, url)));
-		var evaluator = new CdsEvaluator(
-				repositories, crSettings, daos, matchUrls, knowledge, fhirContext, mapper, cds.pathwayPlanDefinition());
+		var evaluator = new CdsEvaluator(repositories, crSettings, daos, matchUrls, knowledge, fhirContext, mapper,
+				cds.pathwayPlanDefinition(), settings.getCqlOptions().getCqlCompilerOptions());
 		var servlet = new CdsHooksServlet(
 				registry,
 				mapper,
@@ -196,9 +195,10 @@ public class ClinicalReasoningConfig {
 				cds.prefetchIncludeMedication(),
 				cds.pathwayServiceId(),
 				evaluator,
-				new CdsCards(fhirContext, mapper, cds.siteBaseUrl(), id -> readActivity(daos, id), reasons),
+				new CdsCards(fhirContext, mapper, cds.siteBaseUrl(), reasons),
 				new CdsFeedback(new CdsFeedbackStore(daos), reasons),
-				new InformationalCards(cds.informationalCards(), evaluator::plan));
+				new InformationalCards(cds.informationalCards(), evaluator::plan),
+				cds.evaluator());
 		var reg = new ServletRegistrationBean<>(servlet, "/cds-services", "/cds-services/*");
 		reg.setName("cds-hooks");
 		return reg;
@@ -210,15 +210,6 @@ public class ClinicalReasoningConfig {
 				.search(SearchParameterMap.newSynchronous(CodeSystem.SP_URL, new UriParam(url)), new SystemRequestDetails())
 				.getAllResources();
 		return found.isEmpty() ? null : (CodeSystem) found.get(0);
-	}
-
-	private static ActivityDefinition readActivity(DaoRegistry daos, String id) {
-		try {
-			return daos.getResourceDao(ActivityDefinition.class)
-					.read(new IdType("ActivityDefinition", id), new SystemRequestDetails());
-		} catch (ResourceNotFoundException e) {
-			return null;
-		}
 	}
 
 	@Bean

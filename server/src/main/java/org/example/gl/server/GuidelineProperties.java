@@ -86,6 +86,9 @@ public record GuidelineProperties(
 	 *     Medication they reference, for EHRs known to support it; default false (CDS Hooks 2.0's recommended
 	 *     prefetch subset has no {@code _include}; referenced Medications are then read from fhirServer)
 	 * @param jwt the JWT time checks
+	 * @param evaluator how the services evaluate: {@code core} (default: the evaluation core shared with the batch
+	 *     evaluator) or {@code apply} (clinical reasoning's PlanDefinition {@code $apply}, the old path, kept for
+	 *     the side-by-side benchmark and the equality test)
 	 */
 	public record Cds(
 			long fhirServerTimeoutSeconds,
@@ -96,7 +99,8 @@ public record GuidelineProperties(
 			String publicBaseUrl,
 			boolean informationalCards,
 			boolean prefetchIncludeMedication,
-			Jwt jwt) {
+			Jwt jwt,
+			Evaluation evaluator) {
 		/** Absent texts become ""; the JWT checks must be configured (application.yaml holds their defaults). */
 		public Cds {
 			pathwayServiceId = text(pathwayServiceId);
@@ -107,7 +111,18 @@ public record GuidelineProperties(
 			if (jwt == null) {
 				throw new IllegalStateException("guideline.cds.jwt is missing: application.yaml holds its defaults");
 			}
+			if (evaluator == null) {
+				throw new IllegalStateException("guideline.cds.evaluator is missing: application.yaml holds its default");
+			}
 		}
+	}
+
+	/** How the CDS services evaluate (guideline.cds.evaluator). */
+	public enum Evaluation {
+		/** the evaluation core (engine/), shared with the batch evaluator */
+		CORE,
+		/** clinical reasoning's PlanDefinition $apply, one call per recommendation (the old path) */
+		APPLY
 	}
 
 	/**

@@ -13,6 +13,7 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import org.example.gl.engine.Pathway;
 import org.hl7.fhir.r4.model.ActivityDefinition;
 import org.hl7.fhir.r4.model.CanonicalType;
 import org.hl7.fhir.r4.model.CarePlan;
@@ -28,7 +29,7 @@ import org.hl7.fhir.r4.model.ServiceRequest;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
-/** CDS Hooks cards from an $apply result: fields, suggestions, selectionBehavior and override reasons. */
+/** CDS Hooks cards from an $apply result (read as the core's result): fields, suggestions, selectionBehavior and override reasons. */
 class CdsCardsTest {
 	private static final String BASE = "http://example.org/fhir/gl";
 	private static final String SYSTEM = BASE + OverrideReasons.SYSTEM_PATH;
@@ -44,7 +45,7 @@ class CdsCardsTest {
 
 	@BeforeEach
 	void setUp() {
-		cards = new CdsCards(fhir, mapper, "", activities::get, new OverrideReasons(codeSystems::get));
+		cards = new CdsCards(fhir, mapper, "", new OverrideReasons(codeSystems::get));
 		plan = new PlanDefinition();
 		plan.setId("GLR1");
 		plan.setUrl(BASE + "/PlanDefinition/GLR1");
@@ -57,7 +58,12 @@ class CdsCardsTest {
 	}
 
 	private List<ObjectNode> run() {
-		return cards.cards(new CdsEvaluator.Applied(plan, carePlan), "p1");
+		// the old path's $apply result, read into the core's shape as the apply setting does, then carded
+		List<ObjectNode> out = new ArrayList<>();
+		for (Pathway.Recommendation r : CdsEvaluator.recommendations(new CdsEvaluator.Applied(plan, carePlan), activities::get)) {
+			out.addAll(cards.cards(r, "p1"));
+		}
+		return out;
 	}
 
 	/** An action of the RequestGroup whose generated resource is {@code generated} (contained in the CarePlan). */
@@ -128,7 +134,7 @@ class CdsCardsTest {
 	/** Verify that the plan's own topic and the site base URL are used when given. */
 	@Test
 	void topicAndSiteBase() {
-		cards = new CdsCards(fhir, mapper, "https://site.example/gl/", activities::get, new OverrideReasons(codeSystems::get));
+		cards = new CdsCards(fhir, mapper, "https://site.example/gl/", new OverrideReasons(codeSystems::get));
 		plan.addTopic(new CodeableConcept().addCoding(new Coding("http://example.org/topic", "assess", "Assessment")));
 		group.addAction(actionWith("A", null));
 		ObjectNode card = run().get(0);

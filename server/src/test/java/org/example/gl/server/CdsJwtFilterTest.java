@@ -130,7 +130,7 @@ class CdsJwtFilterTest {
 
 	private static GuidelineProperties.Cds cds(String issuersFile) {
 		return new GuidelineProperties.Cds(10, "gl-treatment", "GLPathway", "", issuersFile, "", false, false,
-				new GuidelineProperties.Jwt(60, 300));
+				new GuidelineProperties.Jwt(60, 300), GuidelineProperties.Evaluation.CORE);
 	}
 
 	/** Verify that without issuers the filter is off on 127.0.0.1 (and ::1) and the start-up stops elsewhere. */

@@ -15,7 +15,8 @@ class FilterConfigTest {
 
 	private static GuidelineProperties props() {
 		return new GuidelineProperties("", "", "", null, new GuidelineProperties.Cds(10, "gl-treatment", "GLPathway", "",
-				"", "", false, false, new GuidelineProperties.Jwt(60, 300)), new GuidelineProperties.BulkExport(true, 5));
+				"", "", false, false, new GuidelineProperties.Jwt(60, 300), GuidelineProperties.Evaluation.CORE),
+				new GuidelineProperties.BulkExport(true, 5));
 	}
 
 	private List<FilterRegistrationBean<?>> registrations() throws Exception {

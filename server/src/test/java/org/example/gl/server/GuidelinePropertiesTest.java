@@ -47,8 +47,18 @@ class GuidelinePropertiesTest {
 		assertFalse(p.cds().prefetchIncludeMedication());
 		assertEquals(60, p.cds().jwt().skewSeconds());
 		assertEquals(300, p.cds().jwt().maxLifetimeSeconds());
+		assertEquals(GuidelineProperties.Evaluation.CORE, p.cds().evaluator());
 		assertTrue(p.bulkExport().enabled());
 		assertEquals(5, p.bulkExport().jobStepSeconds());
+	}
+
+	/** Verify that guideline.cds.evaluator selects the old $apply path by its documented name. */
+	@Test
+	void evaluatorSetting() throws Exception {
+		assertEquals(GuidelineProperties.Evaluation.APPLY,
+				bind(Map.of("guideline.cds.evaluator", "apply"), Map.of()).cds().evaluator());
+		assertEquals(GuidelineProperties.Evaluation.CORE,
+				bind(Map.of("guideline.cds.evaluator", "core"), Map.of()).cds().evaluator());
 	}
 
 	/** Verify that the names scripts/server and the README use (-D guideline.*) set what they say. */
