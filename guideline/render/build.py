@@ -426,6 +426,17 @@ def _criterion(
     return Criterion(kind, code, str(node.get("description", "")), d)
 
 
+def _stratifier(logic: Logic, lib: str, measure: dict[str, Any], strat: dict[str, Any], path: str) -> list[Criterion]:
+    """A stratifier's criteria: its own, or (as CR 4.4 needs for value strata) those of its components."""
+    name = _code(strat.get("code"), path)
+    if strat.get("criteria") or not strat.get("component"):
+        return [_criterion(logic, lib, measure, strat, path, "stratifier", name)]
+    return [
+        _criterion(logic, lib, measure, comp, f"{path}.component[{j}]", "stratifier", _code(comp.get("code"), name))
+        for j, comp in enumerate(strat["component"])
+    ]
+
+
 def _code(concept: Any, fallback: str) -> str:
     """A population's or stratifier's name: the concept's text, else its first code, else `fallback`."""
     if isinstance(concept, dict):
@@ -471,16 +482,7 @@ def _indicator(pkg: Package, logic: Logic, measure: dict[str, Any], pages: dict[
             path = f"group[{g}].population[{i}]"
             pops.append(_criterion(logic, lib, measure, pop, path, "population", _code(pop.get("code"), path)))
         for i, strat in enumerate(group.get("stratifier") or []):
-            path = f"group[{g}].stratifier[{i}]"
-            name = _code(strat.get("code"), path)
-            # A stratifier is its own criteria or (as CR 4.4 needs for value strata) components with theirs.
-            parts = (
-                [(strat, path)]
-                if strat.get("criteria") or not strat.get("component")
-                else [(comp, f"{path}.component[{j}]") for j, comp in enumerate(strat["component"])]
-            )
-            for node, where in parts:
-                strats.append(_criterion(logic, lib, measure, node, where, "stratifier", _code(node.get("code"), name)))
+            strats.extend(_stratifier(logic, lib, measure, strat, f"group[{g}].stratifier[{i}]"))
     if not pops:
         raise _error(measure, "group[0].population", "a Measure needs at least one population")
     roots = [(c.definition.library, c.definition.name) for c in (*pops, *strats)]

@@ -207,6 +207,9 @@ def test_group_export_holds_only_what_the_logic_reads(
     assert set(_results(from_export)) == set(loaded.pids)
 
 
+# Two more $export jobs on HAPI (about a minute): full tier; the default tier keeps the Group export end to end,
+# and the unit tests (tests/unit/remote/test_bulk_export.py) cover the Patient and system kickoffs on a stub.
+@pytest.mark.full
 def test_patient_and_system_exports(
     ehr: Ehr, loaded: Loaded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,7 +28,7 @@ public class PackageInstallServlet extends HttpServlet {
 	private static final Logger ourLog = LoggerFactory.getLogger(PackageInstallServlet.class);
 	// The knowledge resource types a guideline package carries (HAPI's default list is conformance resources).
 	private static final List<String> TYPES =
-			List.of("Library", "PlanDefinition", "ActivityDefinition", "ValueSet", "CodeSystem", "Questionnaire");
+			List.of("Library", "PlanDefinition", "ActivityDefinition", "Measure", "ValueSet", "CodeSystem", "Questionnaire");
 
 	private final transient IPackageInstallerSvc installer;
 	private final transient ObjectMapper mapper = new ObjectMapper();
