@@ -57,21 +57,6 @@ def package(config: Config, engine: Engine) -> Package:
     return build_package(config, engine)
 
 
-@pytest.fixture(scope="module")
-def cases(config: Config) -> list[dict[str, Any]]:
-    return load_cases(config.cases_dir)
-
-
-@pytest.fixture(scope="module")
-def site(package: Package, cases: list[dict[str, Any]]) -> Site:
-    return site_model(package, cases)
-
-
-@pytest.fixture(scope="module")
-def files(package: Package, cases: list[dict[str, Any]]) -> dict[str, bytes]:
-    return site_files(package, cases)
-
-
 def _resource(pkg: Package, rtype: str, rid: str) -> dict[str, Any]:
     return next(r for r in pkg.resources if r["resourceType"] == rtype and r["id"] == rid)
 

@@ -16,7 +16,7 @@ from guideline.content.cql import Engine
 from guideline.content.package import Package, build_package
 from guideline.core.config import Config
 from guideline.core.errors import ContentError
-from guideline.render.build import load_cases, site_model
+from guideline.render.build import site_model
 from guideline.render.model import Site
 from guideline.render.site import site_files
 from tests.support.indicators import FIXTURE_LIBRARY, with_fixture_measures
@@ -31,21 +31,6 @@ def plain_package(config: Config, engine: Engine) -> Package:
 @pytest.fixture(scope="module")
 def package(plain_package: Package, engine: Engine) -> Package:
     return with_fixture_measures(plain_package, engine)
-
-
-@pytest.fixture(scope="module")
-def cases(config: Config) -> list[dict[str, Any]]:
-    return load_cases(config.cases_dir)
-
-
-@pytest.fixture(scope="module")
-def site(package: Package, cases: list[dict[str, Any]]) -> Site:
-    return site_model(package, cases)
-
-
-@pytest.fixture(scope="module")
-def files(package: Package, cases: list[dict[str, Any]]) -> dict[str, bytes]:
-    return site_files(package, cases)
 
 
 def _measure(pkg: Package, mid: str) -> dict[str, Any]:
