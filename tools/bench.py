@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -44,6 +43,7 @@ from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import plan_publish, publish_resources
 from guideline.validation.run import validate
 from tools import bench_measures, bench_spark, bench_synthea, deploybench
+from tools.benchkit import log, machine, percentile
 from tools.deploybench import deploy_section, splice_section
 from tools.synth import DEFAULT_AT, as_bundle, synth_patients, write_population
 
@@ -132,18 +132,6 @@ class Series:
         return f"{statistics.median(v):,.{digits}f} {unit} ({min(v):,.{digits}f}–{max(v):,.{digits}f}, n={len(v)})"
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (no interpolation: every reported latency was observed)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
-    return ordered[rank - 1]
-
-
-def log(msg: str) -> None:
-    sys.stderr.write(f"bench {time.strftime('%H:%M:%S')}: {msg}\n")
-    sys.stderr.flush()
-
-
 def timed(fn: Callable[[], Any]) -> float:
     t = time.perf_counter()
     fn()
@@ -158,34 +146,6 @@ def drain(results: Iterator[PatientResult]) -> int:
             result_line(r)
             n += 1
     return n
-
-
-# ---------------------------------------------------------------- machine
-
-
-def machine() -> dict[str, str]:
-    def first(path: str, key: str) -> str:
-        try:
-            for line in Path(path).read_text().splitlines():
-                if line.startswith(key):
-                    return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return "?"
-
-    mem_kib = first("/proc/meminfo", "MemTotal").split()[0]
-    node = subprocess.run([toolchain.node_executable(), "--version"], capture_output=True, text=True, timeout=30)
-    java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30)
-    return {
-        "cores": str(os.cpu_count()),
-        "memory": f"{int(mem_kib) / 1024 / 1024:.1f} GiB" if mem_kib.isdigit() else "?",
-        "cpu": first("/proc/cpuinfo", "model name"),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "node": node.stdout.strip(),
-        "java": (java.stderr.splitlines() or ["?"])[0],
-        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
 
 
 # ---------------------------------------------------------------- the bench

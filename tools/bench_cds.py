@@ -41,7 +41,8 @@ from guideline.remote.cds import DEFAULT_USER, cds_base_for, discover, resolve_p
 from guideline.remote.http import Client, Timeouts, read_token
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import publish_resources
-from tools.bench import CDS_BEGIN, CDS_END, log, machine, percentile
+from tools.bench import CDS_BEGIN, CDS_END
+from tools.benchkit import log, machine, percentile
 
 SERVICE = "gl-treatment"
 GUIDANCE_MS = 500  # CDS Hooks: services should answer in about 500 ms

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guideline.core import toolchain
+from tools.benchkit import machine
 
 SYN_BEGIN = "<!-- synthea-bench:begin (scripts/bench --synthea) -->"
 SYN_END = "<!-- synthea-bench:end -->"
@@ -520,8 +521,6 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Generate or reuse each population, measure it, write the block after each size (kept if a later one fails)."""
-    from tools.bench import machine
-
     given = list(sys.argv[1:] if argv is None else argv)
     args = make_parser().parse_args(given)
     skip = {s for s in args.skip.split(",") if s}

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from guideline.core.fhir import collection_bundle
+from guideline.core.fsutil import replace_dir
+from tools import synthea
 
 SNOMED = "http://snomed.info/sct"
 ORPHA = "http://www.orpha.net"
@@ -302,16 +304,6 @@ def write_population(
     return n
 
 
-def replace_dir(tmpdir: Path, out: Path) -> None:
-    """Put the finished folder `tmpdir` in place of `out` (a folder or a file, replaced), by rename."""
-    os.chmod(tmpdir, 0o755)  # noqa: S103 - mkdtemp makes 0700; this is ordinary test data
-    if out.is_dir():
-        shutil.rmtree(out)
-    elif out.exists():
-        out.unlink()
-    os.replace(tmpdir, out)
-
-
 def _write_bulk(out: Path, patients: Iterator[list[dict[str, Any]]]) -> int:
     """A folder as a FHIR Bulk Data `$export` leaves it: one NDJSON file per resource type, and the manifest."""
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -392,8 +384,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`scripts/synth`: our synthetic patients, or with --synthea / --check a Synthea population (tools/synthea.py)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a.split("=")[0] in ("--synthea", "--check") for a in argv):
-        from tools import synthea
-
         return synthea.main(argv)
     args = make_parser().parse_args(argv)
     if args.patients < 0 or args.start < 0:

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from guideline.core.errors import BadInputError, GuidelineError, ToolchainError, UsageError
+from guideline.core.fsutil import replace_dir
 from guideline.evaluation.pushdown import Reads
-from tools.synth import replace_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHEA_ARTIFACT = ("org.mitre.synthea", "synthea", "3.3.0")

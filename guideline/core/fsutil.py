@@ -67,3 +67,16 @@ def check_out_dir(out_dir: Path, marker: str, what: str) -> None:
         raise UsageError(f"{out_dir}: {parent} is a file, not a folder; choose another --out folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{out_dir}: cannot create it ({parent} is not writable); choose another --out folder")
+
+
+def replace_dir(tmpdir: Path, out: Path) -> None:
+    """Put the finished folder `tmpdir` in place of `out` (a folder or a file, replaced), by rename.
+
+    For test-data folders (tools/synth, tools/synthea): unlike `write_tree`, the old `out` is removed first.
+    """
+    os.chmod(tmpdir, 0o755)  # noqa: S103 - mkdtemp makes 0700; this is ordinary data
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    os.replace(tmpdir, out)
