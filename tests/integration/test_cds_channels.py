@@ -43,9 +43,14 @@ from tests.support.casedata import on_rolled_case, read_case
 from tests.support.cdscards import INFORMATIONAL_CARDS, Knowledge, check_card
 from tests.support.netutil import free_port
 from tests.support.strictehr import subset_violations
-from tests.support.tiers import tier_cases
+from tests.support.tiers import is_full, tier_cases
 
 SUPPORT = TESTS / "support"
+
+# The channels on which the $apply server's pathway responses are compared with the core's, besides (f): all under
+# --full; in the default tier (a) prefetch and (b) fhirServer, the two an EHR uses (the core's (c)-(e) are still
+# checked against local there, and every per-recommendation service against $apply).
+APPLY_CHANNELS = CHANNELS[1:] if is_full() else ("prefetch", "fhir")
 
 pytestmark = pytest.mark.server
 
@@ -104,14 +109,19 @@ def _per_service(client: Client, published: dict[str, Any], pid: str) -> dict[st
 
 
 def _pathway_on_every_channel(
-    client: Client, data: Client, token: str, published: dict[str, Any], pid: str
+    client: Client,
+    data: Client,
+    token: str,
+    published: dict[str, Any],
+    pid: str,
+    channels: tuple[str, ...] = CHANNELS[1:],
 ) -> dict[str, dict[str, Any]]:
-    """The pathway service's responses per channel; the EHR's prefetch is read once for (a), (c)-(e)."""
+    """The pathway service's responses on (f) and `channels`; the EHR's prefetch is read once for (a), (c)-(e)."""
     templates = published["templates"][PATHWAY_SERVICE]
     context = {"userId": DEFAULT_USER, "patientId": prefixed_id(pid)}
     resolved = resolve_prefetch(data, templates, context)
     out = {"server": call(client, PATHWAY_SERVICE, patient=pid)}
-    for channel in CHANNELS[1:]:
+    for channel in channels:
         out[channel] = call(
             client,
             PATHWAY_SERVICE,
@@ -157,7 +167,8 @@ def test_every_channel_agrees_with_local(
     and their cards, in recommendation order, are what the pathway service answers on every channel. Every
     response of the evaluation core (the test server) equals, card for card and suggestion for suggestion, the
     response of a server evaluating with clinical reasoning's $apply (`guideline.cds.evaluator: apply`) on the same
-    data and channel, uuids aside ({@link comparable}). The EHR channels read the test EHR through the strict
+    data and channel (default tier: (a), (b), (f) and every service, APPLY_CHANNELS; --full: every
+    channel), uuids aside ({@link comparable}). The EHR channels read the test EHR through the strict
     proxy: CDS Hooks 2.0's prefetch subset only, paged searchsets with OperationOutcome entries; it must have
     refused nothing. The default tier runs the covering subset (tests/support/tiers.py); --full every scenario.
     """
@@ -181,7 +192,7 @@ def test_every_channel_agrees_with_local(
                 _per_service(client, published, pid),
                 _pathway_on_every_channel(client, data, strict.token, published, pid),
                 _per_service(old, apply_published, pid),
-                _pathway_on_every_channel(old, data, strict.token, apply_published, pid),
+                _pathway_on_every_channel(old, data, strict.token, apply_published, pid, APPLY_CHANNELS),
             )
 
     (services, channels, old_services, old_channels), rolled, at = on_rolled_case(expected["at"], bundle, on_servers)
@@ -197,7 +208,7 @@ def test_every_channel_agrees_with_local(
     )
     row = {ch: ("ok" if fired == local and got == cards else "DIFF") for ch, got in results.items()}
     # the evaluation core's cards against $apply's, per channel and per recommendation service
-    differs = {ch for ch in channels if comparable(channels[ch]) != comparable(old_channels[ch])}
+    differs = {ch for ch in old_channels if comparable(channels[ch]) != comparable(old_channels[ch])}
     differs |= {f"service {s}" for s in services if comparable(services[s]) != comparable(old_services.get(s, {}))}
     row["$apply"] = "ok" if not differs else "DIFF"
     CHANNEL_AGREEMENT.append((case.name, row))

@@ -133,6 +133,9 @@ def test_spark_local_mode_writes_what_the_local_path_writes(export: Path, tmp_pa
     _check_parquet(out / job.PARQUET_DIR, expected, export)
 
 
+# Full tier (about 45 s): the default tier shows Spark with the push-down equal to the local path (above), and
+# tests/unit/evaluation/test_pushdown.py the push-down equal to --read-all on the other readers.
+@pytest.mark.full
 def test_spark_reads_the_same_without_the_push_down(export: Path, tmp_path: Path) -> None:
     """Verify: with --read-all (every line parsed and shuffled) Spark writes the lines the local path writes.
 
