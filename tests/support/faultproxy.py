@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from tests.support.netutil import serve_local
+
 
 @dataclass
 class Fault:
@@ -79,26 +81,11 @@ def _handler(upstream: str, plan: Plan) -> type[http.server.BaseHTTPRequestHandl
     return Handler
 
 
-class _QuietServer(http.server.ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:
-        # Clients in these tests hang up on purpose (read timeouts); a stalled handler then writes to a
-        # closed socket. socketserver would print that traceback to stderr, where a later test's
-        # "no traceback in the CLI's stderr" check would see it.
-        return
-
-
 @contextmanager
 def fault_proxy(upstream: str, plan: Plan) -> Iterator[str]:
     """Run the proxy for `upstream` (scheme://host:port, no path); yields its base URL."""
-    server = _QuietServer(("127.0.0.1", 0), _handler(upstream.rstrip("/"), plan))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_local(_handler(upstream.rstrip("/"), plan)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def outcome(text: str) -> bytes:

@@ -1,8 +1,12 @@
-"""Test helper: a loopback port that nothing listens on right now."""
+"""Test helpers: a loopback port that nothing listens on right now, and a loopback HTTP server in a thread."""
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def free_port() -> int:
@@ -12,3 +16,24 @@ def free_port() -> int:
     port: int = s.getsockname()[1]
     s.close()
     return port
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Clients in these tests hang up on purpose (read timeouts, a next page never read); a handler then writes
+        # to a closed socket. socketserver would print that traceback to stderr, where a later test's
+        # "no traceback in the CLI's stderr" check would see it; tests read their proxies' own logs instead.
+        return
+
+
+@contextmanager
+def serve_local(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """Serve `handler` on a free loopback port in a daemon thread; yields the port, shuts down on exit."""
+    server = _QuietServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()

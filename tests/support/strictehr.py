@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from tests.support.netutil import serve_local
+
 PAGE_SIZE = 2
 # Reference parameters a prefetch template may bind to the patient (CDS Hooks 2.0: "Resource references").
 REFERENCE_PARAMS = frozenset({"patient", "subject"})
@@ -167,20 +169,8 @@ def _handler(upstream: str, log: StrictLog) -> type[http.server.BaseHTTPRequestH
     return Handler
 
 
-class _QuietServer(http.server.ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:
-        return  # a client hanging up mid-answer is not a test failure; tests read the StrictLog
-
-
 @contextmanager
 def strict_ehr(upstream: str, log: StrictLog) -> Iterator[str]:
     """Run the strict EHR in front of `upstream` (a FHIR base URL); yields its FHIR base URL (same path)."""
-    server = _QuietServer(("127.0.0.1", 0), _handler(upstream.rstrip("/"), log))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}{urlsplit(upstream).path.rstrip('/')}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_local(_handler(upstream.rstrip("/"), log)) as port:
+        yield f"http://127.0.0.1:{port}{urlsplit(upstream).path.rstrip('/')}"
