@@ -12,12 +12,11 @@ import base64
 import json
 import os
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from guideline.remote.jwt_auth import (
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import publish_resources
 from tests.support import CASES_DIR, ROOT
-from tests.support.netutil import free_port
+from tests.support.netutil import free_port, serve_local
 
 pytestmark = pytest.mark.server
 
@@ -84,17 +83,13 @@ def keys_and_issuers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     tmp = tmp_path_factory.mktemp("jwt")
     pairs = {name: generate_key_pair(tmp / name, kid=name) for name in ("k1", "k2", "k3")}
     handler = type("Handler", (_JwksHandler,), {"body": pairs["k3"][1].read_bytes()})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    issuers = tmp / "issuers.json"
-    entry = {"iss": ISS, "jwks": "k1/jwks.json", "jku": [f"{base}/allowed.json"]}
-    issuers.write_text(json.dumps({"issuers": [entry]}), encoding="utf-8")
     loaded = {name: load_private_key(p[0]) for name, p in pairs.items()}
-    try:
+    with serve_local(handler) as port:
+        base = f"http://127.0.0.1:{port}"
+        issuers = tmp / "issuers.json"
+        entry = {"iss": ISS, "jwks": "k1/jwks.json", "jku": [f"{base}/allowed.json"]}
+        issuers.write_text(json.dumps({"issuers": [entry]}), encoding="utf-8")
         yield Keys(loaded["k1"], loaded["k2"], loaded["k3"], f"{base}/allowed.json", f"{base}/other.json"), issuers
-    finally:
-        httpd.shutdown()
 
 
 @pytest.fixture(scope="module")

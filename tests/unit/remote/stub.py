@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support.netutil import serve_local
+
 
 @dataclass
 class Reply:
@@ -120,30 +122,15 @@ def _handler(stub: Stub) -> type[http.server.BaseHTTPRequestHandler]:
     return Handler
 
 
-class _QuietServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        # Read-timeout tests hang up on a stalled handler, which then writes to a closed socket.
-        return
-
-
 @contextmanager
 def stub_server(
     routes: dict[str, Reply | list[Reply]] | None = None, respond: Responder | None = None
 ) -> Iterator[Stub]:
     """Run a stub on a free loopback port; `stub.url` is its root (no path)."""
     stub = Stub(routes=routes or {}, respond=respond)
-    server = _QuietServer(("127.0.0.1", 0), _handler(stub))
-    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    # A short poll interval: shutdown() waits for the loop's next poll (0.5 s by default).
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    try:
+    with serve_local(_handler(stub)) as port:
+        stub.url = f"http://127.0.0.1:{port}"
         yield stub
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def capability(

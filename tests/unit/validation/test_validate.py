@@ -6,9 +6,8 @@ import base64
 import json
 import shutil
 import tarfile
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from guideline.validation import model, references, schema
 from guideline.validation.report import ValidationReport
 from guideline.validation.run import validate
 from guideline.validation.subject import Item
+from tests.support.netutil import serve_local
 from tests.support.validate_fixtures import (
     AD,
     CQL_REC,
@@ -318,13 +318,9 @@ class _Stub(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def stub_server() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _Stub)
     _Stub.posted = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/fhir"
-    server.shutdown()
-    server.server_close()
+    with serve_local(_Stub) as port:
+        yield f"http://127.0.0.1:{port}/fhir"
 
 
 def test_server_issues_are_merged_as_server_findings(project: Path, engine: Engine, stub_server: str) -> None:
