@@ -20,7 +20,7 @@ from typing import Any
 from guideline.content.package import Package
 from guideline.core.errors import BadInputError, ContentError, UsageError
 from guideline.core.evaltime import EVALUATION_TIME_PARAMETER
-from guideline.evaluation.population import BATCH_BYTES, BATCH_RECORDS, Pool, record_batches
+from guideline.evaluation.population import BATCH_BYTES, BATCH_RECORDS, Pool, record_batches, run_in_order
 from guideline.evaluation.records import PatientRecord
 
 MEASURE_POPULATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/measure-population"
@@ -235,7 +235,8 @@ def evaluate_records(
     """Each record with its define values per Measure library, or with the reason it was not evaluated.
 
     One request per batch evaluates every Measure library for its patients (the engines cache what the
-    libraries share, GLCommon's defines, within a patient).
+    libraries share, GLCommon's defines, within a patient); batches run on every engine of the pool at once,
+    results in input order (population.run_in_order, as population mode).
     """
     pool.load(pkg)
     defs = measure_defs(pkg)
@@ -245,7 +246,8 @@ def evaluate_records(
         expressions.setdefault(d.library, [])
         expressions[d.library] += [e for e in d.expressions if e not in expressions[d.library]]
     params = period.parameters()
-    for batch in record_batches(records, batch_records, batch_bytes):
+
+    def run(batch: list[PatientRecord]) -> list[tuple[PatientRecord, dict[str, dict[str, Any]] | None, str | None]]:
         good = [r for r in batch if r.error is None]
         rows: list[dict[str, Any]] = []
         if good:
@@ -254,15 +256,18 @@ def evaluate_records(
                     pkg.key, libraries, [r.bundle_json or "" for r in good], period.end_time, expressions, params
                 )
         answers = dict(zip((id(r) for r in good), rows, strict=True))
+        out: list[tuple[PatientRecord, dict[str, dict[str, Any]] | None, str | None]] = []
         for r in batch:
-            if r.error is not None:
-                yield r, None, r.error
-                continue
-            row = answers[id(r)]
-            if row.get("ok"):
-                yield r, row.get("libraries") or {}, None
+            row = answers.get(id(r))
+            if r.error is not None or row is None:
+                out.append((r, None, r.error))
+            elif row.get("ok"):
+                out.append((r, row.get("libraries") or {}, None))
             else:
-                yield r, None, f"the CQL engine failed on this patient: {row.get('error', 'unknown error')}"
+                out.append((r, None, f"the CQL engine failed on this patient: {row.get('error', 'unknown error')}"))
+        return out
+
+    return run_in_order(record_batches(records, batch_records, batch_bytes), run, len(pool.engines))
 
 
 def tally(defs: list[MeasureDef], evaluated: Iterable[tuple[str, dict[str, dict[str, Any]]]]) -> list[Tally]:

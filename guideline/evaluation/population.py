@@ -7,12 +7,12 @@ import queue
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from guideline.content.cql import Engine
 from guideline.content.package import Package
@@ -27,6 +27,8 @@ from guideline.evaluation.walk import pathways, walk_pathways
 # A batch closes at this many records or this much bundle JSON, whichever comes first: large
 # enough that the per-request cost (~1 ms) vanishes, small enough that memory stays flat and
 # every worker gets work early (in flight at once: 2 batches per worker).
+R = TypeVar("R")
+T = TypeVar("T")
 BATCH_RECORDS = 64
 BATCH_BYTES = 4 * 1024 * 1024
 
@@ -367,10 +369,20 @@ def evaluate_population(
         with pool.engine() as eng:
             return evaluator.evaluate(eng, batch)
 
-    inflight: deque[Future[list[PatientResult]]] = deque()
+    return run_in_order(record_batches(records, batch_records, batch_bytes), run, workers)
+
+
+def run_in_order(batches: Iterable[list[R]], run: Callable[[list[R]], list[T]], workers: int) -> Iterator[T]:
+    """`run` on each batch in `workers` threads, the results yielded in batch order as soon as they are ready.
+
+    At most two batches per worker are in flight (one running, one waiting), so memory is bounded by the batch
+    size whatever the size of the input; a failure in any batch is raised here, and the batches not yet run are
+    cancelled. Population mode and the indicators both evaluate through it.
+    """
+    inflight: deque[Future[list[T]]] = deque()
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="population")
     try:
-        for batch in record_batches(records, batch_records, batch_bytes):
+        for batch in batches:
             if len(inflight) >= 2 * workers:
                 yield from inflight.popleft().result()
             inflight.append(executor.submit(run, batch))
