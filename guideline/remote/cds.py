@@ -279,7 +279,7 @@ def _templates(client: Client, service_id: str) -> dict[str, str]:
 # Discovery extension on a pathway service: the ids of the services whose cards it already returns. A client
 # calling "every service for the hook" skips those, so no card is shown twice.
 PATHWAY_OF_EXTENSION = "org.example.gl.pathway-of"
-# Basic.code system of the CDS server's own records (cards sent, feedback received) in its FHIR database.
+# Basic.code system of the CDS server's feedback records in its FHIR database (cards sent are in a plain table).
 RECORD_SYSTEM = "http://example.org/fhir/gl-treatment/cds-record"
 _EXT = "http://example.org/fhir/gl-treatment/StructureDefinition/cds-"
 

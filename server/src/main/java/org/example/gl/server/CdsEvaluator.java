@@ -5,7 +5,8 @@ import ca.uhn.fhir.jpa.api.dao.DaoRegistry;
 import ca.uhn.fhir.jpa.api.dao.IFhirResourceDao;
 import ca.uhn.fhir.jpa.searchparam.MatchUrlService;
 import ca.uhn.fhir.jpa.searchparam.SearchParameterMap;
-import ca.uhn.fhir.parser.IParser;
+import ca.uhn.fhir.parser.IJsonLikeParser;
+import ca.uhn.fhir.parser.json.jackson.JacksonStructure;
 import ca.uhn.fhir.repository.IRepository;
 import ca.uhn.fhir.rest.api.server.IRepositoryFactory;
 import ca.uhn.fhir.rest.api.server.SystemRequestDetails;
@@ -13,8 +14,10 @@ import ca.uhn.fhir.rest.server.exceptions.ResourceGoneException;
 import ca.uhn.fhir.rest.server.exceptions.ResourceNotFoundException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.DecimalNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import java.io.IOException;
+import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
 import java.time.ZonedDateTime;
 import java.util.ArrayList;
@@ -497,6 +500,10 @@ public class CdsEvaluator {
 	/**
 	 * All prefetched resources in one collection Bundle, each once (by type and id: a Medication reached by two
 	 * searches' _include is one resource); OperationOutcomes (a search's warnings) dropped.
+	 *
+	 * <p>The request's JSON tree goes to HAPI's parser as it is (its Jackson-backed structure), not written to a
+	 * String and parsed again: the prefetch is parsed from the request once. What HAPI's own reading of that text
+	 * would have changed is kept (see {@link #asWrittenDecimals}), so the engine gets the very same resources.
 	 */
 	public Bundle mergedData(ObjectNode prefetch) {
 		Map<String, JsonNode> byKey = new LinkedHashMap<>();
@@ -519,11 +526,46 @@ public class CdsEvaluator {
 			}
 		}
 		ObjectNode bundle = CollectionBundle.ofJson(mapper, byKey.values());
-		IParser parser = fhir.newJsonParser();
+		asWrittenDecimals(bundle);
+		JacksonStructure tree = new JacksonStructure();
+		tree.setNativeObject(bundle);
 		try {
-			return parser.parseResource(Bundle.class, mapper.writeValueAsString(bundle));
-		} catch (IOException | ca.uhn.fhir.parser.DataFormatException e) {
+			return ((IJsonLikeParser) fhir.newJsonParser()).parseResource(Bundle.class, tree);
+		} catch (ca.uhn.fhir.parser.DataFormatException e) {
 			throw new CdsRequestError(400, "prefetch is not valid FHIR R4 JSON: " + e.getMessage());
 		}
+	}
+
+	/**
+	 * Replaces, in place, every binary floating-point number of {@code node} with the decimal its JSON text has.
+	 * The request's mapper reads a JSON decimal as a double; HAPI, reading the text the mapper writes for it, gets
+	 * exactly that text as a decimal (its parser keeps decimals exact), whereas its tree structure would give a
+	 * double node's text unconverted. Written text and a double node's text are the same shortest form, so the
+	 * resource's values equal those of the former write-and-parse.
+	 */
+	static void asWrittenDecimals(JsonNode node) {
+		if (node instanceof ObjectNode object) {
+			for (Map.Entry<String, JsonNode> field : object.properties()) {
+				JsonNode value = field.getValue();
+				if (isBinaryFloat(value)) {
+					field.setValue(DecimalNode.valueOf(new BigDecimal(value.asText())));
+				} else if (value.isContainerNode()) {
+					asWrittenDecimals(value);
+				}
+			}
+		} else if (node instanceof ArrayNode array) {
+			for (int i = 0; i < array.size(); i++) {
+				JsonNode value = array.get(i);
+				if (isBinaryFloat(value)) {
+					array.set(i, DecimalNode.valueOf(new BigDecimal(value.asText())));
+				} else if (value.isContainerNode()) {
+					asWrittenDecimals(value);
+				}
+			}
+		}
+	}
+
+	private static boolean isBinaryFloat(JsonNode value) {
+		return (value.isDouble() || value.isFloat()) && Double.isFinite(value.doubleValue());
 	}
 }

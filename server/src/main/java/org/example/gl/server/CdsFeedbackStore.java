@@ -1,50 +1,101 @@
 package org.example.gl.server;
 
 import ca.uhn.fhir.jpa.api.dao.DaoRegistry;
-import ca.uhn.fhir.jpa.api.dao.IFhirResourceDao;
 import ca.uhn.fhir.jpa.api.dao.IFhirSystemDao;
-import ca.uhn.fhir.jpa.searchparam.SearchParameterMap;
 import ca.uhn.fhir.rest.api.server.SystemRequestDetails;
-import ca.uhn.fhir.rest.param.TokenParam;
 import com.fasterxml.jackson.databind.JsonNode;
+import java.sql.Timestamp;
+import java.util.ArrayList;
 import java.util.Date;
-import java.util.HashSet;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Set;
+import javax.sql.DataSource;
 import org.hl7.fhir.r4.model.Basic;
 import org.hl7.fhir.r4.model.Bundle;
 import org.hl7.fhir.r4.model.CodeType;
 import org.hl7.fhir.r4.model.CodeableConcept;
 import org.hl7.fhir.r4.model.Coding;
 import org.hl7.fhir.r4.model.DateTimeType;
-import org.hl7.fhir.r4.model.Extension;
-import org.hl7.fhir.r4.model.Identifier;
 import org.hl7.fhir.r4.model.StringType;
+import org.springframework.dao.DataAccessException;
+import org.springframework.jdbc.core.JdbcTemplate;
 
 /**
- * Durable memory of the cards this service sent and of the feedback it received, as FHIR {@code Basic} resources in
- * the server's own database (so it survives a restart and is shared by every node on one database).
+ * Durable memory of the cards this service sent and of the feedback it received, in the server's own database (so it
+ * survives a restart and is shared by every node on one database).
  *
  * <p>Why remember cards rather than make their uuids verifiable (an HMAC in the uuid): feedback must prove that an
  * {@code acceptedSuggestions} id was sent <em>on that card</em>; a MAC would need a secret shared by every node and
- * kept out of the FHIR API, and still could not tell which suggestions a card carried without storing them. One
- * {@code Basic} per call (every card's uuid as an identifier, its suggestion uuids in an extension) costs one insert
- * per call that has cards, and nothing about the patient is kept (no subject, no resources).
+ * kept out of the FHIR API, and still could not tell which suggestions a card carried without storing them.
+ *
+ * <p>Cards sent: one row per card in the plain table {@value #CARD_TABLE} (card uuid, service, its suggestion uuids,
+ * when), written with one batched JDBC insert per call that has cards, on the same {@code DataSource} as HAPI's JPA
+ * storage. Not a FHIR resource: every CDS call with cards writes this record, and creating it as a {@code Basic}
+ * through HAPI's JPA DAO (resource table, version, index rows, Hibernate flush) was half of a call's CPU under load
+ * (BENCHMARKS section 7). The insert is synchronous: feedback may arrive right after the response and must find the
+ * card. Nothing about the patient is kept (no subject, no resources). The table is created at start-up, if missing,
+ * in SQL that H2 and PostgreSQL both accept; several nodes may start together on one database ({@link #createSchema}).
+ *
+ * <p>Feedback received stays a FHIR {@code Basic} per item (code {@link #RECORD_SYSTEM}{@code |feedback}): it is rare
+ * (a clinician's action, not every chart opening), and it is the durable record that people and {@code guideline cds
+ * feedback} read through the FHIR API.
  */
 public class CdsFeedbackStore {
-	/** Basic.code system of this server's records (not clinical; never part of the package). */
+	/** Basic.code system of this server's feedback records (not clinical; never part of the package). */
 	public static final String RECORD_SYSTEM = "http://example.org/fhir/gl-treatment/cds-record";
 	public static final String EXT = "http://example.org/fhir/gl-treatment/StructureDefinition/cds-";
-	private static final String URI_SYSTEM = "urn:ietf:rfc:3986";
+	/** The table of cards sent. */
+	static final String CARD_TABLE = "gl_cds_card";
+	/** Width of the suggestions column: suggestion uuids (36 characters) separated by one space. */
+	static final int SUGGESTIONS_WIDTH = 4000;
+	// create table if not exists: H2 2.x and PostgreSQL 9.1+ both accept it, and the types are common to both
+	private static final String CREATE_CARD_TABLE = "create table if not exists " + CARD_TABLE + " ("
+			+ "card_uuid varchar(36) primary key, "
+			+ "service varchar(200) not null, "
+			+ "suggestions varchar(" + SUGGESTIONS_WIDTH + ") not null, "
+			+ "created timestamp not null)";
+	private static final String INSERT_CARD =
+			"insert into " + CARD_TABLE + " (card_uuid, service, suggestions, created) values (?, ?, ?, ?)";
+	private static final String SELECT_SUGGESTIONS =
+			"select suggestions from " + CARD_TABLE + " where card_uuid = ? and service = ?";
 
 	private final DaoRegistry daos;
+	private final JdbcTemplate jdbc;
 
-	public CdsFeedbackStore(DaoRegistry daos) {
+	/**
+	 * The store on HAPI's {@code daos} (feedback items) and the server's {@code dataSource} (cards sent); creates the
+	 * card table if it is missing.
+	 */
+	public CdsFeedbackStore(DaoRegistry daos, DataSource dataSource) {
 		this.daos = daos;
+		this.jdbc = new JdbcTemplate(dataSource);
+		createSchema();
 	}
 
-	private IFhirResourceDao<Basic> dao() {
-		return daos.getResourceDao(Basic.class);
+	/**
+	 * Creates the card table unless it exists; safe to run again and on several nodes at once. PostgreSQL's
+	 * {@code create table if not exists} is not atomic: of two nodes starting together on an empty database, one
+	 * may fail with a duplicate object (or a unique violation in its catalogue) while the other creates the table.
+	 * Such a failure is harmless when the table is there afterwards, so only then it is ignored.
+	 */
+	void createSchema() {
+		try {
+			jdbc.execute(CREATE_CARD_TABLE);
+		} catch (DataAccessException e) {
+			if (!cardTableExists()) {
+				throw e;
+			}
+		}
+	}
+
+	private boolean cardTableExists() {
+		try {
+			jdbc.queryForObject("select count(*) from " + CARD_TABLE + " where 1 = 0", Integer.class);
+			return true;
+		} catch (DataAccessException e) {
+			return false;
+		}
 	}
 
 	/** Remembers the cards of one call of {@code service} (uuid and suggestion uuids); nothing when there are none. */
@@ -52,43 +103,36 @@ public class CdsFeedbackStore {
 		if (cards == null || cards.isEmpty()) {
 			return;
 		}
-		Basic b = new Basic();
-		b.setCode(new CodeableConcept(new Coding(RECORD_SYSTEM, "cards", "CDS cards sent")));
-		b.setCreated(new Date());
-		b.addExtension(EXT + "service", new StringType(service));
+		Timestamp now = new Timestamp(System.currentTimeMillis());
+		List<Object[]> rows = new ArrayList<>();
 		for (JsonNode card : cards) {
 			String uuid = card.path("uuid").asText();
-			b.addIdentifier(new Identifier().setSystem(URI_SYSTEM).setValue("urn:uuid:" + uuid));
-			Extension c = b.addExtension().setUrl(EXT + "card");
-			c.addExtension("uuid", new StringType(uuid));
-			for (JsonNode s : card.path("suggestions")) {
-				c.addExtension("suggestion", new StringType(s.path("uuid").asText()));
+			List<String> suggestions = new ArrayList<>();
+			card.path("suggestions").forEach(s -> suggestions.add(s.path("uuid").asText()));
+			String joined = String.join(" ", suggestions);
+			if (joined.length() > SUGGESTIONS_WIDTH) {
+				// a card's suggestions are its recommendation's few proposals; this many means a bug upstream
+				throw new IllegalStateException("card " + uuid + " has " + suggestions.size()
+						+ " suggestions, more than " + CARD_TABLE + ".suggestions holds");
 			}
+			rows.add(new Object[] {uuid, service, joined, now});
 		}
-		dao().create(b, new SystemRequestDetails());
+		jdbc.batchUpdate(INSERT_CARD, rows);
 	}
 
 	/** The suggestion uuids of card {@code uuid} as sent by {@code service}, or null when it never sent that card. */
 	public Set<String> sentSuggestions(String service, String uuid) {
-		SearchParameterMap map = SearchParameterMap.newSynchronous()
-				.add("code", new TokenParam(RECORD_SYSTEM, "cards"))
-				.add("identifier", new TokenParam(URI_SYSTEM, "urn:uuid:" + uuid));
-		for (var resource : dao().search(map, new SystemRequestDetails()).getAllResources()) {
-			Basic b = (Basic) resource;
-			Extension svc = b.getExtensionByUrl(EXT + "service");
-			if (svc == null || !service.equals(svc.getValue().primitiveValue())) {
-				continue;
-			}
-			for (Extension c : b.getExtensionsByUrl(EXT + "card")) {
-				Extension id = c.getExtensionByUrl("uuid");
-				if (id != null && uuid.equals(id.getValue().primitiveValue())) {
-					Set<String> out = new HashSet<>();
-					c.getExtensionsByUrl("suggestion").forEach(s -> out.add(s.getValue().primitiveValue()));
-					return out;
-				}
+		String joined = jdbc.query(SELECT_SUGGESTIONS, rs -> rs.next() ? rs.getString(1) : null, uuid, service);
+		if (joined == null) {
+			return null;
+		}
+		Set<String> out = new LinkedHashSet<>();
+		for (String s : joined.split(" ")) {
+			if (!s.isEmpty()) {
+				out.add(s);
 			}
 		}
-		return null;
+		return out;
 	}
 
 	/** One checked feedback item to store. */

@@ -25,6 +25,7 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.stream.Stream;
+import javax.sql.DataSource;
 import ca.uhn.fhir.rest.api.server.SystemRequestDetails;
 import org.hl7.fhir.instance.model.api.IIdType;
 import ca.uhn.fhir.rest.param.UriParam;
@@ -166,9 +167,9 @@ public class ClinicalReasoningConfig {
 
 	/**
 	 * CDS Hooks at /cds-services: cards from the evaluation core or the $apply path (CdsEvaluator, CdsCards, setting
-	 * guideline.cds.evaluator), feedback stored in this
-	 * server's database (CdsFeedbackStore). A servlet Filter registered for /cds-services/* runs before it, so it can
-	 * refuse a call before any evaluation.
+	 * guideline.cds.evaluator), the cards sent and the feedback received kept in this server's database
+	 * (CdsFeedbackStore; its card table is created here, at start-up, on the JPA storage's DataSource). A servlet
+	 * Filter registered for /cds-services/* runs before it, so it can refuse a call before any evaluation.
 	 */
 	@Bean
 	public ServletRegistrationBean<CdsHooksServlet> cdsHooksServlet(
@@ -181,6 +182,7 @@ public class ClinicalReasoningConfig {
 			KnowledgeCache knowledge,
 			FhirContext fhirContext,
 			EvaluationSettings settings,
+			DataSource dataSource,
 			GuidelineProperties props) {
 		GuidelineProperties.Cds cds = props.cds();
 		// the package's override-reason CodeSystem, read like the other knowledge: cached until knowledge changes
@@ -196,7 +198,7 @@ public class ClinicalReasoningConfig {
 				cds.pathwayServiceId(),
 				evaluator,
 				new CdsCards(fhirContext, mapper, cds.siteBaseUrl(), reasons),
-				new CdsFeedback(new CdsFeedbackStore(daos), reasons),
+				new CdsFeedback(new CdsFeedbackStore(daos, dataSource), reasons),
 				new InformationalCards(cds.informationalCards(), evaluator::plan),
 				cds.evaluator());
 		var reg = new ServletRegistrationBean<>(servlet, "/cds-services", "/cds-services/*");
