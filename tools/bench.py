@@ -43,7 +43,7 @@ from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import plan_publish, publish_resources
 from guideline.validation.run import validate
 from tools import bench_measures, bench_spark, bench_synthea, deploybench
-from tools.benchkit import log, machine, percentile
+from tools.benchkit import Block, log, machine, percentile
 from tools.deploybench import deploy_section, splice_section
 from tools.synth import DEFAULT_AT, as_bundle, synth_patients, write_population
 
@@ -52,6 +52,7 @@ AT = f"{DEFAULT_AT.isoformat()}T12:00:00Z"
 # `scripts/bench --cds` (tools/bench_cds.py) owns this block of BENCHMARKS.md; a full run keeps it as it was.
 CDS_BEGIN = "<!-- cds-load:begin (scripts/bench --cds) -->"
 CDS_END = "<!-- cds-load:end -->"
+CDS_BLOCK = Block(CDS_BEGIN, CDS_END)
 BASELINE_ID = "BenchTrivialBaseline"
 PATHWAY_CDS = "gl-treatment"  # the pathway service: every recommendation's cards in one call
 OURS_CDS = "GLR2Bromocriptine"  # the recommendation with the most logic (two effects, a dynamic card text)
@@ -1274,13 +1275,9 @@ def main(argv: list[str] | None = None) -> int:
     # (`scripts/bench --cds`, between its markers), the Synthea block (`scripts/bench --synthea`), the indicators
     # block (`scripts/bench --measures`) and the
     # deployment section (`scripts/bench --deploy`).
-    old, synthea_block = bench_synthea.take_block(old)
-    old, measures_block = bench_measures.take_block(old)
-    cds_block = ""
-    if CDS_BEGIN in old and CDS_END in old:
-        head, rest = old.split(CDS_BEGIN, 1)
-        body, tail = rest.split(CDS_END, 1)
-        cds_block, old = CDS_BEGIN + body + CDS_END + "\n", head + tail
+    old, synthea_block = bench_synthea.BLOCK.take(old)
+    old, measures_block = bench_measures.BLOCK.take(old)
+    old, cds_block = CDS_BLOCK.take(old)
     kept = deploy_section(old)
     if kept:
         text = splice_section(text, kept)

@@ -41,7 +41,7 @@ from guideline.remote.cds import DEFAULT_USER, cds_base_for, discover, resolve_p
 from guideline.remote.http import Client, Timeouts, read_token
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import publish_resources
-from tools.bench import CDS_BEGIN, CDS_END
+from tools.bench import CDS_BEGIN, CDS_BLOCK, CDS_END
 from tools.benchkit import log, machine, percentile
 
 SERVICE = "gl-treatment"
@@ -420,19 +420,6 @@ def _p(values: list[float], p: float) -> float:
     return percentile(values, p) if values else float("nan")
 
 
-def write_block(path: Path, block: str) -> None:
-    """Replace the CDS block in BENCHMARKS.md (append it when absent); temp file + rename."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if CDS_BEGIN in text and CDS_END in text:
-        head, rest = text.split(CDS_BEGIN, 1)
-        text = head + block.rstrip("\n") + rest.split(CDS_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 # Long: the bench's sequence, bounded phase by phase
 def main(argv: list[str] | None = None) -> int:
     """Set up both servers and the EHR, run the phases, write the block."""
@@ -517,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     r["targets"] = targets(r)
     # the servers' URLs and the token file are the bench's own (free ports, temp files): not part of the command
     cmd = "scripts/bench --cds" + (" --quick" if args.quick else "")
-    write_block(out, report(r, args.clients, info, cmd))
+    CDS_BLOCK.write(out, report(r, args.clients, info, cmd))
     log(f"wrote {out}")
     bad = sum(len(load.errors) for load in loads.values())
     return 1 if bad else 0

@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guideline.core import toolchain
+from tools import benchkit
+from tools.benchkit import Block
 
 MEAS_BEGIN = "<!-- measures-bench:begin (scripts/bench --measures) -->"
 MEAS_END = "<!-- measures-bench:end -->"
+BLOCK = Block(MEAS_BEGIN, MEAS_END)
 PERIOD = "2026-01-01/2026-12-31"
 AT = "2026-12-31T23:59:59Z"  # the evaluation time `measure` uses for PERIOD
 # The synthetic data's "as of" date: inside PERIOD, so the labs and orders fall in it.
@@ -32,8 +35,7 @@ SYNTH_AT = "2026-12-01"
 
 def log(msg: str) -> None:
     """Progress on stderr."""
-    sys.stderr.write(f"bench --measures: {msg}\n")
-    sys.stderr.flush()
+    benchkit.log(msg, "bench --measures")
 
 
 class BenchError(RuntimeError):
@@ -130,23 +132,6 @@ def report(ms: Sequence[Measured], runs: int, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def splice(document: str, block: str) -> str:
-    """DOCUMENT with its measures block replaced by BLOCK (appended when it has none)."""
-    if MEAS_BEGIN in document and MEAS_END in document:
-        head, rest = document.split(MEAS_BEGIN, 1)
-        return head + block.rstrip("\n") + rest.split(MEAS_END, 1)[1]
-    return document.rstrip("\n") + "\n\n" + block
-
-
-def take_block(document: str) -> tuple[str, str]:
-    """DOCUMENT without its measures block, and the block (empty when absent): a full `scripts/bench` keeps it."""
-    if MEAS_BEGIN in document and MEAS_END in document:
-        head, rest = document.split(MEAS_BEGIN, 1)
-        body, tail = rest.split(MEAS_END, 1)
-        return head + tail, MEAS_BEGIN + body + MEAS_END + "\n"
-    return document, ""
-
-
 def make_parser() -> argparse.ArgumentParser:
     """The options of `scripts/bench --measures`."""
     p = argparse.ArgumentParser(prog="scripts/bench --measures", description=__doc__.splitlines()[0])
@@ -181,8 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"failed: {e}")
         return 1
     block = report(inputs, args.runs, time.monotonic() - started)
-    document = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
-    args.out.write_text(splice(document, block), encoding="utf-8")
+    BLOCK.write(args.out, block)
     log(f"wrote the block into {args.out}")
     sys.stdout.write(block)
     return 0

@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guideline.core import toolchain
-from tools.benchkit import machine
+from tools import benchkit
+from tools.benchkit import Block, machine
 
 SYN_BEGIN = "<!-- synthea-bench:begin (scripts/bench --synthea) -->"
 SYN_END = "<!-- synthea-bench:end -->"
+BLOCK = Block(SYN_BEGIN, SYN_END)
 AT = "2026-12-01T12:00:00Z"  # Synthea's fixed reference date (tools/synthea.py), so the records' dates fit it
 LABS_SHARE = "0.3"
 PARTS = ("read-all", "gz", "js", "spark")
@@ -53,8 +55,7 @@ _MEMORY = re.compile(r"memory: peak RSS (\d+) MiB \([^)]*\)(?:, ([\d/]+) MiB \(w
 
 def log(msg: str) -> None:
     """Progress on stderr."""
-    sys.stderr.write(f"bench --synthea {time.strftime('%H:%M:%S')}: {msg}\n")
-    sys.stderr.flush()
+    benchkit.log(msg, "bench --synthea")
 
 
 def _int(text: str | None) -> int:
@@ -472,32 +473,6 @@ def _commands() -> str:
     return "; ".join(f"`{KINDS[k][1]}`" for k in KINDS)
 
 
-def splice_block(document: str, block: str) -> str:
-    """`document` with its Synthea block replaced by `block` (appended when it has none); the rest kept."""
-    if SYN_BEGIN in document and SYN_END in document:
-        head, rest = document.split(SYN_BEGIN, 1)
-        return head + block.rstrip("\n") + rest.split(SYN_END, 1)[1]
-    return document.rstrip("\n") + "\n\n" + block
-
-
-def take_block(document: str) -> tuple[str, str]:
-    """(the document without its Synthea block, the block with a trailing newline or "")."""
-    if SYN_BEGIN in document and SYN_END in document:
-        head, rest = document.split(SYN_BEGIN, 1)
-        body, tail = rest.split(SYN_END, 1)
-        return head + tail, SYN_BEGIN + body + SYN_END + "\n"
-    return document, ""
-
-
-def write_block(path: Path, block: str) -> None:
-    """Replace the Synthea block in `path` (created with a title when absent); temp file + rename."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(splice_block(text, block), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def make_parser() -> argparse.ArgumentParser:
     """`scripts/bench --synthea [--patients N ...] [--seed S] [--work DIR] [--runs R] [--skip ...] [--out FILE]`."""
     p = argparse.ArgumentParser(prog="scripts/bench --synthea", description=__doc__.splitlines()[0])
@@ -542,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Synthea, gzip or a raw read failed: what is measured so far stays in the block
             sys.stderr.write(f"bench --synthea: N={n}: {e}\n")
             return 1
-        write_block(out, report(done, info, cmd, time.monotonic() - started, args.runs))
+        BLOCK.write(out, report(done, info, cmd, time.monotonic() - started, args.runs))
         log(f"wrote {out} ({n} done)")
     return 1 if any(m.failed for m in done) else 0
 

@@ -31,6 +31,7 @@ from guideline.remote.cds import call
 from guideline.remote.http import Client, Timeouts
 from guideline.remote.patients import days_until, load_patient, roll_dates
 from guideline.remote.publish import publish_resources
+from tools import benchkit
 
 ROOT = Path(__file__).resolve().parents[1]
 CASE = ROOT / "tests" / "cases" / "r3-triglycerides-at-threshold"
@@ -57,7 +58,7 @@ SETUPS = (
 
 def log(msg: str) -> None:
     """Progress on stderr."""
-    print(f"deploybench: {msg}", file=sys.stderr, flush=True)
+    benchkit.log(msg, "deploybench")
 
 
 def p95(values: list[float]) -> float:

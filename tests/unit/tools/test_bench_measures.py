@@ -20,9 +20,8 @@ def test_the_block_has_medians_and_their_ratio() -> None:
 
 def test_splice_replaces_only_its_own_block_or_appends_it() -> None:
     """Verify that a second run replaces the block and keeps the rest of the document."""
-    first = bm.splice("# Benchmarks\n\nother text\n", "BLOCK-1\n")
+    first = bm.BLOCK.splice("# Benchmarks\n\nother text\n", "BLOCK-1\n")
     assert first == "# Benchmarks\n\nother text\n\nBLOCK-1\n"
     doc = f"head\n{bm.MEAS_BEGIN}\nold\n{bm.MEAS_END}\ntail\n"
-    assert (
-        bm.splice(doc, f"{bm.MEAS_BEGIN}\nnew\n{bm.MEAS_END}\n") == f"head\n{bm.MEAS_BEGIN}\nnew\n{bm.MEAS_END}\ntail\n"
-    )
+    new = f"{bm.MEAS_BEGIN}\nnew\n{bm.MEAS_END}\n"
+    assert bm.BLOCK.splice(doc, new) == f"head\n{new}tail\n"

@@ -87,15 +87,15 @@ def test_block_replaced_in_place_rest_kept(tmp_path: Path) -> None:
     appends it to a document without one."""
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\n## 1. Local\n\nfigures\n", encoding="utf-8")
-    bench_synthea.write_block(path, f"{SYN_BEGIN}\nold\n{SYN_END}\n")
+    bench_synthea.BLOCK.write(path, f"{SYN_BEGIN}\nold\n{SYN_END}\n")
     path.write_text(path.read_text(encoding="utf-8") + "\n<!-- cds-load:begin -->\ncds\n", encoding="utf-8")
-    bench_synthea.write_block(path, f"{SYN_BEGIN}\nnew\n{SYN_END}\n")
+    bench_synthea.BLOCK.write(path, f"{SYN_BEGIN}\nnew\n{SYN_END}\n")
     text = path.read_text(encoding="utf-8")
     block = f"{SYN_BEGIN}\nnew\n{SYN_END}\n"
     assert text == f"# Benchmarks\n\n## 1. Local\n\nfigures\n\n{block}\n<!-- cds-load:begin -->\ncds\n"
-    rest, block = bench_synthea.take_block(text)
+    rest, block = bench_synthea.BLOCK.take(text)
     assert block == f"{SYN_BEGIN}\nnew\n{SYN_END}\n" and SYN_BEGIN not in rest and "cds" in rest and "figures" in rest
-    assert bench_synthea.take_block("# B\n") == ("# B\n", "")
+    assert bench_synthea.BLOCK.take("# B\n") == ("# B\n", "")
 
 
 def test_session_rss_counts_this_session() -> None:
