@@ -108,13 +108,14 @@ final class Reads {
     if (typePattern == null || codePatterns.isEmpty()) {
       return null;
     }
-    String text = new String(raw, from, len - from, StandardCharsets.ISO_8859_1);
-    Matcher m = typePattern.matcher(text).region(0, Math.min(text.length(), head));
-    if (!m.lookingAt()) {
+    // The type first, on the first bytes only (as skips): a line of a type read whole is never decoded here.
+    Matcher m = typePattern.matcher(new String(raw, from, Math.min(len - from, head), StandardCharsets.ISO_8859_1));
+    Pattern codes = m.lookingAt() ? codePatterns.get(m.group(1)) : null;
+    if (codes == null) {
       return null;
     }
-    Pattern codes = codePatterns.get(m.group(1));
-    if (codes == null || codes.matcher(text).find() || text.indexOf('\\') >= 0) {
+    String text = new String(raw, from, len - from, StandardCharsets.ISO_8859_1);
+    if (codes.matcher(text).find() || text.indexOf('\\') >= 0) {
       return null;
     }
     int at = text.indexOf("\"subject\"");
