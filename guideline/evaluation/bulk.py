@@ -15,6 +15,7 @@ messages still name the `.gz` file, with the line numbers of its decompressed te
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import re
@@ -32,7 +33,7 @@ from urllib.parse import urlparse
 from guideline.core.errors import BadInputError
 from guideline.core.fhir import collection_bundle_json
 from guideline.evaluation.bundles import binary_kind, first_text
-from guideline.evaluation.ndjson import BOM, parse_line, protocol_text
+from guideline.evaluation.ndjson import BOM, parse_line, protocol_text, reference_patient
 from guideline.evaluation.pushdown import Reads
 
 # Fields that tie a resource to its patient (Observation.subject, AllergyIntolerance.patient, ...).
@@ -65,12 +66,9 @@ def patient_key(resource: dict[str, Any]) -> str | None:
     for name in PATIENT_LINKS:
         link = resource.get(name)
         ref = link.get("reference") if isinstance(link, dict) else None
-        if isinstance(ref, str):
-            parts = ref.split("/")
-            # Patient/x, http://host/fhir/Patient/x, Patient/x/_history/2
-            for j in range(len(parts) - 1):
-                if parts[j] == "Patient" and parts[j + 1]:
-                    return parts[j + 1]
+        key = reference_patient(ref) if isinstance(ref, str) else None
+        if key is not None:
+            return key
     return None
 
 
@@ -277,6 +275,53 @@ def read_through(path: Path, dest: IO[bytes] | None, sniff: Callable[[bytes], No
     return lines + (1 if content else 0)
 
 
+# A line's compact opening as servers write it, its type: see _skipped_lines.
+_COMPACT_TYPE = re.compile(rb'\{"resourceType":"([A-Za-z]+)"')
+
+
+def _whole_lines(f: IO[bytes]) -> Iterator[tuple[bytes, int]]:
+    """A file's text in blocks of about _BLOCK bytes: (block, end), its whole lines `block[:end]`.
+
+    The rest of a block (a line cut short) is read again with the next one (the file is sought back): nothing
+    is copied to join the pieces. A line longer than a block makes the block longer; the last line of the file
+    needs no line break.
+    """
+    while block := f.read(_BLOCK):
+        end = block.rfind(b"\n") + 1
+        while end == 0 and (more := f.read(_BLOCK)):
+            block += more
+            end = block.rfind(b"\n") + 1
+        if end == 0:
+            end = len(block)  # the file's last line, without a line break
+        elif end < len(block):
+            f.seek(end - len(block), io.SEEK_CUR)
+        yield block, end
+
+
+def _skipped_lines(block: bytes, end: int, reads: Reads) -> int:
+    """How many lines `block[:end]` holds if each starts with `{"resourceType":"X"` for one type X `reads`
+    skips; else -1.
+
+    Each such line is one `Reads.skips` skips (its compact opening, as servers write it, is well within the
+    bytes looked at), so the block is only counted: a blank line, a byte order mark or another type reads the
+    block line by line.
+    """
+    m = _COMPACT_TYPE.match(block)
+    if m is None or not reads.skips(m[0]):
+        return -1
+    prefix = m[0]
+    lines = 0
+    at = 0
+    while at < end:
+        if not block.startswith(prefix, at):
+            return -1
+        lines += 1
+        at = block.find(b"\n", at + len(prefix), end) + 1
+        if at == 0:
+            break  # the file's last line, without a line break
+    return lines
+
+
 @dataclass
 class Group:
     """One patient of the export (or a line that could not be placed), ready to become a record."""
@@ -342,7 +387,10 @@ class BulkIndex:
     def _scan(self, file: int, path: Path, text: Path) -> int:
         """Index one data file (its text at `text`): each line under its patient, shared ones by reference, bad apart.
 
-        Messages name `path`, the file in the export (a .gz one, whose text is its decompressed copy).
+        Messages name `path`, the file in the export (a .gz one, whose text is its decompressed copy). The file
+        is read in blocks of whole lines: a block whose every line starts with the compact opening of a type
+        no retrieve reads (`{"resourceType":"Claim"`, as servers write it) is counted without a loop over
+        its lines (each would be skipped: see pushdown.py); any other block is read line by line.
         """
         rows: list[tuple[str, int, int, int, int, int]] = []
         shared: list[tuple[str, int, int, int]] = []
@@ -350,59 +398,72 @@ class BulkIndex:
         dropped: dict[str, tuple[str, int, int, int, int, int]] = {}
         count = 0
         off = 0
+        lineno = 0
         try:
             f = text.open("rb")
         except OSError as e:
             raise BadInputError(f"{path}: cannot read the export file: {e.strerror or e}") from None
         with f:
-            for lineno, raw in enumerate(f, 1):
-                start, off = off, off + len(raw)
-                body = raw.removeprefix(BOM) if lineno == 1 else raw
-                if not body.strip():
+            for block, end in _whole_lines(f):
+                n = _skipped_lines(block, end, reads)
+                if n >= 0:
+                    count += n
+                    lineno += n
+                    off += end
                     continue
-                start += len(raw) - len(body)
-                count += 1
-                if reads.skips(body):
-                    continue
-                line = parse_line(raw, lineno, BUNDLE_HINT)
-                resource, problem = line.resource, line.problem
-                if problem is not None:
-                    m = PATIENT_REF.search(body.decode("utf-8", "replace"))
-                    if m is not None:
-                        self.db.execute("INSERT INTO poison VALUES (?, ?)", (m[1], f"{path.name} {problem}"))
-                    else:
-                        self.db.execute("INSERT INTO bad VALUES (?, ?, ?)", (file, lineno, problem))
-                    continue
-                rtype = resource["resourceType"]
-                if not reads.keeps(resource):
-                    # Never read back, but it places its patient as without the push-down (a patient with no
-                    # Patient line is still reported, at the same line): its first such line in this file is enough.
-                    key = patient_key(resource)
-                    if key is not None and key not in dropped:
-                        dropped[key] = (key, file, start, len(body), lineno, _DROPPED)
-                        if len(dropped) >= _CHUNK:  # memory stays flat; a repeated row later changes nothing
-                            rows.extend(dropped.values())
-                            dropped.clear()
-                    continue
-                if rtype == "Patient":
-                    rid = resource.get("id")
-                    key = rid if isinstance(rid, str) and rid else None
-                    if key is None:
-                        self.db.execute(
-                            "INSERT INTO bad VALUES (?, ?, ?)",
-                            (file, lineno, f"line {lineno}: the Patient has no id; give it one"),
-                        )
+                for raw in io.BytesIO(block[:end]):
+                    lineno += 1
+                    start, off = off, off + len(raw)
+                    body = raw.removeprefix(BOM) if lineno == 1 else raw
+                    if not body.strip():
                         continue
-                    rows.append((key, file, start, len(body), lineno, 1))
-                else:
-                    key = patient_key(resource)
-                    if key is not None:
-                        rows.append((key, file, start, len(body), lineno, 0))
-                    elif isinstance(resource.get("id"), str):
-                        shared.append((f"{rtype}/{resource['id']}", file, start, len(body)))
-                self.kept += 1
-                if len(rows) >= _CHUNK or len(shared) >= _CHUNK:
-                    self._flush(rows, shared)
+                    start += len(raw) - len(body)
+                    count += 1
+                    # Skipped (a type never read) or dropped (no code kept, the patient certain): never parsed.
+                    key = reads.screen(body)
+                    if key is True:
+                        continue
+                    if key is None:
+                        line = parse_line(raw, lineno, BUNDLE_HINT)
+                        resource, problem = line.resource, line.problem
+                        if problem is not None:
+                            m = PATIENT_REF.search(body.decode("utf-8", "replace"))
+                            if m is not None:
+                                self.db.execute("INSERT INTO poison VALUES (?, ?)", (m[1], f"{path.name} {problem}"))
+                            else:
+                                self.db.execute("INSERT INTO bad VALUES (?, ?, ?)", (file, lineno, problem))
+                            continue
+                    if key is not None or not reads.keeps(resource):
+                        # Never read back, but it places its patient as without the push-down (a patient with no
+                        # Patient line is still reported, at the same line): its first such line in this file is
+                        # enough.
+                        key = key if key is not None else patient_key(resource)
+                        if key is not None and key not in dropped:
+                            dropped[key] = (key, file, start, len(body), lineno, _DROPPED)
+                            if len(dropped) >= _CHUNK:  # memory stays flat; a repeated row later changes nothing
+                                rows.extend(dropped.values())
+                                dropped.clear()
+                        continue
+                    rtype = resource["resourceType"]
+                    if rtype == "Patient":
+                        rid = resource.get("id")
+                        key = rid if isinstance(rid, str) and rid else None
+                        if key is None:
+                            self.db.execute(
+                                "INSERT INTO bad VALUES (?, ?, ?)",
+                                (file, lineno, f"line {lineno}: the Patient has no id; give it one"),
+                            )
+                            continue
+                        rows.append((key, file, start, len(body), lineno, 1))
+                    else:
+                        key = patient_key(resource)
+                        if key is not None:
+                            rows.append((key, file, start, len(body), lineno, 0))
+                        elif isinstance(resource.get("id"), str):
+                            shared.append((f"{rtype}/{resource['id']}", file, start, len(body)))
+                    self.kept += 1
+                    if len(rows) >= _CHUNK or len(shared) >= _CHUNK:
+                        self._flush(rows, shared)
             rows.extend(dropped.values())
             self._flush(rows, shared)
         return count

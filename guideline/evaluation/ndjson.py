@@ -28,6 +28,18 @@ def body(raw: bytes, lineno: int) -> bytes:
     return raw.removeprefix(BOM) if lineno == 1 else raw
 
 
+def reference_patient(ref: str) -> str | None:
+    """The patient id a reference names (`Patient/x`, a URL ending in it, `Patient/x/_history/2`), or None.
+
+    The first `Patient` segment followed by a non-empty one: every reader places a resource by this.
+    """
+    parts = ref.split("/")
+    for j in range(len(parts) - 1):
+        if parts[j] == "Patient" and parts[j + 1]:
+            return parts[j + 1]
+    return None
+
+
 def protocol_text(text: str) -> str:
     """A resource's JSON text as one protocol line: trimmed, a lone carriage return between tokens made a space.
 

@@ -92,6 +92,8 @@ EXPECTED = (
 # How much of an NDJSON file is looked at before starting: enough to tell text from an archive or image.
 
 BUNDLE_HINT = "NDJSON holds one resource per line (or pass a directory of Bundles)"
+# What stands for a line the push-down dropped unparsed (pushdown.Reads.drops): a resource of no type kept.
+_UNPARSED: dict[str, Any] = {"resourceType": ""}
 
 
 def open_population(path: Path, want: Callable[[], Reads] | None = None) -> Population:
@@ -319,12 +321,17 @@ def _ndjson_records(  # noqa: PLR0913 - a slice of a file, and what to skip in i
             data = ndjson.body(raw, lineno)
             if not data.strip():
                 continue  # blank lines separate nothing and carry nothing
-            if reads.skips(data):
+            found = reads.screen(data)
+            if found is True:
                 if group is not None:
                     group.last = lineno
                 continue
-            line = ndjson.parse_line(raw, lineno, BUNDLE_HINT)
-            text, resource, problem = line.text, line.resource, line.problem
+            if found is not None:
+                # Dropped unparsed (pushdown.Reads.drops), its patient certain: grouped as a parsed one not kept.
+                text, resource, problem = "", _UNPARSED, None
+            else:
+                line = ndjson.parse_line(raw, lineno, BUNDLE_HINT)
+                text, resource, problem = line.text, line.resource, line.problem
             if problem is not None:
                 # The line cannot be placed: it poisons the patient it sits in, never silently.
                 if group is None:
@@ -332,6 +339,7 @@ def _ndjson_records(  # noqa: PLR0913 - a slice of a file, and what to skip in i
                 group.last = lineno
                 group.fail(problem)
                 continue
+            key: str | None = found
             if resource["resourceType"] == "Patient":
                 pid = resource.get("id")
                 key = pid if isinstance(pid, str) and pid else None
@@ -341,7 +349,7 @@ def _ndjson_records(  # noqa: PLR0913 - a slice of a file, and what to skip in i
                     group = _Group(None, lineno, lineno)
                     group.fail(f"line {lineno}: the Patient has no id; give it one (resources refer to Patient/<id>)")
                     continue
-            else:
+            elif found is None:
                 key = patient_key(resource)
             if group is None or (key is not None and key != group.key):
                 if group is not None:
@@ -355,7 +363,7 @@ def _ndjson_records(  # noqa: PLR0913 - a slice of a file, and what to skip in i
                     group.fail(f"line {lineno}: a second Patient/{key} (first at line {group.patient_line})")
                     continue
                 group.patient_line = lineno
-            if group.error is None and reads.keeps(resource):
+            if group.error is None and found is None and reads.keeps(resource):
                 group.lines.append(text)
         if group is not None:
             yield finish(group)

@@ -97,7 +97,8 @@ def export_files(path: str) -> list[str]:
 def key_line(file: int, name: str, item: tuple[str, int], reads: Reads | None = None) -> list[Keyed]:
     """One export line (text, 0-based index in its file) keyed by patient, shared reference or as a bad line.
 
-    A line `reads` skips (see pushdown.py) yields nothing, before any grouping: the shuffle never carries it.
+    A line `reads` skips (see pushdown.py) yields nothing, before any grouping: the shuffle never carries it;
+    one it drops yields its patient's key only.
     Without `reads` every line is read.
     """
     reads = reads or _READ_ALL
@@ -108,8 +109,11 @@ def key_line(file: int, name: str, item: tuple[str, int], reads: Reads | None = 
         return []
     # Spark drops the line break; the local reader parses the line with it, and JSON's error messages see it.
     raw = (body + "\n").encode("utf-8")
-    if reads.skips(raw):
+    found = reads.screen(raw)
+    if found is True:
         return []
+    if found is not None:  # dropped unparsed (pushdown.Reads.drops): only its patient's key crosses the shuffle
+        return [("D", found, file, lineno, "")]
     line = parse_line(raw, lineno, bulk.BUNDLE_HINT)
     resource, problem, text = line.resource, line.problem, line.text
     if problem is not None:

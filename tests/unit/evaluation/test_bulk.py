@@ -14,8 +14,12 @@ import pytest
 from guideline.cli import main as cli
 from guideline.core.errors import BadInputError, ExitCode
 from guideline.evaluation import bulk
+from guideline.evaluation.pushdown import Reads
 from guideline.evaluation.records import PatientRecord, open_population
 from tools.synth import synth_patients, write_population
+
+# The one code kept in the push-down tests here.
+_LOINC_1 = {"system": "http://loinc.org", "code": "1"}
 
 
 def _patient(pid: str) -> dict[str, Any]:
@@ -374,3 +378,54 @@ def test_plain_and_gzipped_copies_of_one_file_are_refused_without_a_manifest(tmp
     (export / "Patient.ndjson.gz").write_bytes(gzip.compress((export / "Patient.ndjson").read_bytes()))
     with pytest.raises(BadInputError, match=r"holds both Patient\.ndjson and Patient\.ndjson\.gz"):
         open_population(export)
+
+
+def _reads_loinc_1() -> Reads:
+    """The push-down of one retrieve: Observations with code LOINC 1 (Claims, Encounters, ... never read)."""
+    return Reads.of_requirements([{"type": "Observation", "codeFilter": [{"path": "code", "code": [_LOINC_1]}]}], {})
+
+
+def _indexed(export: Path, reads: Reads | None) -> list[tuple[str, str | None, str | None, str | None]]:
+    with open_population(export, (lambda: reads) if reads is not None else None) as population:
+        return [(r.where, r.patient, r.error, r.bundle_json) for r in population.records()]
+
+
+def test_blocks_of_skipped_lines_index_as_lines_read_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verify that a file read in blocks gives the same records whatever the block size: blocks of compact
+    skipped lines are only counted, while a BOM, blank lines, a Patient or spaced line among the Claims, a line
+    longer than a block and a last line without a line break are each read as before."""
+    reads = _reads_loinc_1()
+    claim = {"resourceType": "Claim", "patient": {"reference": "Patient/a"}, "use": "claim"}
+    claims = [json.dumps(claim, separators=(",", ":"))] * 30
+    claims[3] = json.dumps({**claim, "note": "x" * 300}, separators=(",", ":"))
+    claims[10] = json.dumps(_patient("b"))
+    claims[12] = "   "
+    claims[20] = json.dumps(claim)  # `{"resourceType": "Claim"`: skipped, but not by the compact opening
+    claims[25] = '{"resourceType":"Claim","patient":{"reference":"Patient/c"}'  # broken: skipped, as before
+    export = tmp_path / "export"
+    _write(export, "Patient.ndjson", [_patient("a")])
+    _write(export, "Claim.ndjson", claims)
+    (export / "Claim.ndjson").write_bytes(b"\xef\xbb\xbf" + (export / "Claim.ndjson").read_bytes().rstrip(b"\n"))
+    _write(export, "Observation.ndjson", [_obs("a", 1, code={"coding": [_LOINC_1]}), _obs("b", 2)])
+    expected = _indexed(export, reads)
+    assert [(r[1], r[2]) for r in expected] == [("b", None), ("a", None)]  # Claim.ndjson is read first
+    for block in (1, 7, 64, 200):
+        monkeypatch.setattr(bulk, "_BLOCK", block)
+        assert _indexed(export, reads) == expected, block
+    with open_population(export, lambda: reads) as population:
+        assert population.bulk is not None
+        assert (population.bulk.resources, population.bulk.kept) == (32, 3)  # 29 Claims, the blank line aside
+
+
+def test_a_broken_line_without_a_kept_code_is_reported_only_with_read_all(tmp_path: Path) -> None:
+    """Verify the one change of the raw drop (pushdown.py): a broken Observation line whose raw text holds no
+    kept code is dropped unparsed, its patient still placed; without the push-down it fails its patient."""
+    reads = _reads_loinc_1()
+    export = tmp_path / "export"
+    _write(export, "Patient.ndjson", [_patient("a")])
+    _write(export, "Observation.ndjson", ['{"resourceType":"Observation","subject":{"reference":"Patient/a"},oops'])
+    assert [(r[1], r[2]) for r in _indexed(export, reads)] == [("a", None)]
+    ((where, patient, error, _),) = _indexed(export, None)
+    assert patient == "a" and error is not None and "Observation.ndjson line 1:" in error and "not valid JSON" in error

@@ -15,6 +15,7 @@ from guideline.content.package import Package, build_package
 from guideline.core import elm
 from guideline.core.config import Config
 from guideline.evaluation import spark
+from guideline.evaluation.bulk import patient_key
 from guideline.evaluation.bundles import load_patient_bundle
 from guideline.evaluation.jvm import JavaPool
 from guideline.evaluation.population import evaluate_opened
@@ -31,6 +32,14 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SAMPLE_ENV = "GUIDELINE_PUSHDOWN_POPULATION"
 # The committed Synthea sample (trimmed to what the logic reads, so mostly the code filters are at work there).
 SYNTHEA_SAMPLE = Path(__file__).resolve().parents[2] / "data" / "synthea-sample"
+# The JVM reader's test data: the spec Python sends for LOINC_1 and the raw lines both readers must drop alike.
+JVM_TEST_DATA = (
+    Path(__file__).resolve().parents[3] / "batch" / "src" / "test" / "resources" / "org" / "example" / "gl" / "batch"
+)
+LOINC_1 = [
+    {"type": "Condition"},
+    {"type": "Observation", "codeFilter": [{"path": "code", "code": [{"system": LOINC, "code": "1"}]}]},
+]
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +128,43 @@ def test_a_code_filter_with_a_computed_code_is_no_filter() -> None:
     }
     doc = {"library": {"identifier": {"id": "L"}, "statements": {"def": [{"name": "X", "expression": retrieve}]}}}
     assert elm.data_requirements(["L"], {"L": doc}) == [{"type": "Observation"}]
+
+
+def test_raw_lines_without_a_kept_code_are_dropped_unparsed_when_their_patient_is_certain() -> None:
+    """Verify `drops` on the cases the JVM's test checks too (escapes, codes elsewhere, whitespace, display
+    first, no subject, nesting, ...): each gives the patient `patient_key` finds on the parsed resource, which
+    `keeps` refuses, or None (parse it); and the JVM is sent exactly the spec its test reads."""
+    reads = Reads.of_requirements(LOINC_1, {})
+    assert reads.spec() == json.loads((JVM_TEST_DATA / "reads.json").read_text(encoding="utf-8"))
+    cases = json.loads((JVM_TEST_DATA / "raw-drops.json").read_text(encoding="utf-8"))
+    assert {c["patient"] for c in cases} >= {None, "p1", "p2"}
+    for case in cases:
+        line = case["line"].encode()
+        assert reads.drops(line) == case["patient"], case["why"]
+        if case["patient"] is not None:
+            assert reads.screen(line) == case["patient"] and not reads.skips(line)
+            try:
+                resource = json.loads(line)
+            except ValueError:
+                continue  # a broken line: dropped unreported (module docstring)
+            assert not reads.keeps(resource) and patient_key(resource) == case["patient"], case["why"]
+    assert reads.screen(b'{"resourceType":"Claim"}') is True and reads.screen(b'{"resourceType":"Condition"}') is None
+    line = b'{"resourceType":"Observation","code":{"coding":[{"code":"2"}]},"subject":{"reference":"Patient/p"}}'
+    assert Reads.all().drops(line) is None and Reads.of_requirements([{"type": "Observation"}], {}).drops(line) is None
+
+
+def test_a_code_with_other_characters_is_found_in_both_engines_spelling() -> None:
+    """Verify that a code's bytes other than letters and digits are matched literally (`\\xHH`, not as regex)."""
+    reads = Reads.of_requirements(
+        [{"type": "Observation", "codeFilter": [{"path": "code", "code": [{"system": "s|x", "code": "a.b|é"}]}]}], {}
+    )
+    head = '{"resourceType":"Observation","subject":{"reference":"Patient/p"},"code":{"coding":[{"code":"'
+    assert reads.drops(f'{head}a.b|é"}}]}}}}'.encode()) is None  # the code, kept: parsed
+    assert reads.drops(f'{head}axb|é"}}]}}}}'.encode()) == "p"  # `.` is no wildcard
+    # A `|` in the system makes every text after a `|` a candidate code: a superset, parsed, never dropped.
+    assert reads.drops(f'{head}x|a.b|é"}}]}}}}'.encode()) is None and reads.drops(f'{head}é"}}]}}}}'.encode()) is None
+    spec = reads.spec()
+    assert spec is not None and "\\xc3\\xa9" in spec["drop"]["codes"]["Observation"]
 
 
 # ---------------------------------------------------------------- the same results, with and without

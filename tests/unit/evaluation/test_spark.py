@@ -24,7 +24,10 @@ AT = "2026-06-01T12:00:00Z"
 # Lines the local path reports as bad records (the patient they name is skipped, or they stand alone).
 BAD_LINES = {
     "Observation.ndjson": [
-        '{"resourceType": "Observation", "subject": {"reference": "Patient/syn41-000003"}, "value',
+        # A code the logic reads (HbA1c) in its raw text, so the push-down parses the line and reports it: a
+        # broken line with none of those codes is dropped unparsed (pushdown.py), by both paths alike.
+        '{"resourceType": "Observation", "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]}, '
+        '"subject": {"reference": "Patient/syn41-000003"}, "value',
         "no",
     ],
     "Patient.ndjson": ['{"resourceType": "Patient", "gender": "male"}'],

@@ -47,6 +47,8 @@ class Stream { // not final: the grouping tests override submit() to see the gro
     String patient;
     List<String> codes;
     String text;
+    /** Dropped on its raw text ({@link Reads#drops}): no text, never in a Bundle. */
+    boolean unscanned;
   }
 
   /**
@@ -145,7 +147,16 @@ class Stream { // not final: the grouping tests override submit() to see the gro
       }
       return group;
     }
-    Line l = scan(raw, from, len);
+    String droppedKey = parseOnly ? null : document.reads.drops(raw, from, len);
+    Line l;
+    if (droppedKey != null) {
+      // Dropped unscanned (see Reads#drops): grouped as a scanned line the walk does not keep, its patient certain.
+      l = new Line();
+      l.type = "";
+      l.unscanned = true;
+    } else {
+      l = scan(raw, from, len);
+    }
     if (l.problem) {
       if (group == null) {
         group = newGroup(null, lineno, start);
@@ -167,6 +178,8 @@ class Stream { // not final: the grouping tests override submit() to see the gro
         g.bad = true;
         return g;
       }
+    } else if (l.unscanned) {
+      key = droppedKey;
     } else {
       key = patientKey(l.subject);
       if (key == null) {
@@ -190,7 +203,9 @@ class Stream { // not final: the grouping tests override submit() to see the gro
       }
       group.patientLine = lineno;
     }
-    if (!group.bad) {
+    if (!group.bad && l.unscanned) {
+      dropped++;
+    } else if (!group.bad) {
       group.all.add(l.text);
       if (parseOnly) {
         return group;

@@ -2,9 +2,14 @@ package org.example.gl.batch;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.ByteArrayInputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
@@ -22,11 +27,17 @@ import org.junit.jupiter.api.Test;
 class StreamGroupingTest {
 	/**
 	 * Reads Patients, Conditions (any code) and Observations with code http://loinc.org|1 only, as
-	 * {@code pushdown.Reads.spec} writes it (the same type pattern).
+	 * {@code pushdown.Reads.spec} writes it (tests/unit/evaluation/test_pushdown.py checks that it does).
 	 */
-	static final String READS = "{\"typePattern\": \"\\\\s*\\\\{\\\\s*\\\"resourceType\\\"\\\\s*:\\\\s*\\\"([A-Za-z]+)\\\"\","
-			+ " \"head\": 256, \"always\": [\"Bundle\", \"Patient\"],"
-			+ " \"types\": {\"Condition\": null, \"Observation\": [\"http://loinc.org|1\"]}}";
+	static final String READS = resource("reads.json");
+
+	private static String resource(String name) {
+		try (InputStream in = StreamGroupingTest.class.getResourceAsStream(name)) {
+			return new String(in.readAllBytes(), StandardCharsets.UTF_8);
+		} catch (IOException e) {
+			throw new UncheckedIOException(e);
+		}
+	}
 
 	private static String program(String reads) {
 		return "{\"cards\": {}, \"activities\": {}, \"reads\": " + reads + "}";
@@ -109,8 +120,9 @@ class StreamGroupingTest {
 
 	/**
 	 * Verify the push-down: a type no retrieve reads is skipped unscanned (the record's line range still covers
-	 * it); an Observation whose {@code code} holds no kept code is scanned (checked, its patient placed), then
-	 * dropped before the Bundle, even when the kept code appears elsewhere in it.
+	 * it); an Observation whose raw text holds no kept code is dropped unscanned, its patient placed; one whose
+	 * {@code code} holds no kept code while the kept code appears elsewhere in it is scanned (checked), then
+	 * dropped before the Bundle.
 	 */
 	@Test
 	void pushDown() throws Exception {
@@ -118,9 +130,40 @@ class StreamGroupingTest {
 				+ "\"category\":[{\"coding\":[{\"code\":\"1\"}]}],\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":\"2\"}]}}\n";
 		String input = patient("p1") + observation("Patient/p1", "1") + observation("Patient/p1", "2") + elsewhere
 				+ "{\"resourceType\":\"Immunization\",\"patient\":{\"reference\":\"Patient/p1\"}}\n";
-		assertEquals("G p1 1-5 kept=2/4", records(input).get(0).substring(0, 17));
+		// all: the Patient, both scanned Observations; the raw-dropped one is in neither list
+		assertEquals("G p1 1-5 kept=2/3", records(input).get(0).substring(0, 17));
 		assertEquals(1, stream.skipped);
 		assertEquals(2, stream.dropped);
+	}
+
+	/**
+	 * Verify that a line dropped on its raw text still places its patient, as a scanned one: a patient without a
+	 * Patient line goes back to Python, and a new patient closes the open record.
+	 */
+	@Test
+	void aRawDroppedLinePlacesItsPatient() throws Exception {
+		List<String> out = records(patient("p1") + observation("Patient/p2", "2") + patient("p3"));
+		assertEquals("G p1 1-1", out.get(0).substring(0, 8));
+		assertEquals("B", out.get(1).substring(0, 1));
+		assertEquals("G p3 3-3", out.get(2).substring(0, 8));
+		assertEquals(1, stream.dropped);
+	}
+
+	/**
+	 * Verify {@code Reads.drops} on the raw lines tests/unit/evaluation/test_pushdown.py checks Python's on: the same
+	 * patient, or null (parse it) for each.
+	 */
+	@Test
+	void rawDropsAsPython() throws Exception {
+		Reads reads = new Reads(new ObjectMapper().readTree(READS));
+		JsonNode cases = new ObjectMapper().readTree(resource("raw-drops.json"));
+		assertTrue(cases.size() > 10);
+		for (JsonNode c : cases) {
+			byte[] line = c.get("line").asText().getBytes(StandardCharsets.UTF_8);
+			String want = c.get("patient").isNull() ? null : c.get("patient").asText();
+			assertEquals(want, reads.drops(line, 0, line.length), c.get("why").asText());
+		}
+		assertNull(new Reads(new ObjectMapper().readTree("null")).drops(new byte[] {'{', '}'}, 0, 2));
 	}
 
 	/** Verify that without a push-down ({@code --read-all}: reads null) every line is read and kept. */
