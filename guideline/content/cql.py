@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
 import itertools
 import json
 import os
@@ -22,6 +23,8 @@ from guideline.core.errors import EngineError, ToolchainError
 # Every worker call is bounded: a cold compile with FHIRHelpers takes ~3 s on 2 cores, a
 # population chunk a few seconds; anything near this limit means the worker is wedged.
 DEFAULT_TIMEOUT_S = 300.0
+# Where compiled libraries are kept between runs (see CompileCache): a folder, or "off".
+CACHE_ENV = "GUIDELINE_CQL_CACHE"
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,8 @@ class Engine:
     def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self._worker = Worker(timeout_s)
         self._loaded: set[str] = set()
+        self._cache = CompileCache.from_environment()
+        self._versions: dict[str, str] | None = None
 
     def __enter__(self) -> Engine:
         return self
@@ -208,7 +213,16 @@ class Engine:
         FHIRHelpers 4.0.1 is always available to include.
         """
         sources = {"FHIRHelpers": toolchain.fhirhelpers_text(), **libraries}
-        res = self._worker.call("compile", target=target, libraries=sources, options=dict(options))
+        key = None
+        if self._cache is not None:
+            if self._versions is None:
+                self._versions = self.versions()
+            key = self._cache.key(target, sources, options, self._versions)
+        res = self._cache.get(key) if self._cache is not None and key is not None else None
+        if res is None:
+            res = self._worker.call("compile", target=target, libraries=sources, options=dict(options))
+            if self._cache is not None and key is not None:
+                self._cache.put(key, res)
         messages = [_to_message(m, target) for m in res.get("messages", [])]
         return CompileResult(library=target, elm=res.get("elm"), messages=messages)
 
@@ -290,6 +304,67 @@ class Engine:
 
 
 _shared: Engine | None = None
+
+
+class CompileCache:
+    """Compiled libraries kept between runs: the translator's answer for one target, its sources and options.
+
+    Translating the package's libraries costs seconds of every command that builds the package (`recommend`,
+    `measure`, `build`, the tests), although the CQL rarely changes between two runs. The translator is
+    deterministic, so its answer (ELM and messages) is kept under a digest of everything it depends on: the
+    target, the text of every library it may include (FHIRHelpers too), the options, the toolchain's versions
+    and the worker's own code. A changed library, option or toolchain is a new key, never a stale answer.
+    Entries are written whole (temp file, then rename), so two runs sharing the folder never read half an
+    entry; an unreadable entry is compiled again. The folder is `.toolchain/cql-cache` unless GUIDELINE_CQL_CACHE
+    names another (or is `off`); it keeps the newest MAX_ENTRIES entries.
+    """
+
+    MAX_ENTRIES = 400
+
+    def __init__(self, folder: Path) -> None:
+        """A cache in `folder` (created on the first write)."""
+        self.folder = folder
+        self._worker_digest = hashlib.sha256(toolchain.WORKER.read_bytes()).hexdigest()
+
+    @classmethod
+    def from_environment(cls) -> CompileCache | None:
+        """The cache GUIDELINE_CQL_CACHE asks for: its folder, none when `off`, else `.toolchain/cql-cache`."""
+        value = os.environ.get(CACHE_ENV, "").strip()
+        if value.lower() == "off":
+            return None
+        return cls(Path(value) if value else toolchain.toolchain_dir() / "cql-cache")
+
+    def key(self, target: str, sources: Mapping[str, str], options: Mapping[str, Any], versions: Any) -> str:
+        """The digest of everything the translator's answer depends on."""
+        basis = {
+            "target": target,
+            "sources": dict(sources),
+            "options": dict(options),
+            "versions": versions,
+            "worker": self._worker_digest,
+        }
+        return hashlib.sha256(json.dumps(basis, sort_keys=True).encode("utf-8")).hexdigest()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The kept answer for `key`, or None (absent, or unreadable: it is then compiled again)."""
+        try:
+            data = json.loads((self.folder / f"{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and "messages" in data else None
+
+    def put(self, key: str, answer: Mapping[str, Any]) -> None:
+        """Keep `answer` under `key`; a folder that cannot be written only means no cache (never an error)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+            tmp.write_text(json.dumps(answer), encoding="utf-8")
+            os.replace(tmp, self.folder / f"{key}.json")
+            entries = sorted(self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
+            for old in entries[: max(0, len(entries) - self.MAX_ENTRIES)]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            return
 
 
 def shared_engine() -> Engine:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from guideline.content.cql import Engine, compile_cql
+from guideline.content.cql import CACHE_ENV, Engine, compile_cql
 from guideline.core import toolchain
 
 HEADER = """library {name} version '1.0.0'
@@ -164,3 +165,59 @@ def test_fhirhelpers_comes_from_the_registry_artifact() -> None:
     """Verify that FHIRHelpers 4.0.1 is the digest-checked file extracted at set-up."""
     text = toolchain.fhirhelpers_text()
     assert "library FHIRHelpers version '4.0.1'" in text
+
+
+def _counting(eng: Engine) -> list[str]:
+    """Record every compile the worker is asked for (the cache's hits never reach it)."""
+    asked: list[str] = []
+    call = eng._worker.call
+
+    def counted(op: str, raw_json: Any = None, **payload: Any) -> Any:
+        if op == "compile":
+            asked.append(payload["target"])
+        return call(op, raw_json, **payload)
+
+    eng._worker.call = counted  # type: ignore[method-assign]
+    return asked
+
+
+def test_compile_cache_answers_the_same_without_the_translator(tmp_path: Path, monkeypatch: Any) -> None:
+    """Verify that a library compiled once is answered from the cache, identically, in a later engine; that a
+    changed source or option is compiled again; that an unreadable entry is compiled again; and that `off` keeps
+    nothing."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    text = VALUES.replace("Values", "Cached")
+    with Engine() as first:
+        asked = _counting(first)
+        cold = first.compile("Cached", {"Cached": text}, {})
+        assert asked == ["Cached"] and cold.ok
+    with Engine() as second:
+        asked = _counting(second)
+        warm = second.compile("Cached", {"Cached": text}, {})
+        assert asked == [] and warm == cold
+        second.compile("Cached", {"Cached": text + 'define "More": 1\n'}, {})
+        second.compile("Cached", {"Cached": text}, {"annotations": True})
+        assert asked == ["Cached", "Cached"]
+        for entry in (tmp_path / "cache").glob("*.json"):
+            entry.write_text("{not json", encoding="utf-8")
+        assert second.compile("Cached", {"Cached": text}, {}) == cold and len(asked) == 3
+        broken = second.compile("Cached", {"Cached": text + "define Broken: 1 +\n"}, {})
+        again = second.compile("Cached", {"Cached": text + "define Broken: 1 +\n"}, {})
+        assert not broken.ok and again == broken and len(asked) == 4  # messages are kept with the answer
+    monkeypatch.setenv(CACHE_ENV, "off")
+    with Engine() as third:
+        asked = _counting(third)
+        third.compile("Cached", {"Cached": text}, {})
+        assert asked == ["Cached"]
+
+
+def test_compile_cache_on_an_unwritable_folder_only_compiles(tmp_path: Path, monkeypatch: Any) -> None:
+    """Verify that a cache folder that cannot be created is no error: every compile goes to the translator."""
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    monkeypatch.setenv(CACHE_ENV, str(blocker / "cache"))
+    with Engine() as eng:
+        asked = _counting(eng)
+        assert eng.compile("Cached", {"Cached": VALUES}, {}).ok
+        assert eng.compile("Cached", {"Cached": VALUES}, {}).ok
+        assert len(asked) == 2
