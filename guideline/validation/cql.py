@@ -66,10 +66,10 @@ def _library_findings(s: Subject, it: Item) -> list[Finding]:
         name = it.str_field("name") or it.rid
         if name in s.failed_cql or it.rid in s.failed_cql:
             return []
-        has_content = any(
-            isinstance(c, dict) and c.get("contentType") == "text/cql"
-            for c in it.resource.get("content") or []
-            if isinstance(it.resource.get("content"), list)
+        content = it.resource.get("content")
+        # Any JSON value may stand where the list belongs (schema findings report it): only a list is looked into.
+        has_content = isinstance(content, list) and any(
+            isinstance(c, dict) and c.get("contentType") == "text/cql" for c in content
         )
         if has_content:
             return []

@@ -236,3 +236,23 @@ def test_mutated_source_files_never_crash_build_and_validate(
         _check(validate(cfg=load_config(source_project), engine=engine).findings)
     finally:
         path.write_text(original, encoding="utf-8")
+
+
+@pytest.mark.parametrize("content", [True, 3, "text/cql", {"contentType": "text/cql"}])
+def test_library_content_that_is_not_a_list_is_a_finding(
+    bundle_path: Path, engine: Engine, tmp_path: Path, content: Any
+) -> None:
+    """Verify that a Library whose `content` is not a list (a case the fuzzing above found) gives located findings,
+    not an internal error of the cql layer."""
+    bundle = json.loads(bundle_path.read_text(encoding="utf-8"))
+    library = next(
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Library" and e["resource"]["id"] != "FHIRHelpers"
+    )
+    library["content"] = content
+    out = tmp_path / "bundle.json"
+    out.write_text(json.dumps(bundle), encoding="utf-8")
+    findings = validate(out, engine=engine).findings
+    _check(findings)
+    assert any(f.severity == "error" and "content" in f.location for f in findings), [f.render() for f in findings]
