@@ -322,6 +322,37 @@ def _skipped_lines(block: bytes, end: int, reads: Reads) -> int:
     return lines
 
 
+class _Lines:
+    """The non-blank lines of one data file, read in blocks of whole lines: (line number, offset of the line's text
+    after any byte order mark, raw line, its text). A block whose every line is of a type `reads` skips (see
+    `_skipped_lines`) is only counted. `count`: the non-blank lines met so far, those counted in blocks included.
+    """
+
+    def __init__(self, f: IO[bytes], reads: Reads) -> None:
+        self._f = f
+        self._reads = reads
+        self.count = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int, bytes, bytes]]:
+        off = 0
+        lineno = 0
+        for block, end in _whole_lines(self._f):
+            n = _skipped_lines(block, end, self._reads)
+            if n >= 0:
+                self.count += n
+                lineno += n
+                off += end
+                continue
+            for raw in io.BytesIO(block[:end]):
+                lineno += 1
+                start, off = off, off + len(raw)
+                body = raw.removeprefix(BOM) if lineno == 1 else raw
+                if not body.strip():
+                    continue
+                self.count += 1
+                yield lineno, start + len(raw) - len(body), raw, body
+
+
 @dataclass
 class Group:
     """One patient of the export (or a line that could not be placed), ready to become a record."""
@@ -383,90 +414,79 @@ class BulkIndex:
         self.db.close()
         self._tmp.cleanup()
 
-    # Long: one loop over a file's lines, placing each; splitting it would only pass the row lists around.
     def _scan(self, file: int, path: Path, text: Path) -> int:
         """Index one data file (its text at `text`): each line under its patient, shared ones by reference, bad apart.
 
-        Messages name `path`, the file in the export (a .gz one, whose text is its decompressed copy). The file
-        is read in blocks of whole lines: a block whose every line starts with the compact opening of a type
-        no retrieve reads (`{"resourceType":"Claim"`, as servers write it) is counted without a loop over
-        its lines (each would be skipped: see pushdown.py); any other block is read line by line.
+        Messages name `path`, the file in the export (a .gz one, whose text is its decompressed copy). Lines are
+        read by `_Lines` (blocks of a type no retrieve reads are only counted); each other line is skipped or
+        dropped on its raw text when `Reads.screen` can tell (never parsed), else parsed and placed.
         """
         rows: list[tuple[str, int, int, int, int, int]] = []
         shared: list[tuple[str, int, int, int]] = []
         reads = self.reads
         dropped: dict[str, tuple[str, int, int, int, int, int]] = {}
-        count = 0
-        off = 0
-        lineno = 0
         try:
             f = text.open("rb")
         except OSError as e:
             raise BadInputError(f"{path}: cannot read the export file: {e.strerror or e}") from None
         with f:
-            for block, end in _whole_lines(f):
-                n = _skipped_lines(block, end, reads)
-                if n >= 0:
-                    count += n
-                    lineno += n
-                    off += end
+            lines = _Lines(f, reads)
+            for lineno, start, raw, body in lines:
+                screened = reads.screen(body)
+                if screened is True:
                     continue
-                for raw in io.BytesIO(block[:end]):
-                    lineno += 1
-                    start, off = off, off + len(raw)
-                    body = raw.removeprefix(BOM) if lineno == 1 else raw
-                    if not body.strip():
+                key: str | None = screened
+                if key is None:
+                    line = parse_line(raw, lineno, BUNDLE_HINT)
+                    resource = line.resource
+                    if line.problem is not None:
+                        m = PATIENT_REF.search(body.decode("utf-8", "replace"))
+                        if m is not None:
+                            self.db.execute("INSERT INTO poison VALUES (?, ?)", (m[1], f"{path.name} {line.problem}"))
+                        else:
+                            self.db.execute("INSERT INTO bad VALUES (?, ?, ?)", (file, lineno, line.problem))
                         continue
-                    start += len(raw) - len(body)
-                    count += 1
-                    # Skipped (a type never read) or dropped (no code kept, the patient certain): never parsed.
-                    key = reads.screen(body)
-                    if key is True:
+                    if reads.keeps(resource):
+                        self._place(resource, (file, start, len(body), lineno), rows, shared)
                         continue
-                    if key is None:
-                        line = parse_line(raw, lineno, BUNDLE_HINT)
-                        resource, problem = line.resource, line.problem
-                        if problem is not None:
-                            m = PATIENT_REF.search(body.decode("utf-8", "replace"))
-                            if m is not None:
-                                self.db.execute("INSERT INTO poison VALUES (?, ?)", (m[1], f"{path.name} {problem}"))
-                            else:
-                                self.db.execute("INSERT INTO bad VALUES (?, ?, ?)", (file, lineno, problem))
-                            continue
-                    if key is not None or not reads.keeps(resource):
-                        # Never read back, but it places its patient as without the push-down (a patient with no
-                        # Patient line is still reported, at the same line): its first such line in this file is
-                        # enough.
-                        key = key if key is not None else patient_key(resource)
-                        if key is not None and key not in dropped:
-                            dropped[key] = (key, file, start, len(body), lineno, _DROPPED)
-                            if len(dropped) >= _CHUNK:  # memory stays flat; a repeated row later changes nothing
-                                rows.extend(dropped.values())
-                                dropped.clear()
-                        continue
-                    rtype = resource["resourceType"]
-                    if rtype == "Patient":
-                        rid = resource.get("id")
-                        key = rid if isinstance(rid, str) and rid else None
-                        if key is None:
-                            self.db.execute(
-                                "INSERT INTO bad VALUES (?, ?, ?)",
-                                (file, lineno, f"line {lineno}: the Patient has no id; give it one"),
-                            )
-                            continue
-                        rows.append((key, file, start, len(body), lineno, 1))
-                    else:
-                        key = patient_key(resource)
-                        if key is not None:
-                            rows.append((key, file, start, len(body), lineno, 0))
-                        elif isinstance(resource.get("id"), str):
-                            shared.append((f"{rtype}/{resource['id']}", file, start, len(body)))
-                    self.kept += 1
-                    if len(rows) >= _CHUNK or len(shared) >= _CHUNK:
-                        self._flush(rows, shared)
+                    key = patient_key(resource)
+                # Dropped: never read back, but it places its patient as without the push-down (a patient with no
+                # Patient line is still reported, at the same line): its first such line in this file is enough.
+                if key is not None and key not in dropped:
+                    dropped[key] = (key, file, start, len(body), lineno, _DROPPED)
+                    if len(dropped) >= _CHUNK:  # memory stays flat; a repeated row later changes nothing
+                        rows.extend(dropped.values())
+                        dropped.clear()
             rows.extend(dropped.values())
             self._flush(rows, shared)
-        return count
+        return lines.count
+
+    def _place(
+        self,
+        resource: dict[str, Any],
+        where: tuple[int, int, int, int],
+        rows: list[tuple[str, int, int, int, int, int]],
+        shared: list[tuple[str, int, int, int]],
+    ) -> None:
+        """Index a kept resource at `where` (file, offset, length, line): under its patient, or shared by reference."""
+        file, start, length, lineno = where
+        rtype = resource["resourceType"]
+        if rtype == "Patient":
+            rid = resource.get("id")
+            if not (isinstance(rid, str) and rid):
+                problem = f"line {lineno}: the Patient has no id; give it one"
+                self.db.execute("INSERT INTO bad VALUES (?, ?, ?)", (file, lineno, problem))
+                return
+            rows.append((rid, file, start, length, lineno, 1))
+        else:
+            key = patient_key(resource)
+            if key is not None:
+                rows.append((key, file, start, length, lineno, 0))
+            elif isinstance(resource.get("id"), str):
+                shared.append((f"{rtype}/{resource['id']}", file, start, length))
+        self.kept += 1
+        if len(rows) >= _CHUNK or len(shared) >= _CHUNK:
+            self._flush(rows, shared)
 
     def _flush(self, rows: list[tuple[str, int, int, int, int, int]], shared: list[tuple[str, int, int, int]]) -> None:
         self.db.execute("BEGIN")
