@@ -213,16 +213,17 @@ class Engine:
         FHIRHelpers 4.0.1 is always available to include.
         """
         sources = {"FHIRHelpers": toolchain.fhirhelpers_text(), **libraries}
-        key = None
-        if self._cache is not None:
-            if self._versions is None:
-                self._versions = self.versions()
-            key = self._cache.key(target, sources, options, self._versions)
-        res = self._cache.get(key) if self._cache is not None and key is not None else None
-        if res is None:
+        cache = self._cache
+        if cache is None:
             res = self._worker.call("compile", target=target, libraries=sources, options=dict(options))
-            if self._cache is not None and key is not None:
-                self._cache.put(key, res)
+        else:
+            if self._versions is None:
+                self._versions = self.versions()  # once per worker: part of every key
+            key = cache.key(target, sources, options, self._versions)
+            res = cache.get(key)
+            if res is None:
+                res = self._worker.call("compile", target=target, libraries=sources, options=dict(options))
+                cache.put(key, res)
         messages = [_to_message(m, target) for m in res.get("messages", [])]
         return CompileResult(library=target, elm=res.get("elm"), messages=messages)
 
