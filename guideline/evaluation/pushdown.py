@@ -129,13 +129,7 @@ class Reads:
 
     def skips(self, body: bytes) -> bool:
         """Whether a raw line (without a byte order mark) is of a type no retrieve reads: it is then never parsed."""
-        if self.everything:
-            return False
-        m = self._type_re.match(body, 0, TYPE_HEAD)
-        if m is None:
-            return False  # unsure: parse it
-        rtype = m[1].decode("ascii")
-        return rtype not in ALWAYS and rtype not in self.types
+        return self.screen(body) is True
 
     def screen(self, body: bytes) -> Literal[True] | str | None:
         """A raw line (without a byte order mark) at once: True (`skips`), its patient (`drops`), or None: parse it."""
